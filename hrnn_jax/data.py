@@ -1,0 +1,330 @@
+"""Interaction data: reading, sessions, filters, integer codes and train/test splits.
+
+Data flow (every step a pure function of its inputs)::
+
+    read_interactions -> sessionize -> filter_interactions -> encode -> split -> combine
+
+Frames after ``encode`` use the *encoded schema*: ``user`` Int32 (0..U-1), ``item`` Int32
+(1..N, 0 is padding), ``time`` Float64 seconds, ``session`` Int32, plus ``event`` / ``value``
+when present, sorted by (user, time). All report dictionaries count dropped *events* (rows).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+
+PROTOCOLS = ("last-session", "leave-one-out", "temporal")
+_TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+
+
+class DataError(ValueError):
+    """Bad input data; message names the column(s) or rows at fault."""
+
+
+def _one_line(err: Exception, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _bad_rows(df: pl.DataFrame, mask: pl.Expr) -> tuple[int, list[int]]:
+    """Number of rows where ``mask`` holds and the first few 0-based row numbers."""
+    rows = df.with_row_index("_row").filter(mask)["_row"]
+    return rows.len(), rows.head(5).to_list()
+
+
+def _load(path, sep, id_cols) -> pl.DataFrame:
+    """Read a CSV / TSV / Parquet file with polars; id columns are read as strings."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DataError(f"file not found: {path}")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext in (".parquet", ".pq"):
+            return pl.read_parquet(path)
+        if sep is None:
+            sep = "\t" if ext == ".tsv" else ","
+        overrides = {c: pl.String for c in id_cols}
+        return pl.read_csv(path, separator=sep, schema_overrides=overrides)
+    except pl.exceptions.NoDataError:
+        raise DataError(f"empty file: {path}") from None
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise DataError(f"cannot parse {path}: {_one_line(err)}") from None
+
+
+def read_interactions(path, *, user_col="user", item_col="item", time_col="time", sep=None,
+                      time_unit="s", event_col=None, value_col=None) -> pl.DataFrame:
+    """Read and validate an interaction log.
+
+    ``path`` is a file (.parquet/.pq: Parquet; .tsv: tab-separated; otherwise CSV with ``sep``
+    or ",") or an already-loaded ``pl.DataFrame``. Returns columns ``user``, ``item`` (raw ids
+    as String), ``time`` (Float64 seconds; numbers are divided by the ``time_unit`` factor,
+    Datetime/Date columns become epoch seconds), and ``event`` (String) / ``value`` (Float64)
+    when ``event_col`` / ``value_col`` are given. Raises DataError on any problem.
+    """
+    if time_unit not in _TIME_UNITS:
+        raise DataError(f"bad time_unit {time_unit!r}; valid: {', '.join(_TIME_UNITS)}")
+    if isinstance(path, pl.DataFrame):
+        df, where = path, "frame"
+    else:
+        df, where = _load(path, sep, [user_col, item_col]), os.fspath(path)
+    wanted = {"user": user_col, "item": item_col, "time": time_col}
+    if event_col is not None:
+        wanted["event"] = event_col
+    if value_col is not None:
+        wanted["value"] = value_col
+    missing = [c for c in wanted.values() if c not in df.columns]
+    if missing:
+        raise DataError(f"missing column(s) {missing} in {where}; columns present: {df.columns}")
+    if df.height == 0:
+        raise DataError(f"no rows in {where}")
+    df = df.select([pl.col(src).alias(dst) for dst, src in wanted.items()])
+
+    dtype = df.schema["time"]
+    if isinstance(dtype, (pl.Datetime, pl.Date)):
+        time = pl.col("time").dt.epoch("us").cast(pl.Float64) / 1e6
+    elif dtype.is_numeric():
+        time = pl.col("time").cast(pl.Float64) / _TIME_UNITS[time_unit]
+    else:
+        raise DataError(f"time column {time_col!r} is not numeric (dtype {dtype})")
+    df = df.with_columns(time, pl.col("user", "item").cast(pl.String))
+    if "event" in df.columns:
+        df = df.with_columns(pl.col("event").cast(pl.String))
+    if "value" in df.columns:
+        if not df.schema["value"].is_numeric():
+            raise DataError(f"value column {value_col!r} is not numeric "
+                            f"(dtype {df.schema['value']})")
+        df = df.with_columns(pl.col("value").cast(pl.Float64))
+
+    n, rows = _bad_rows(df, pl.col("time").is_null() | pl.col("time").is_nan())
+    if n:
+        raise DataError(f"time column {time_col!r} has {n} null/NaN value(s), rows {rows}")
+    for dst, src in (("user", user_col), ("item", item_col)):
+        n, rows = _bad_rows(df, pl.col(dst).is_null())
+        if n:
+            raise DataError(f"id column {src!r} has {n} null value(s), rows {rows}")
+    return df
+
+
+def _sort(df: pl.DataFrame, *keys: str) -> pl.DataFrame:
+    """Stable sort (ties keep their current order)."""
+    return df.sort(list(keys), maintain_order=True)
+
+
+def sessionize(df: pl.DataFrame, gap: float = 1800.0) -> pl.DataFrame:
+    """Sort by (user, time) stably and add ``session`` (Int64, global ids 0..S-1).
+
+    A session starts at a user's first event and whenever the idle time since the user's
+    previous event is strictly greater than ``gap`` seconds (a gap equal to ``gap`` stays).
+    """
+    if not gap > 0:
+        raise DataError(f"session gap must be > 0 seconds, got {gap}")
+    df = _sort(df.drop("session", strict=False), "user", "time")
+    new = ((pl.col("user") != pl.col("user").shift(1))
+           | ((pl.col("time") - pl.col("time").shift(1)) > gap)).fill_null(True)
+    return df.with_columns(session=new.cast(pl.Int64).cum_sum() - 1)
+
+
+def filter_interactions(df: pl.DataFrame, *, min_item_support: int = 5, min_session_len: int = 2,
+                        min_sessions: int = 1) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Quadrana et al. section 4.1 filters, repeated until nothing changes.
+
+    Each round removes, in order: events of items with fewer than ``min_item_support`` events,
+    sessions with fewer than ``min_session_len`` events, users with fewer than ``min_sessions``
+    sessions. The report counts removed events per reason, summed over rounds. Session ids are
+    kept as they are (not renumbered). Needs a ``session`` column (see ``sessionize``).
+    """
+    if "session" not in df.columns:
+        raise DataError("filter_interactions needs a 'session' column; call sessionize first")
+    report = {"item_support": 0, "session_length": 0, "user_sessions": 0}
+    n_start = df.height
+    rules = (("item_support", pl.len().over("item") >= min_item_support),
+             ("session_length", pl.len().over("session") >= min_session_len),
+             ("user_sessions", pl.col("session").n_unique().over("user") >= min_sessions))
+    changed = True
+    while changed and df.height:
+        changed = False
+        for reason, keep in rules:
+            before = df.height
+            df = df.filter(keep)
+            report[reason] += before - df.height
+            changed |= df.height < before
+    if df.height == 0:
+        raise DataError(f"all {n_start} rows were removed by the filters: {report}")
+    return df, report
+
+
+def _id_order(ids: pl.Series) -> np.ndarray:
+    """Unique raw ids, sorted numerically when they all look like integers, else as strings."""
+    ids = ids.cast(pl.String).unique()
+    frame = pl.DataFrame({"raw": ids, "num": ids.cast(pl.Int64, strict=False)})
+    keys = ["raw"] if frame["num"].null_count() else ["num", "raw"]
+    return frame.sort(keys)["raw"].to_numpy().astype(object)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Integer-coded events plus the tables that map codes back to raw ids."""
+
+    events: pl.DataFrame
+    user_ids: np.ndarray  # raw id of user code u at position u
+    item_ids: np.ndarray  # raw id of item code i at position i; position 0 (padding) is None
+
+    @property
+    def n_items(self) -> int:
+        """Number of items N (codes 1..N), padding excluded."""
+        return len(self.item_ids) - 1
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @cached_property
+    def _item_codes(self) -> dict[str, int]:
+        return {raw: code for code, raw in enumerate(self.item_ids) if code > 0}
+
+    def encode_items(self, raw) -> np.ndarray:
+        """Raw item ids (any scalar type; compared as strings) -> int32 codes 1..N."""
+        raw = [str(r) for r in np.atleast_1d(np.asarray(raw, dtype=object))]
+        unknown = sorted({r for r in raw if r not in self._item_codes})
+        if unknown:
+            raise DataError(f"{len(unknown)} unknown item id(s): {unknown[:5]}")
+        return np.array([self._item_codes[r] for r in raw], dtype=np.int32)
+
+    def decode_items(self, codes) -> np.ndarray:
+        """Item codes 0..N -> raw ids (object array; code 0 gives the padding entry None)."""
+        codes = np.asarray(codes)
+        bad = codes[(codes < 0) | (codes > self.n_items)]
+        if bad.size:
+            raise DataError(f"{bad.size} unknown item code(s) (valid 0..{self.n_items}): "
+                            f"{sorted(set(bad.tolist()))[:5]}")
+        return self.item_ids[codes]
+
+
+def encode(df: pl.DataFrame) -> Encoded:
+    """Map raw ids to integer codes and renumber sessions 0..S-1 in (user, time) order.
+
+    Users get codes 0..U-1 and items 1..N in sorted raw-id order (numeric order when all ids
+    are integers). Rows are sorted by (user, time) stably.
+    """
+    if "session" not in df.columns:
+        raise DataError("encode needs a 'session' column; call sessionize first")
+    user_ids = _id_order(df["user"])
+    item_ids = np.concatenate([np.array([None], dtype=object), _id_order(df["item"])])
+    user_map = pl.DataFrame({"user": user_ids.tolist(), "_u": np.arange(len(user_ids))},
+                            schema={"user": pl.String, "_u": pl.Int32})
+    item_map = pl.DataFrame({"item": item_ids[1:].tolist(), "_i": np.arange(1, len(item_ids))},
+                            schema={"item": pl.String, "_i": pl.Int32})
+    extra = [c for c in ("event", "value") if c in df.columns]
+    ev = (df.with_columns(pl.col("user", "item").cast(pl.String))
+          .with_row_index("_row")
+          .join(user_map, on="user", how="left")
+          .join(item_map, on="item", how="left")
+          .sort(["_u", "time", "_row"])
+          .with_row_index("_pos"))
+    # a session's new id is the rank of its first row in (user, time) order
+    first_pos = pl.col("_pos").min().over(["_u", "session"])
+    ev = ev.with_columns(session=first_pos.rank("dense") - 1)
+    events = ev.select(pl.col("_u").alias("user"), pl.col("_i").alias("item"),
+                       pl.col("time").cast(pl.Float64), pl.col("session").cast(pl.Int32), *extra)
+    return Encoded(events=events, user_ids=user_ids, item_ids=item_ids)
+
+
+def _drop_unseen(train: pl.DataFrame, test: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Remove test events whose item never occurs in train."""
+    kept = test.filter(pl.col("item").is_in(train["item"].unique().implode()))
+    return kept, test.height - kept.height
+
+
+def split_last_session(events: pl.DataFrame):
+    """Quadrana et al.: test = each user's last session, train = all earlier sessions.
+
+    Users with a single session keep it in train and get no test session. Test events whose
+    item is not in train are removed ("test_unseen_items"), then test sessions left with fewer
+    than 2 events are removed ("test_short_sessions"; counted in events). Returns
+    (train, test, report).
+    """
+    ev = _sort(events, "user", "time")
+    is_last = ((pl.col("session") == pl.col("session").max().over("user"))
+               & (pl.col("session").n_unique().over("user") > 1))
+    train, test = ev.filter(~is_last), ev.filter(is_last)
+    test, unseen = _drop_unseen(train, test)
+    kept = test.filter(pl.len().over("session") >= 2)
+    report = {"test_unseen_items": unseen, "test_short_sessions": test.height - kept.height}
+    return train, kept, report
+
+
+def split_leave_one_out(events: pl.DataFrame):
+    """Shuvo et al.: test = each user's last event (users with < 2 events: all train).
+
+    Test events whose item is not in train are removed ("test_unseen_items").
+    """
+    ev = _sort(events, "user", "time")
+    is_last = ((pl.int_range(pl.len()).over("user") == pl.len().over("user") - 1)
+               & (pl.len().over("user") >= 2))
+    train, test = ev.filter(~is_last), ev.filter(is_last)
+    test, unseen = _drop_unseen(train, test)
+    return train, test, {"test_unseen_items": unseen}
+
+
+def split_temporal(events: pl.DataFrame, test_fraction: float = 0.05):
+    """Donkers et al.: per user, the last ceil(test_fraction * n_u) events by time are test.
+
+    A user's tail goes to test only if at least one train event is left. ceil is taken with a
+    1e-9 tolerance so that e.g. 0.1 * 30 gives 3. Unseen test items are removed as in
+    ``split_last_session``. Call twice (or use ``validation_split``) for 90/5/5.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    ev = _sort(events, "user", "time")
+    n = pl.len().over("user")
+    k = (n.cast(pl.Float64) * test_fraction - 1e-9).ceil()
+    is_test = (pl.int_range(pl.len()).over("user") >= n - k) & (n - k >= 1)
+    train, test = ev.filter(~is_test), ev.filter(is_test)
+    test, unseen = _drop_unseen(train, test)
+    return train, test, {"test_unseen_items": unseen}
+
+
+def split(events: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05):
+    """Split by a named protocol: "last-session", "leave-one-out" or "temporal"."""
+    if protocol == "last-session":
+        return split_last_session(events)
+    if protocol == "leave-one-out":
+        return split_leave_one_out(events)
+    if protocol == "temporal":
+        return split_temporal(events, test_fraction)
+    raise DataError(f"unknown split protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+
+
+def validation_split(train: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05):
+    """Apply ``protocol`` again to the training part: (train2, valid, report).
+
+    For "temporal" the fraction becomes test_fraction / (1 - test_fraction), so that two
+    calls with 0.05 give 90/5/5 of the original events.
+    """
+    if protocol == "temporal":
+        if not 0.0 < test_fraction < 0.5:
+            raise DataError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
+        test_fraction = test_fraction / (1.0 - test_fraction)
+    return split(train, protocol, test_fraction=test_fraction)
+
+
+def combine(train: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:
+    """One frame with ``is_test``; sorted by (user, is_test, time), stably.
+
+    Each user's training history comes first, then its test events; other modules address
+    events by their row position in this frame.
+    """
+    both = pl.concat([train.with_columns(is_test=pl.lit(False)),
+                      test.with_columns(is_test=pl.lit(True))], how="vertical")
+    return _sort(both, "user", "is_test", "time")
+
+
+def summary(events: pl.DataFrame) -> dict:
+    """Counts: {"users", "items", "sessions", "events"}."""
+    return {"users": events["user"].n_unique(), "items": events["item"].n_unique(),
+            "sessions": events["session"].n_unique(), "events": events.height}

@@ -1,0 +1,250 @@
+"""Tests for hrnn_jax.data: reading, sessions, filters, codes and splits."""
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hrnn_jax import data
+from hrnn_jax.data import DataError
+
+
+def raw(users, items, times, **extra):
+    return pl.DataFrame({"user": users, "item": items, "time": times, **extra})
+
+
+def enc(users, items, times, sessions):
+    """A frame in the encoded schema."""
+    return pl.DataFrame({"user": users, "item": items, "time": times, "session": sessions},
+                        schema={"user": pl.Int32, "item": pl.Int32, "time": pl.Float64,
+                                "session": pl.Int32})
+
+
+SMALL = raw(["u1", "u1", "u2"], ["a", "b", "a"], [1.0, 2.0, 3.0])
+
+
+# ---------------------------------------------------------------- reading
+@pytest.mark.parametrize("name,writer,sep", [
+    ("x.csv", lambda df, p: df.write_csv(p), None),
+    ("x.tsv", lambda df, p: df.write_csv(p, separator="\t"), None),
+    ("x.txt", lambda df, p: df.write_csv(p, separator=";"), ";"),
+    ("x.parquet", lambda df, p: df.write_parquet(p), None),
+])
+def test_round_trip(tmp_path, name, writer, sep):
+    src = raw(["u1", "u1", "u2"], ["007", "b", "007"], [1, 2, 3])
+    writer(src, tmp_path / name)
+    out = data.read_interactions(tmp_path / name, sep=sep)
+    assert out.columns == ["user", "item", "time"]
+    assert out.schema["item"] == pl.String and out.schema["time"] == pl.Float64
+    assert out["item"].to_list() == ["007", "b", "007"]  # leading zeros kept in CSV too
+    assert out["time"].to_list() == [1.0, 2.0, 3.0]
+
+
+def test_custom_columns_ms_and_int_ids(tmp_path):
+    src = pl.DataFrame({"uid": [10, 2], "iid": [5, 7], "ts": [1500, 3000],
+                        "kind": ["click", "view"], "r": [1, 4]})
+    src.write_csv(tmp_path / "x.csv")
+    out = data.read_interactions(tmp_path / "x.csv", user_col="uid", item_col="iid",
+                                 time_col="ts", time_unit="ms", event_col="kind", value_col="r")
+    assert out.columns == ["user", "item", "time", "event", "value"]
+    assert out["user"].to_list() == ["10", "2"]
+    assert out["time"].to_list() == [1.5, 3.0]
+    assert out.schema["value"] == pl.Float64 and out["event"].to_list() == ["click", "view"]
+
+
+def test_datetime_time_column():
+    t0 = dt.datetime(2020, 1, 1)
+    out = data.read_interactions(raw(["u"] * 2, ["a", "b"], [t0, t0 + dt.timedelta(seconds=90)]))
+    assert out["time"].to_list() == [1577836800.0, 1577836890.0]
+
+
+def test_missing_column_named(tmp_path):
+    with pytest.raises(DataError, match=r"'ts'.*columns present.*'time'"):
+        data.read_interactions(SMALL, time_col="ts")
+
+
+def test_bad_sep_reports_missing_columns(tmp_path):
+    SMALL.write_csv(tmp_path / "x.csv", separator=";")
+    with pytest.raises(DataError, match=r"missing column.*user;item;time"):
+        data.read_interactions(tmp_path / "x.csv")
+
+
+def test_non_numeric_time():
+    with pytest.raises(DataError, match=r"time column 'time' is not numeric \(dtype String\)"):
+        data.read_interactions(raw(["u"], ["a"], ["yesterday"]))
+
+
+@pytest.mark.parametrize("times", [[1.0, None, 3.0, None], [1.0, float("nan"), 3.0, None]])
+def test_null_or_nan_time(times):
+    with pytest.raises(DataError, match=r"2 null/NaN value\(s\), rows \[1, 3\]"):
+        data.read_interactions(raw(["u"] * 4, ["a"] * 4, times))
+
+
+def test_null_ids(tmp_path):
+    (tmp_path / "x.csv").write_text("user,item,time\nu,a,1\nu,,2\n,b,3\n")
+    with pytest.raises(DataError, match=r"'user' has 1 null value\(s\), rows \[2\]"):
+        data.read_interactions(tmp_path / "x.csv")
+    with pytest.raises(DataError, match=r"'item' has 1 null value\(s\), rows \[1\]"):
+        data.read_interactions(raw(["u", "u"], ["a", None], [1, 2]))
+
+
+def test_empty_and_missing_files(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("user,item,time\n")
+    with pytest.raises(DataError, match="empty file"):
+        data.read_interactions(tmp_path / "empty.csv")
+    with pytest.raises(DataError, match="no rows"):
+        data.read_interactions(tmp_path / "header.csv")
+    with pytest.raises(DataError, match="file not found"):
+        data.read_interactions(tmp_path / "nope.csv")
+
+
+def test_unparseable_file_and_bad_unit(tmp_path):
+    (tmp_path / "x.parquet").write_text("not a parquet file\nat all")
+    with pytest.raises(DataError, match="cannot parse") as err:
+        data.read_interactions(tmp_path / "x.parquet")
+    assert "\n" not in str(err.value)
+    with pytest.raises(DataError, match="time_unit"):
+        data.read_interactions(SMALL, time_unit="minutes")
+
+
+# ---------------------------------------------------------------- sessions
+def test_sessionize_gap_boundaries():
+    df = raw(["u"] * 4, ["a", "b", "c", "d"], [0.0, 100.0, 200.5, 300.5])
+    out = data.sessionize(df, gap=100.0)  # 100 == gap stays; 100.5 > gap splits
+    assert out["session"].to_list() == [0, 0, 1, 1]
+    assert out.schema["session"] == pl.Int64
+    with pytest.raises(DataError, match="gap"):
+        data.sessionize(df, gap=0)
+
+
+def test_sessionize_sorts_and_keeps_ties_stable():
+    df = raw(["b", "a", "b", "a", "a"], ["x1", "y1", "x0", "tie1", "tie2"],
+             [5.0, 10.0, 1.0, 3000.0, 3000.0])
+    out = data.sessionize(df, gap=1800)
+    assert out["user"].to_list() == ["a", "a", "a", "b", "b"]
+    assert out["item"].to_list() == ["y1", "tie1", "tie2", "x0", "x1"]
+    assert out["session"].to_list() == [0, 1, 1, 2, 2]
+
+
+# ---------------------------------------------------------------- filters
+def test_filters_iterate_until_stable():
+    df = pl.DataFrame({
+        "user": ["u1"] * 4 + ["u2"] * 6,
+        "item": ["x", "y", "x", "z", "x", "y", "y", "y", "y", "y"],
+        "time": [float(t) for t in range(10)],
+        "session": [0, 0, 1, 1, 2, 2, 3, 3, 4, 4],
+    })
+    out, report = data.filter_interactions(df, min_item_support=3, min_session_len=2,
+                                           min_sessions=2)
+    # round 1: z (1 row) by support; session 1 (x) by length; u1 (x, y) by sessions.
+    # round 2: x now has support 1 -> dropped; session 2 (y) too short. Round 3: u2 keeps 2.
+    assert report == {"item_support": 2, "session_length": 2, "user_sessions": 2}
+    assert out["session"].to_list() == [3, 3, 4, 4]  # not renumbered
+    assert out["item"].to_list() == ["y"] * 4
+
+
+def test_filters_remove_everything():
+    df = data.sessionize(SMALL)
+    with pytest.raises(DataError, match=r"all 3 rows were removed.*item_support"):
+        data.filter_interactions(df, min_item_support=10)
+
+
+# ---------------------------------------------------------------- encode
+def test_encode_codes_and_round_trip():
+    df = data.sessionize(raw(["10", "9", "10", "9"], ["b", "a", "c", "b"], [3.0, 1.0, 2.0, 9e4]))
+    e = data.encode(df)
+    ev = e.events
+    assert e.n_users == 2 and e.n_items == 3
+    assert list(e.user_ids) == ["9", "10"]  # integer-looking ids in numeric order
+    assert e.item_ids[0] is None and list(e.item_ids[1:]) == ["a", "b", "c"]
+    assert ev.schema == {"user": pl.Int32, "item": pl.Int32, "time": pl.Float64,
+                         "session": pl.Int32}
+    assert ev["user"].to_list() == [0, 0, 1, 1]
+    assert ev["session"].to_list() == [0, 1, 2, 2]
+    assert sorted(ev["item"].unique().to_list()) == [1, 2, 3]  # contiguous, 0 unused
+    assert list(e.decode_items(ev["item"].to_numpy())) == ["a", "b", "c", "b"]
+    x = np.array(["c", "a", "b"], dtype=object)
+    assert list(e.decode_items(e.encode_items(x))) == list(x)
+    with pytest.raises(DataError, match="unknown item id.*'zz'"):
+        e.encode_items(["a", "zz"])
+    with pytest.raises(DataError, match="unknown item code"):
+        e.decode_items([4])
+
+
+def test_encode_keeps_event_and_value():
+    df = data.read_interactions(raw(["u", "u"], [2, 1], [2, 1], kind=["buy", "view"], r=[5, 3]),
+                                event_col="kind", value_col="r")
+    ev = data.encode(data.sessionize(df)).events
+    assert ev.columns == ["user", "item", "time", "session", "event", "value"]
+    assert ev.select("item", "event", "value").rows() == [(1, "view", 3.0), (2, "buy", 5.0)]
+
+
+# ---------------------------------------------------------------- splits
+def test_split_last_session():
+    # user 0: sessions 0, 1, 2 (last has an unseen item 9 and item 1); user 1: sessions 3, 4
+    # (last session: items 2, 8; 8 unseen -> 1 event left -> short); user 2: one session.
+    ev = enc([0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2],
+             [1, 2, 2, 3, 9, 1, 3, 2, 3, 2, 8, 1, 2],
+             [0, 1, 2, 3, 4, 5, 6, 0, 1, 2, 3, 0, 1],
+             [0, 0, 1, 1, 2, 2, 2, 3, 3, 4, 4, 5, 5])
+    train, test, report = data.split(ev, "last-session")
+    assert report == {"test_unseen_items": 2, "test_short_sessions": 1}
+    assert test["item"].to_list() == [1, 3] and test["session"].to_list() == [2, 2]
+    assert train["session"].to_list() == [0, 0, 1, 1, 3, 3, 5, 5]
+
+
+def test_split_leave_one_out():
+    # user 0: last event item 2 (seen) -> test; user 1: last event item 7 (unseen) -> removed;
+    # user 2: one event -> train only. Ties in time: the later row is the last event.
+    ev = enc([0, 0, 0, 1, 1, 2], [1, 3, 2, 2, 7, 4], [0, 1, 1, 0, 1, 0], [0, 0, 0, 1, 1, 2])
+    train, test, report = data.split(ev, "leave-one-out")
+    assert test.rows() == [(0, 2, 1.0, 0)]
+    assert report == {"test_unseen_items": 1}
+    assert train["item"].to_list() == [1, 3, 2, 4]
+
+
+def test_split_temporal_fraction():
+    # user 0: 10 events -> ceil(0.2*10)=2 test; user 1: 3 events -> ceil(0.6)=1 test;
+    # user 2: 1 event -> stays in train.
+    ev = enc([0] * 10 + [1] * 3 + [2], [1, 2] * 5 + [1, 2, 5] + [1],
+             list(range(10)) + [0, 1, 2] + [0], [0] * 10 + [1] * 3 + [2])
+    train, test, report = data.split_temporal(ev, test_fraction=0.2)
+    assert test.select("user", "item").rows() == [(0, 1), (0, 2)]
+    assert report == {"test_unseen_items": 1}
+    assert train.height == 11
+    # float rounding: 0.1 * 30 must give 3 test events, not 4
+    ev30 = enc([0] * 30, [1] * 30, list(range(30)), [0] * 30)
+    assert data.split_temporal(ev30, 0.1)[1].height == 3
+
+
+@pytest.mark.parametrize("protocol", data.PROTOCOLS)
+def test_validation_split_disjoint(protocol):
+    rng = np.random.default_rng(0)
+    n = 400
+    users = np.sort(rng.integers(0, 10, n))
+    df = raw(users.astype(str).tolist(), rng.integers(0, 8, n).astype(str).tolist(),
+             np.cumsum(rng.exponential(1000.0, n)).tolist())
+    ev = data.encode(data.sessionize(df)).events.with_row_index("rid")
+    train, test, _ = data.split(ev, protocol)
+    train2, valid, _ = data.validation_split(train, protocol)
+    parts = [set(p["rid"].to_list()) for p in (train2, valid, test)]
+    assert test.height > 0 and valid.height > 0
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert parts[0] | parts[1] <= set(train["rid"].to_list())
+    if protocol == "temporal":  # about 90/5/5
+        assert abs(valid.height - test.height) <= 10
+
+
+def test_bad_protocol():
+    with pytest.raises(DataError, match="last-session, leave-one-out, temporal"):
+        data.split(enc([0], [1], [0], [0]), "random")
+
+
+def test_combine_order_and_summary():
+    train = enc([1, 0, 0], [1, 2, 3], [5, 1, 2], [1, 0, 0])
+    test = enc([0, 1], [2, 1], [3, 9], [0, 1])
+    both = data.combine(train, test)
+    assert both.select("user", "item", "is_test").rows() == [
+        (0, 2, False), (0, 3, False), (0, 2, True), (1, 1, False), (1, 1, True)]
+    assert data.summary(both) == {"users": 2, "items": 3, "sessions": 2, "events": 5}
