@@ -1,0 +1,337 @@
+"""Evaluation: which predictions are scored, ranks against the whole catalogue, metrics, breakdowns.
+
+The flow is
+
+    rows  = make_eval_rows(stream, targets="session")         # one row per evaluated prediction
+    ranks = rank_chunks(score_fn, rows, ties="optimistic")     # [R] rank of each target
+    metrics_from_ranks(ranks, ks=(5, 20))                      # recall@k, mrr@k, ...
+    breakdown_by_history(rows, ranks); breakdown_by_position(rows, ranks)
+
+``score_fn(index) -> scores [r, N+1]`` is the only thing a model (neural or baseline) supplies.
+Column 0 of every score matrix is the padding item: it is never ranked, whatever its score.
+
+Metrics follow Quadrana et al. (2017), section 4.3: one relevant item per prediction (the next
+event), Recall@k (= hit rate), Precision@k = Recall@k / k, MRR@k with the reciprocal rank set to
+zero beyond k; NDCG@k is added for convenience.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import polars as pl
+
+TIES = ("optimistic", "pessimistic", "average")
+TARGETS = ("session", "user")
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation rows
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalRows:
+    """One row per evaluated prediction "input event -> target event"; arrays of length R.
+
+    event:            int64 [R]   event index (row position in ``stream``) of the TARGET event.
+    user:             int32 [R]   user of the row.
+    item:             int32 [R]   input item (the event just before the target).
+    target:           int32 [R]   target item (1..N).
+    history_sessions: int32 [R]   number of distinct training (``is_test`` False) sessions of the user.
+    position:         int32 [R]   1-based position of the INPUT event within its own session.
+    session_length:   int32 [R]   length (events, train and test) of the TARGET's session in ``stream``.
+    seen_ptr:         int64 [R+1] CSR pointers into ``seen_items`` / ``seen_counts``.
+    seen_items:       int32 [nnz] per row, the distinct items of the user's events BEFORE the target
+                                  event (training history + earlier test events; the input item
+                                  included), sorted ascending.
+    seen_counts:      int32 [nnz] how many times each of ``seen_items`` occurs among those events
+                                  (parallel to ``seen_items``; used by PersonalPop). Optional.
+    same_session:     bool  [R]   input and target belong to the same session (always True for
+                                  ``targets="session"``). Optional; None means all True.
+    """
+
+    event: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+    target: np.ndarray
+    history_sessions: np.ndarray
+    position: np.ndarray
+    session_length: np.ndarray
+    seen_ptr: np.ndarray
+    seen_items: np.ndarray
+    seen_counts: np.ndarray | None = None
+    same_session: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.event.shape[0])
+
+    def seen_of(self, r: int) -> np.ndarray:
+        """Distinct items seen before the target of row ``r``: int32 [n_r]."""
+        return self.seen_items[self.seen_ptr[r]:self.seen_ptr[r + 1]]
+
+
+def _csr_gather(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenated ranges ``[starts[r], starts[r] + lengths[r])`` without a Python loop.
+
+    Returns (flat positions [sum(lengths)], row id of each position [sum(lengths)]).
+    """
+    lengths = lengths.astype(np.int64)
+    total = int(lengths.sum())
+    row = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    ptr = np.concatenate([[0], np.cumsum(lengths)])
+    flat = np.repeat(starts.astype(np.int64), lengths) + (np.arange(total, dtype=np.int64) - ptr[row])
+    return flat, row
+
+
+def make_eval_rows(stream: pl.DataFrame, targets: str = "session") -> EvalRows:
+    """Rows to evaluate from a combined train+test stream.
+
+    ``stream``: columns user Int32, item Int32 (1..N), time Float64, session Int32, is_test Boolean,
+    sorted by (user, is_test, time); a row's position is its event index.
+
+    A row is made for every test event (``is_test`` True) that has a predecessor:
+      * ``targets="session"``: the previous event of the same user in the same session (which may be
+        a training event, e.g. under leave-one-out or temporal splits);
+      * ``targets="user"``: the previous event of the same user, in any session (the first test
+        event of a session is then predicted from the last event of the previous session).
+    Rows are sorted by ``event``. Seen items are built from the user's events before the target in
+    stream order (training events first, then earlier test events).
+    """
+    if targets not in TARGETS:
+        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    missing = {"user", "item", "time", "session", "is_test"} - set(stream.columns)
+    if missing:
+        raise ValueError(f"stream lacks columns {sorted(missing)}")
+    users = stream["user"].to_numpy()
+    if len(users) and np.any(np.diff(users) < 0):
+        raise ValueError("stream must be sorted by user (then is_test, time)")
+
+    df = stream.select("user", "item", "session", "is_test").with_row_index("event").with_columns(
+        local=pl.int_range(pl.len()).over("user"),                       # 0-based index within user
+        pos_in_session=pl.int_range(1, pl.len() + 1).over("session"),    # 1-based position
+        session_length=pl.len().over("session"),
+        history_sessions=pl.col("session").filter(~pl.col("is_test")).n_unique().over("user"),
+        first_seen=pl.col("item").is_first_distinct().over("user"),
+    ).with_columns(
+        prev_item=pl.col("item").shift(1).over("user"),
+        prev_session=pl.col("session").shift(1).over("user"),
+        prev_position=pl.col("pos_in_session").shift(1).over("user"),
+        # distinct items among the user's events strictly before this one
+        n_seen=(pl.col("first_seen").cast(pl.Int64).cum_sum() - pl.col("first_seen").cast(pl.Int64)).over("user"),
+    )
+
+    keep = pl.col("is_test") & pl.col("prev_item").is_not_null()
+    if targets == "session":
+        keep = keep & (pl.col("prev_session") == pl.col("session"))
+    rows = df.filter(keep).sort("event")
+
+    user = rows["user"].to_numpy().astype(np.int32)
+    local = rows["local"].to_numpy().astype(np.int64)
+    n_seen = rows["n_seen"].to_numpy().astype(np.int64)
+
+    # First occurrences of each (user, item), in stream order: the seen items of a row are the first
+    # n_seen of its user's first occurrences.
+    first = df.filter(pl.col("first_seen"))
+    fo_user = first["user"].to_numpy()
+    fo_item = first["item"].to_numpy().astype(np.int32)
+    fo_start = np.searchsorted(fo_user, user, side="left")
+    flat, row_of = _csr_gather(fo_start, n_seen)
+    seen_items = fo_item[flat]
+    seen_ptr = np.concatenate([[0], np.cumsum(n_seen)]).astype(np.int64)
+
+    # Counts: occurrences of (user, item) at local index < target's local index.
+    ev_user = df["user"].to_numpy().astype(np.int64)
+    ev_item = df["item"].to_numpy().astype(np.int64)
+    ev_local = df["local"].to_numpy().astype(np.int64)
+    n_cols = int(ev_item.max()) + 1 if len(ev_item) else 1
+    span = int(ev_local.max()) + 2 if len(ev_local) else 1
+    pair_keys, pair_of_event = np.unique(ev_user * n_cols + ev_item, return_inverse=True)
+    occ = np.sort(pair_of_event.astype(np.int64) * span + ev_local)
+    q_pair = np.searchsorted(pair_keys, user[row_of].astype(np.int64) * n_cols + seen_items)
+    seen_counts = (np.searchsorted(occ, q_pair * span + local[row_of], side="left")
+                   - np.searchsorted(occ, q_pair * span, side="left")).astype(np.int32)
+
+    # Sort each row's seen items ascending (rows stay contiguous).
+    order = np.lexsort((seen_items, row_of))
+    seen_items, seen_counts = seen_items[order], seen_counts[order]
+
+    return EvalRows(
+        event=rows["event"].to_numpy().astype(np.int64),
+        user=user,
+        item=rows["prev_item"].to_numpy().astype(np.int32),
+        target=rows["item"].to_numpy().astype(np.int32),
+        history_sessions=rows["history_sessions"].fill_null(0).to_numpy().astype(np.int32),
+        position=rows["prev_position"].to_numpy().astype(np.int32),
+        session_length=rows["session_length"].to_numpy().astype(np.int32),
+        seen_ptr=seen_ptr,
+        seen_items=seen_items.astype(np.int32),
+        seen_counts=seen_counts,
+        same_session=(rows["prev_session"] == rows["session"]).to_numpy(),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Ranks
+# --------------------------------------------------------------------------------------------
+def rank_targets(scores, targets, *, ties: str = "optimistic", exclude=None) -> jax.Array:
+    """Rank of each target among the real items (1..N) of its row. Jittable (``ties`` static).
+
+    scores:  float [R, N+1]; column 0 is padding and never counts, whatever its score.
+    targets: int [R], values in 1..N.
+    exclude: optional bool [R, N+1]; marked items are removed from the ranking (they never count),
+             except the target itself, which is always ranked even if marked.
+    Returns float32 [R].
+
+    Tie policy, with ``above`` = number of counted items scoring strictly above the target and
+    ``equal`` = number of counted items other than the target scoring exactly the same:
+      * "optimistic":  rank = 1 + above                (ties in the target's favour)
+      * "pessimistic": rank = 1 + above + equal        (ties against the target)
+      * "average":     rank = 1 + above + equal / 2    (expected rank under random tie-breaking)
+    NaN scores compare false and are never counted.
+    """
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    scores = jnp.asarray(scores)
+    targets = jnp.asarray(targets).astype(jnp.int32)
+    n_cols = scores.shape[1]
+    cols = jnp.arange(n_cols, dtype=jnp.int32)
+    is_target = cols[None, :] == targets[:, None]                        # [R, N+1]
+    counted = (cols[None, :] > 0) & ~is_target                          # [R, N+1]
+    if exclude is not None:
+        counted = counted & ~jnp.asarray(exclude, dtype=bool)
+    target_score = jnp.take_along_axis(scores, targets[:, None], axis=1)  # [R, 1]
+    above = jnp.sum(counted & (scores > target_score), axis=1, dtype=jnp.int32)
+    rank = 1.0 + above.astype(jnp.float32)
+    if ties != "optimistic":
+        equal = jnp.sum(counted & (scores == target_score), axis=1, dtype=jnp.int32)
+        rank = rank + equal.astype(jnp.float32) * (1.0 if ties == "pessimistic" else 0.5)
+    return rank
+
+
+_rank_jit = jax.jit(rank_targets, static_argnames=("ties",))
+
+
+@functools.partial(jax.jit, static_argnames=("n_cols",))
+def _seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
+    """bool [r, N+1] with True at ``seen_idx`` [r, L] (padding entries point at column 0)."""
+    r = seen_idx.shape[0]
+    mask = jnp.zeros((r, n_cols), dtype=bool)
+    return mask.at[jnp.arange(r)[:, None], seen_idx].set(True)
+
+
+def _padded_seen(rows: EvalRows, index: np.ndarray) -> np.ndarray:
+    """Seen items of ``index`` rows as int32 [r, L], padded with 0; L rounded up to a power of two
+    (at least 8) so the jitted mask builder compiles only a few shapes."""
+    starts = rows.seen_ptr[index]
+    lengths = rows.seen_ptr[index + 1] - starts
+    width = 8
+    while width < (lengths.max() if len(lengths) else 0):
+        width *= 2
+    out = np.zeros((len(index), width), dtype=np.int32)
+    flat, row = _csr_gather(starts, lengths)
+    col = np.arange(len(flat)) - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    out[row, col] = rows.seen_items[flat]
+    return out
+
+
+def rank_chunks(score_fn: Callable[[np.ndarray], object], rows: EvalRows, *, ties: str = "optimistic",
+                exclude_seen: bool = False, chunk: int = 1024) -> np.ndarray:
+    """Ranks of all rows' targets, computed ``chunk`` rows at a time. Returns float32 [R].
+
+    ``score_fn(index) -> scores [len(index), N+1]`` (numpy or jax) for ``index`` int64 row positions
+    into ``rows``. Every call receives exactly ``min(chunk, R)`` indices: the last chunk is padded by
+    repeating its last index (the padded ranks are dropped), so a jitted ``score_fn`` and the jitted
+    rank each compile once.
+
+    ``exclude_seen``: remove from the ranking the items the user interacted with before the target
+    (``rows.seen_items``), the target itself excepted (see ``rank_targets``).
+    """
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    n_rows = len(rows)
+    out = np.empty(n_rows, dtype=np.float32)
+    if n_rows == 0:
+        return out
+    size = min(int(chunk), n_rows)
+    for start in range(0, n_rows, size):
+        n = min(size, n_rows - start)
+        index = np.arange(start, start + size, dtype=np.int64)
+        index[n:] = start + n - 1
+        scores = jnp.asarray(score_fn(index))
+        if scores.shape[0] != size:
+            raise ValueError(f"score_fn returned {scores.shape[0]} rows for {size} indices")
+        exclude = _seen_mask(jnp.asarray(_padded_seen(rows, index)), n_cols=scores.shape[1]) if exclude_seen else None
+        ranks = _rank_jit(scores, jnp.asarray(rows.target[index]), ties=ties, exclude=exclude)
+        out[start:start + n] = np.asarray(ranks)[:n]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics and breakdowns
+# --------------------------------------------------------------------------------------------
+def metrics_from_ranks(ranks, ks=(5, 20)) -> dict[str, float]:
+    """Top-k metrics from ranks [R] (one relevant item per row; fractional ranks allowed).
+
+    For each k: ``recall@k`` = ``hit@k`` = mean(rank <= k); ``precision@k`` = recall@k / k;
+    ``mrr@k`` = mean(1/rank if rank <= k else 0); ``ndcg@k`` = mean(1/log2(rank+1) if rank <= k
+    else 0). Also ``n`` = R. Raises ValueError on empty ranks.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64).reshape(-1)
+    if ranks.size == 0:
+        raise ValueError("metrics_from_ranks: no ranks")
+    out: dict[str, float] = {"n": int(ranks.size)}
+    for k in ks:
+        hit = ranks <= k
+        recall = float(hit.mean())
+        out[f"recall@{k}"] = recall
+        out[f"hit@{k}"] = recall
+        out[f"precision@{k}"] = recall / k
+        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks, 0.0).mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
+    return out
+
+
+def breakdown(ranks, groups: dict[str, np.ndarray], ks=(5,)) -> dict[str, dict]:
+    """Metrics per group: ``groups`` maps a label to a bool mask [R]; empty groups are omitted."""
+    ranks = np.asarray(ranks)
+    return {name: metrics_from_ranks(ranks[mask], ks) for name, mask in groups.items() if mask.any()}
+
+
+def _check_len(rows: EvalRows, ranks) -> np.ndarray:
+    ranks = np.asarray(ranks)
+    if ranks.shape != (len(rows),):
+        raise ValueError(f"ranks has shape {ranks.shape}, rows has {len(rows)} rows")
+    return ranks
+
+
+def breakdown_by_history(rows: EvalRows, ranks, ks=(5,), threshold: int = 6) -> dict[str, dict]:
+    """Quadrana et al. 4.3.1: users with a short vs long history.
+
+    Groups by ``rows.history_sessions`` (distinct training sessions of the user):
+    "short (<=6)" for ``<= threshold`` and "long (>6)" for more (the paper's text says "<= 6" and
+    "6 or more"; we make the groups disjoint). Returns {label: metrics}; empty groups omitted.
+    """
+    ranks = _check_len(rows, ranks)
+    short = rows.history_sessions <= threshold
+    return breakdown(ranks, {f"short (<={threshold})": short, f"long (>{threshold})": ~short}, ks)
+
+
+def breakdown_by_position(rows: EvalRows, ranks, ks=(5,), min_session_len: int = 5) -> dict[str, dict]:
+    """Quadrana et al. 4.3.2: position within the session.
+
+    Only rows whose target session has ``session_length >= min_session_len`` and whose input is in
+    the target's session (``same_session``; cross-session rows exist only with ``targets="user"``).
+    Groups by the 1-based position of the INPUT event: "beginning" (1st-2nd event), "middle"
+    (3rd-4th), "end" (5th and later). Returns {label: metrics}; empty groups omitted.
+    """
+    ranks = _check_len(rows, ranks)
+    ok = rows.session_length >= min_session_len
+    if rows.same_session is not None:
+        ok = ok & rows.same_session
+    pos = rows.position
+    return breakdown(ranks, {"beginning": ok & (pos <= 2),
+                             "middle": ok & (pos >= 3) & (pos <= 4),
+                             "end": ok & (pos >= 5)}, ks)

@@ -1,0 +1,272 @@
+import math
+
+import jax
+import numpy as np
+import polars as pl
+import pytest
+
+from hrnn_jax.evaluation import (EvalRows, breakdown_by_history, breakdown_by_position, make_eval_rows,
+                                 metrics_from_ranks, rank_chunks, rank_targets)
+
+
+# ---------------------------------------------------------------------------------------------
+# A hand-built stream (sorted by user, is_test, time); comments give the event index.
+# ---------------------------------------------------------------------------------------------
+STREAM_ROWS = [
+    # user, item, session, is_test
+    (0, 1, 10, False),  # 0
+    (0, 2, 10, False),  # 1
+    (0, 1, 10, False),  # 2
+    (0, 3, 11, False),  # 3
+    (0, 2, 12, True),   # 4
+    (0, 4, 12, True),   # 5
+    (0, 2, 12, True),   # 6
+    (1, 5, 20, False),  # 7
+    (1, 6, 20, False),  # 8
+    (1, 6, 21, True),   # 9   one-event test session
+    (2, 1, 30, True),   # 10  user without training history
+    (2, 1, 30, True),   # 11
+    (3, 2, 40, False),  # 12
+    (3, 3, 40, False),  # 13
+    (3, 4, 40, True),   # 14  leave-one-out style: test event inside a training session
+]
+
+
+def hand_stream() -> pl.DataFrame:
+    u, i, s, t = zip(*STREAM_ROWS)
+    return pl.DataFrame({
+        "user": pl.Series(u, dtype=pl.Int32),
+        "item": pl.Series(i, dtype=pl.Int32),
+        "time": pl.Series(np.arange(len(u), dtype=np.float64)),
+        "session": pl.Series(s, dtype=pl.Int32),
+        "is_test": pl.Series(t, dtype=pl.Boolean),
+    })
+
+
+def seen_lists(rows):
+    return [(rows.seen_of(r).tolist(), rows.seen_counts[rows.seen_ptr[r]:rows.seen_ptr[r + 1]].tolist())
+            for r in range(len(rows))]
+
+
+def test_make_eval_rows_session_targets():
+    rows = make_eval_rows(hand_stream(), targets="session")
+    assert rows.event.tolist() == [5, 6, 11, 14]
+    assert rows.user.tolist() == [0, 0, 2, 3]
+    assert rows.item.tolist() == [2, 4, 1, 3]
+    assert rows.target.tolist() == [4, 2, 1, 4]
+    assert rows.history_sessions.tolist() == [2, 2, 0, 1]
+    assert rows.position.tolist() == [1, 2, 1, 2]
+    assert rows.session_length.tolist() == [3, 3, 2, 3]
+    assert rows.same_session.tolist() == [True] * 4
+    assert seen_lists(rows) == [
+        ([1, 2, 3], [2, 2, 1]),
+        ([1, 2, 3, 4], [2, 2, 1, 1]),
+        ([1], [1]),
+        ([2, 3], [1, 1]),
+    ]
+    assert rows.seen_ptr.dtype == np.int64 and rows.seen_ptr.shape == (len(rows) + 1,)
+    for name in ("user", "item", "target", "history_sessions", "position", "session_length", "seen_items"):
+        assert getattr(rows, name).dtype == np.int32, name
+    assert rows.event.dtype == np.int64
+
+
+def test_make_eval_rows_user_targets():
+    rows = make_eval_rows(hand_stream(), targets="user")
+    assert rows.event.tolist() == [4, 5, 6, 9, 11, 14]
+    assert rows.item.tolist() == [3, 2, 4, 6, 1, 3]
+    assert rows.target.tolist() == [2, 4, 2, 6, 1, 4]
+    assert rows.history_sessions.tolist() == [2, 2, 2, 1, 0, 1]
+    # event 4 is predicted from event 3 (1st event of session 11); event 9 from event 8 (2nd of s20)
+    assert rows.position.tolist() == [1, 1, 2, 2, 1, 2]
+    assert rows.session_length.tolist() == [3, 3, 3, 1, 2, 3]
+    assert rows.same_session.tolist() == [False, True, True, False, True, True]
+    assert seen_lists(rows)[0] == ([1, 2, 3], [2, 1, 1])
+    assert seen_lists(rows)[3] == ([5, 6], [1, 1])
+
+
+def test_make_eval_rows_rejects_bad_targets():
+    with pytest.raises(ValueError):
+        make_eval_rows(hand_stream(), targets="all")
+
+
+def test_make_eval_rows_seen_matches_brute_force():
+    rng = np.random.default_rng(3)
+    recs = []
+    session = 0
+    for u in range(20):
+        n_train, n_test = rng.integers(0, 4), rng.integers(1, 3)
+        for k in range(n_train + n_test):
+            session += 1
+            for _ in range(rng.integers(1, 5)):
+                recs.append((u, int(rng.integers(1, 9)), session, k >= n_train))
+    u, i, s, t = zip(*recs)
+    stream = pl.DataFrame({"user": pl.Series(u, dtype=pl.Int32), "item": pl.Series(i, dtype=pl.Int32),
+                           "time": np.arange(len(u), dtype=np.float64),
+                           "session": pl.Series(s, dtype=pl.Int32), "is_test": pl.Series(t, dtype=pl.Boolean)})
+    for mode in ("session", "user"):
+        rows = make_eval_rows(stream, targets=mode)
+        expected = []
+        for e, (ue, ie, se, te) in enumerate(recs):
+            if not te or e == 0 or recs[e - 1][0] != ue or (mode == "session" and recs[e - 1][2] != se):
+                continue
+            before = [r[1] for r in recs[:e] if r[0] == ue]
+            items = sorted(set(before))
+            expected.append((e, items, [before.count(x) for x in items]))
+        assert rows.event.tolist() == [x[0] for x in expected]
+        assert seen_lists(rows) == [(x[1], x[2]) for x in expected]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranks
+# ---------------------------------------------------------------------------------------------
+def brute_rank(scores, target, ties, exclude=None):
+    above = equal = 0
+    for j in range(1, len(scores)):
+        if j == target or (exclude is not None and exclude[j]):
+            continue
+        if scores[j] > scores[target]:
+            above += 1
+        elif scores[j] == scores[target]:
+            equal += 1
+    return 1 + above + {"optimistic": 0, "pessimistic": equal, "average": equal / 2}[ties]
+
+
+def tied_scores(rng, n_rows, n_cols):
+    scores = rng.integers(0, 6, size=(n_rows, n_cols)).astype(np.float32)  # many ties
+    scores[:, 0] = 100.0  # padding scores highest: must never count
+    return scores
+
+
+@pytest.mark.parametrize("ties", ["optimistic", "pessimistic", "average"])
+@pytest.mark.parametrize("with_exclude", [False, True])
+def test_rank_targets_matches_brute_force(ties, with_exclude):
+    rng = np.random.default_rng(0)
+    scores = tied_scores(rng, 40, 13)
+    targets = rng.integers(1, 13, size=40)
+    exclude = rng.random((40, 13)) < 0.3 if with_exclude else None
+    if with_exclude:
+        exclude[np.arange(0, 40, 3), targets[::3]] = True  # the target itself is never removed
+    got = np.asarray(rank_targets(scores, targets, ties=ties, exclude=exclude))
+    want = [brute_rank(scores[r], targets[r], ties, None if exclude is None else exclude[r]) for r in range(40)]
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
+    assert got.dtype == np.float32
+
+
+def test_rank_targets_jit_and_padding():
+    scores = np.array([[9.0, 1.0, 2.0, 2.0, 3.0]], dtype=np.float32)
+    jitted = jax.jit(rank_targets, static_argnames="ties")
+    t = np.array([2])
+    assert float(jitted(scores, t, ties="optimistic")[0]) == 2.0  # only item 4 is above
+    assert float(jitted(scores, t, ties="pessimistic")[0]) == 3.0
+    assert float(jitted(scores, t, ties="average")[0]) == 2.5
+    with pytest.raises(ValueError):
+        rank_targets(scores, t, ties="random")
+
+
+def random_rows(rng, n_rows, n_items, max_seen=6):
+    lengths = rng.integers(0, max_seen, size=n_rows)
+    ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    seen = np.concatenate([np.sort(rng.choice(np.arange(1, n_items + 1), size=n, replace=False))
+                           for n in lengths] + [np.zeros(0)]).astype(np.int32)
+    z = np.zeros(n_rows, dtype=np.int32)
+    return EvalRows(event=np.arange(n_rows, dtype=np.int64), user=z, item=z + 1,
+                    target=rng.integers(1, n_items + 1, size=n_rows).astype(np.int32),
+                    history_sessions=z, position=z + 1, session_length=z + 2,
+                    seen_ptr=ptr, seen_items=seen)
+
+
+@pytest.mark.parametrize("ties", ["optimistic", "average"])
+def test_rank_chunks_equals_one_shot(ties):
+    rng = np.random.default_rng(1)
+    n_rows, n_items = 37, 11
+    rows = random_rows(rng, n_rows, n_items)
+    scores = tied_scores(rng, n_rows, n_items + 1)
+    sizes = []
+
+    def score_fn(idx):
+        sizes.append(len(idx))
+        return scores[idx]
+
+    got = rank_chunks(score_fn, rows, ties=ties, chunk=8)
+    want = np.asarray(rank_targets(scores, rows.target, ties=ties))
+    np.testing.assert_array_equal(got, want)
+    assert set(sizes) == {8} and len(sizes) == 5  # last chunk padded to the fixed size
+
+    mask = np.zeros_like(scores, dtype=bool)
+    for r in range(n_rows):
+        mask[r, rows.seen_of(r)] = True
+    got = rank_chunks(score_fn, rows, ties=ties, chunk=8, exclude_seen=True)
+    want = [brute_rank(scores[r], rows.target[r], ties, mask[r]) for r in range(n_rows)]
+    np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
+    assert (got <= np.asarray(rank_targets(scores, rows.target, ties=ties))).all()
+
+
+def test_rank_chunks_small_and_empty():
+    rng = np.random.default_rng(2)
+    rows = random_rows(rng, 3, 5)
+    scores = rng.random((3, 6)).astype(np.float32)
+    np.testing.assert_array_equal(rank_chunks(lambda i: scores[i], rows, chunk=1024),
+                                  np.asarray(rank_targets(scores, rows.target)))
+    empty = random_rows(rng, 0, 5)
+    assert rank_chunks(lambda i: scores[i], empty).shape == (0,)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics and breakdowns
+# ---------------------------------------------------------------------------------------------
+def test_metrics_from_ranks_hand_values():
+    ranks = np.array([1, 3, 6, 2.5, 21])
+    m = metrics_from_ranks(ranks, ks=(1, 5, 20))
+    assert m["n"] == 5
+    assert m["recall@1"] == pytest.approx(0.2) and m["mrr@1"] == pytest.approx(0.2)
+    assert m["ndcg@1"] == pytest.approx(0.2)
+    assert m["recall@5"] == pytest.approx(0.6) and m["hit@5"] == pytest.approx(0.6)
+    assert m["mrr@5"] == pytest.approx((1 + 1 / 3 + 1 / 2.5) / 5)
+    assert m["ndcg@5"] == pytest.approx((1 + 0.5 + 1 / math.log2(3.5)) / 5)
+    assert m["recall@20"] == pytest.approx(0.8)
+    assert m["mrr@20"] == pytest.approx((1 + 1 / 3 + 1 / 6 + 1 / 2.5) / 5)
+    assert m["ndcg@20"] == pytest.approx((1 + 0.5 + 1 / math.log2(7) + 1 / math.log2(3.5)) / 5)
+    for k in (1, 5, 20):
+        assert m[f"precision@{k}"] == pytest.approx(m[f"recall@{k}"] / k)
+    with pytest.raises(ValueError):
+        metrics_from_ranks(np.array([]))
+
+
+def hand_rows(history, position, length, same=None):
+    n = len(history)
+    z = np.zeros(n, dtype=np.int32)
+    return EvalRows(event=np.arange(n, dtype=np.int64), user=z, item=z + 1, target=z + 2,
+                    history_sessions=np.asarray(history, dtype=np.int32),
+                    position=np.asarray(position, dtype=np.int32),
+                    session_length=np.asarray(length, dtype=np.int32),
+                    seen_ptr=np.zeros(n + 1, dtype=np.int64), seen_items=np.zeros(0, dtype=np.int32),
+                    same_session=None if same is None else np.asarray(same))
+
+
+def test_breakdown_by_history():
+    rows = hand_rows([1, 6, 7, 12], [1] * 4, [5] * 4)
+    ranks = np.array([1.0, 10.0, 2.0, 3.0])
+    b = breakdown_by_history(rows, ranks, ks=(5,))
+    assert set(b) == {"short (<=6)", "long (>6)"}
+    assert b["short (<=6)"]["n"] == 2 and b["short (<=6)"]["recall@5"] == pytest.approx(0.5)
+    assert b["long (>6)"]["mrr@5"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    only_short = breakdown_by_history(hand_rows([1, 2], [1, 1], [5, 5]), np.array([1.0, 2.0]))
+    assert set(only_short) == {"short (<=6)"}
+    with pytest.raises(ValueError):
+        breakdown_by_history(rows, ranks[:3])
+
+
+def test_breakdown_by_position():
+    #           beginning  beginning  middle  middle  end  end  too short  other session
+    position = [1,         2,         3,      4,      5,   9,   1,         2]
+    length = [6, 6, 6, 6, 10, 10, 4, 8]
+    same = [True] * 7 + [False]
+    ranks = np.array([1.0, 7.0, 2.0, 4.0, 5.0, 6.0, 1.0, 1.0])
+    b = breakdown_by_position(hand_rows([1] * 8, position, length, same), ranks, ks=(5,))
+    assert list(b) == ["beginning", "middle", "end"]
+    assert [b[g]["n"] for g in b] == [2, 2, 2]
+    assert b["beginning"]["recall@5"] == pytest.approx(0.5)
+    assert b["middle"]["mrr@5"] == pytest.approx((1 / 2 + 1 / 4) / 2)
+    assert b["end"]["recall@5"] == pytest.approx(0.5)
+    b = breakdown_by_position(hand_rows([1] * 3, [1, 2, 1], [2, 6, 6]), np.ones(3), min_session_len=5)
+    assert list(b) == ["beginning"] and b["beginning"]["n"] == 2
