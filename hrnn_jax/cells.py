@@ -1,0 +1,108 @@
+"""Recurrent cells in the flax convention, and the few helpers the models need to drive any cell.
+
+Every cell follows ``flax.linen.RNNCellBase``: ``carry, y = cell(carry, x)`` and
+``cell.initialize_carry(rng, input_shape)``. flax's own ``GRUCell`` and ``LSTMCell`` therefore drop
+into every model unchanged.
+
+:class:`GRU` is the same cell as ``flax.linen.GRUCell`` (same equations, same gate order) split in
+two methods, so that the models can move the input projection out of the time scan:
+
+* ``project(x)``: the input part ``W_x x + b`` of all three gates, ``[..., E] -> [..., 3H]``; it does
+  not depend on the recurrent state, so a model computes it for all steps at once.
+* ``step(h, xp)``: the recurrent part, ``[B, H], [B, 3H] -> [B, H]``.
+
+With one-hot item inputs (GRU4Rec and HRNN use the item ID as a one-hot vector) ``project`` of a
+one-hot vector is a row of ``W_x`` plus ``b``; the models then keep those rows as an item table of
+width 3H and never call ``project`` (see ``hrnn_jax.models``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Carry = Any
+
+
+class GRU(nn.RNNCellBase):
+    """Gated recurrent unit (Cho et al. 2014) with the input projection split out.
+
+    Equations (as ``flax.linen.GRUCell``), with ``xp = W_x x + b_x`` split into three H-blocks:
+        r = sigmoid(xp_r + W_hr h)
+        z = sigmoid(xp_z + W_hz h)
+        n = tanh(xp_n + r * (W_hn h + b_hn))
+        h' = (1 - z) * n + z * h
+    """
+
+    features: int
+    kernel_init: Any = nn.initializers.lecun_normal()
+    recurrent_kernel_init: Any = nn.initializers.orthogonal()
+
+    def setup(self):
+        self.input = nn.Dense(3 * self.features, kernel_init=self.kernel_init, name="input")
+        # W_hr, W_hz, W_hn as one [H, 3H] matmul; b_hn is the only recurrent bias.
+        self.hidden = nn.Dense(3 * self.features, use_bias=False,
+                               kernel_init=self.recurrent_kernel_init, name="hidden")
+        self.b_hn = self.param("b_hn", nn.initializers.zeros_init(), (self.features,))
+
+    def project(self, x):
+        """Input part of the gates, ``[..., E] -> [..., 3H]`` (order r, z, n)."""
+        return self.input(x)
+
+    def step(self, h, xp):
+        """One recurrent step from projected inputs: ``[B, H], [B, 3H] -> (h', h')``."""
+        H = self.features
+        hp = self.hidden(h)
+        rz = jax.nn.sigmoid(xp[..., : 2 * H] + hp[..., : 2 * H])
+        r, z = rz[..., :H], rz[..., H:]
+        n = jnp.tanh(xp[..., 2 * H:] + r * (hp[..., 2 * H:] + self.b_hn))
+        h = (1.0 - z) * n + z * h
+        return h, h
+
+    def __call__(self, carry, x):
+        return self.step(carry, self.project(x))
+
+    @nn.nowrap
+    def initialize_carry(self, rng, input_shape):
+        return jnp.zeros(input_shape[:-1] + (self.features,))
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+def is_split(cell: nn.Module) -> bool:
+    """True for cells whose input projection can be done outside the scan (``project``/``step``)."""
+    return hasattr(cell, "project") and hasattr(cell, "step")
+
+
+def hidden_size(cell: nn.Module) -> int:
+    return int(cell.features)
+
+
+def zero_carry(cell: nn.Module, batch: int) -> Carry:
+    """The cell's zero state for ``batch`` rows (flax cells need no rng for zeros)."""
+    return cell.initialize_carry(jax.random.PRNGKey(0), (batch, 1))
+
+
+def hidden_of(carry: Carry) -> jax.Array:
+    """The hidden vector of a carry: the carry itself (GRU) or its last element (flax LSTM (c, h))."""
+    return carry[-1] if isinstance(carry, tuple) else carry
+
+
+def with_hidden(carry: Carry, h: jax.Array) -> Carry:
+    """A carry whose hidden vector is ``h`` and whose other parts (LSTM memory) are zero.
+
+    HRNN's session initialisation (Eq. 4) sets the hidden state of the session cell; for an LSTM
+    session cell the memory cell of a new session starts at zero (our choice, the paper uses a GRU).
+    """
+    if isinstance(carry, tuple):
+        return tuple(jnp.zeros_like(c) for c in carry[:-1]) + (h,)
+    return h
+
+
+def select(mask: jax.Array, new: Carry, old: Carry) -> Carry:
+    """Per-row choice between two carries: ``new`` where ``mask [B]`` is True."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(mask[:, None], a, b), new, old)

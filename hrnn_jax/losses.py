@@ -1,0 +1,80 @@
+"""Ranking losses of GRU4Rec / HRNN over in-batch (and sampled) negatives, and full softmax.
+
+In-batch negatives (Quadrana et al. Sec. 3.1): at step t of lane b the positive is lane b's target;
+the negatives are the targets of the other lanes at the same step (popularity-based sampling, since
+an item appears in a mini-batch in proportion to its frequency), optionally followed by S extra
+items sampled by popularity and shared by the whole window. A negative is dropped when it is
+padding or the same item as the positive. Steps without a target contribute nothing; the loss is
+the mean over steps with a target.
+
+All functions take global item ids for the masks (``target``, ``negatives``) and the score tables
+indexed by ``lookup`` ids, which are the same ids or, in the sparse-row training path, the ids
+local to the gathered rows; equality between ids is preserved by that remapping.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+LOSSES = ("top1", "bpr", "ce", "full-ce")
+NEG_INF = -1e30
+
+
+def candidate_scores(params, y, lookup_target, lookup_neg):
+    """Scores of the step's candidates: ``y [B, L, H]`` -> ``[B, L, B + S]``.
+
+    Column c < B is lane c's target at the same step; column B + s is the s-th sampled negative.
+    """
+    out, bias = params["item_out"], params["item_bias"]
+    o_t = out[lookup_target]  # [B, L, H]
+    s_batch = jnp.einsum("blh,clh->blc", y, o_t) + bias[lookup_target].T[None]
+    s_neg = y @ out[lookup_neg].T + bias[lookup_neg]  # [B, L, S]
+    return jnp.concatenate([s_batch, s_neg], axis=-1)
+
+
+def candidate_mask(target, negatives):
+    """Which candidates are negatives for each step: ``bool [B, L, B + S]``."""
+    B = target.shape[0]
+    cand = jnp.concatenate([
+        jnp.broadcast_to(target.T[None], (B,) + target.T.shape),
+        jnp.broadcast_to(negatives, target.shape + negatives.shape),
+    ], axis=-1)
+    return (cand > 0) & (cand != target[..., None])
+
+
+def ranking_loss(kind: str, scores, target, negatives):
+    """Mean TOP1 / BPR / in-batch cross-entropy over the steps with a target.
+
+    scores: ``[B, L, B + S]`` from :func:`candidate_scores`; the positive of lane b is column b.
+    TOP1 (Hidasi et al. 2016): mean_j sigmoid(r_j - r_i) + sigmoid(r_j^2).
+    BPR: -mean_j log sigmoid(r_i - r_j).
+    ce: -log softmax over {positive} + negatives.
+    """
+    B = target.shape[0]
+    pos = jnp.diagonal(scores[:, :, :B], axis1=0, axis2=2).T  # [B, L]
+    neg = candidate_mask(target, negatives)
+    n_neg = jnp.maximum(neg.sum(-1), 1)
+    diff = scores - pos[..., None]
+    if kind == "top1":
+        per = jax.nn.sigmoid(diff) + jax.nn.sigmoid(scores**2)
+        row = jnp.where(neg, per, 0.0).sum(-1) / n_neg
+    elif kind == "bpr":
+        row = jnp.where(neg, -jax.nn.log_sigmoid(-diff), 0.0).sum(-1) / n_neg
+    elif kind == "ce":
+        logits = jnp.where(neg, scores, NEG_INF)
+        lse = jnp.logaddexp(jax.nn.logsumexp(logits, axis=-1), pos)
+        row = lse - pos
+    else:
+        raise ValueError(f"unknown sampled loss {kind!r}; choose from {LOSSES}")
+    has = target > 0
+    return jnp.where(has, row, 0.0).sum() / jnp.maximum(has.sum(), 1)
+
+
+def full_cross_entropy(params, y, target):
+    """Softmax cross-entropy against the whole catalogue (padding column excluded)."""
+    logits = y @ params["item_out"].T + params["item_bias"]
+    logits = logits.at[..., 0].set(NEG_INF)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    row = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+    has = target > 0
+    return jnp.where(has, row, 0.0).sum() / jnp.maximum(has.sum(), 1)

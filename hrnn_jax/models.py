@@ -1,0 +1,301 @@
+"""Session-based GRU (GRU4Rec), RNN Concat and the hierarchical RNN (HRNN Init / HRNN All).
+
+Quadrana, Karatzoglou, Hidasi, Cremonesi 2017, "Personalizing Session-based Recommendations with
+Hierarchical Recurrent Neural Networks". Equation numbers below refer to that paper.
+
+A model is a frozen dataclass of hyper-parameters and flax cells with three pure functions:
+
+* ``init(rng) -> params``
+* ``init_carry(batch_size) -> carry``: the recurrent state of B lanes
+* ``apply(params, carry, batch, *, rng=None, train=False) -> (carry, y)``: scan one window of the
+  batch contract (``hrnn_jax.batching``) and return the session-level outputs ``y [B, L, H]``.
+
+Scores are ``score_items(params, y) = y @ item_out.T + item_bias`` (Eq. 2 before g(.); the loss
+applies its own g), shared by training, evaluation and ``recommend``.
+
+Inputs. With a split cell (``hrnn_jax.cells.GRU``) and ``embed_dim=None`` the item is one-hot, as in
+the paper: the input projection of a one-hot vector is one row of W_x, so the model keeps an item
+table of width 3H (``item_in``) and the input bias is folded into its rows (one row is active per
+step, so row + b is the same family of functions). With ``embed_dim=E`` items are embedded to E
+dimensions and projected by the cell. A cell without ``project`` (flax ``GRUCell``, ``LSTMCell``)
+receives the E-dimensional embedding (E defaults to its hidden size) and does its own projection.
+Work that does not depend on the state (look-ups, projections, dropout masks, scoring) is done for
+all steps at once, outside ``jax.lax.scan``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from hrnn_jax import cells
+
+Params = dict[str, Any]
+
+
+def _uniform(rng, shape, fan_in, fan_out):
+    """GRU4Rec's initialisation: U(-s, s), s = sqrt(6 / (fan_in + fan_out))."""
+    s = np.sqrt(6.0 / (fan_in + fan_out))
+    return jax.random.uniform(rng, shape, jnp.float32, -s, s)
+
+
+def _dropout(rng, p: float, shape) -> jax.Array:
+    """Inverted dropout mask (scaled by 1/(1-p))."""
+    keep = jax.random.bernoulli(rng, 1.0 - p, shape)
+    return keep.astype(jnp.float32) / (1.0 - p)
+
+
+def score_items(params: Params, y: jax.Array) -> jax.Array:
+    """Scores of every item, ``[..., H] -> [..., N+1]``; column 0 is padding (callers mask it)."""
+    return y @ params["item_out"].T + params["item_bias"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Base:
+    n_items: int
+    session_cell: nn.Module
+    embed_dim: int | None = None
+    dropout_session: float = 0.0
+
+    @property
+    def hidden(self) -> int:
+        return cells.hidden_size(self.session_cell)
+
+    @property
+    def one_hot(self) -> bool:
+        return cells.is_split(self.session_cell) and self.embed_dim is None
+
+    @property
+    def input_width(self) -> int:
+        if self.one_hot:
+            return 3 * self.hidden
+        return self.embed_dim or self.hidden
+
+    def _extra_input(self) -> int:
+        return 0
+
+    def _init_common(self, rng) -> Params:
+        N, H, D = self.n_items + 1, self.hidden, self.input_width
+        k_in, k_out, k_cell = jax.random.split(rng, 3)
+        params = {
+            "item_in": _uniform(k_in, (N, D), N, D),
+            "item_out": _uniform(k_out, (N, H), N, H),
+            "item_bias": jnp.zeros((N,), jnp.float32),
+        }
+        carry = cells.zero_carry(self.session_cell, 1)
+        if self.one_hot:
+            p = self.session_cell.init(k_cell, carry, jnp.zeros((1, D)), method="step")
+        else:
+            x = jnp.zeros((1, D + self._extra_input()))
+            p = self.session_cell.init(k_cell, carry, x)
+        params["session"] = p["params"]
+        return params
+
+    def _inputs(self, params, items):
+        """Per-step inputs of the session cell, outside the scan: ``[B, L] -> [B, L, D]``."""
+        x = params["item_in"][items]
+        if cells.is_split(self.session_cell) and not self.one_hot:
+            x = self.session_cell.apply({"params": params["session"]}, x, method="project")
+        return x
+
+    def _session_step(self, params, carry, x):
+        cell, p = self.session_cell, {"params": params["session"]}
+        if cells.is_split(cell):
+            return cell.apply(p, carry, x, method="step")
+        return cell.apply(p, carry, x)
+
+    def _output(self, ys, rng, train):
+        """Scan outputs ``[L, B, H]`` -> ``[B, L, H]`` with session-level dropout on the outputs."""
+        y = jnp.swapaxes(ys, 0, 1)
+        if train and self.dropout_session > 0:
+            y = y * _dropout(rng, self.dropout_session, y.shape)
+        return y
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionRNN(_Base):
+    """GRU4Rec (``reset="session"``: state reset at every session start, Eq. 1 with s_{m,0} = 0) or
+    RNN Concat (``reset="user"``: the sessions of a user are one sequence, reset only at a new user).
+
+    Dropout (``dropout_session``) is applied to the hidden outputs before scoring, not to the
+    recurrent connection.
+    """
+
+    reset: str = "session"
+
+    def __post_init__(self):
+        if self.reset not in ("session", "user"):
+            raise ValueError(f"reset must be 'session' or 'user', got {self.reset!r}")
+
+    def init(self, rng) -> Params:
+        return self._init_common(rng)
+
+    def init_carry(self, batch_size: int):
+        return cells.zero_carry(self.session_cell, batch_size)
+
+    def apply(self, params, carry, batch, *, rng=None, train=False):
+        chex.assert_rank([batch["item"], batch["session_start"]], 2)
+        B = batch["item"].shape[0]
+        x = self._inputs(params, batch["item"])
+        reset = batch["session_start"] if self.reset == "session" else batch["user_start"]
+        zero = cells.zero_carry(self.session_cell, B)
+
+        def body(s, inp):
+            x_t, reset_t = inp
+            s = cells.select(reset_t, zero, s)  # Eq. 1: s_{m,0} = 0
+            return self._session_step(params, s, x_t)  # Eq. 1
+
+        carry, ys = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), reset.T))
+        return carry, self._output(ys, rng, train)
+
+
+def _bucket_sizes(batch_size: int) -> tuple[int, ...]:
+    """Sizes of the compacted user-level update: the smallest one that holds a step's boundaries."""
+    sizes = {0, batch_size} | {max(1, batch_size // d) for d in (8, 4, 2)}
+    return tuple(sorted(sizes))
+
+
+@dataclasses.dataclass(frozen=True)
+class HRNN(_Base):
+    """Hierarchical RNN: a user-level cell over the sessions of a user (Eq. 3) initialises the
+    session-level cell (Eq. 4) and, in ``mode="all"``, is also an input at every step (Eq. 5).
+
+    Any two cells compose: ``session_cell`` (e.g. ``cells.GRU(100)`` or flax's ``LSTMCell``) and
+    ``user_cell`` (e.g. ``cells.GRU(100)``).
+
+    Choices where the paper is silent, all tested:
+
+    * The user cell's input is the hidden state of the session cell after the session's last step
+      (with ``targets="session"`` lanes: after its second-to-last event, the last one being a target
+      only, as in the original code).
+    * The first session of a user starts from Eq. 4 with c_{u,0} = 0, i.e. tanh(b_init).
+    * Dropout: ``dropout_user`` on the user cell's output c, ``dropout_init`` on the initial
+      session state of Eq. 4, ``dropout_session`` on the session outputs before scoring
+      (Table 2's three rates, in that order).
+    * For a session cell with a tuple carry (LSTM), Eq. 4 sets the hidden part; the memory is zero.
+
+    Speed. Eq. 3 and 4 (and HRNN All's projection W_c c of Eq. 5) run once per session, only for the
+    lanes whose session ends at this step: those lanes are gathered into the smallest of a few fixed
+    sizes that holds them (``lax.switch``), updated and scattered back. The per-step cost is then the
+    session GRU plus the session-boundary work actually present.
+    """
+
+    user_cell: nn.Module = None
+    mode: str = "init"
+    dropout_user: float = 0.0
+    dropout_init: float = 0.0
+
+    def __post_init__(self):
+        if self.mode not in ("init", "all"):
+            raise ValueError(f"mode must be 'init' or 'all', got {self.mode!r}")
+        if self.user_cell is None:
+            raise ValueError("HRNN needs a user_cell (e.g. hrnn_jax.cells.GRU(100))")
+
+    @property
+    def user_hidden(self) -> int:
+        return cells.hidden_size(self.user_cell)
+
+    def _extra_input(self) -> int:
+        # HRNN All with a cell that projects its own input: c is concatenated to the item input.
+        return self.user_hidden if self.mode == "all" and not cells.is_split(self.session_cell) else 0
+
+    @property
+    def _context_width(self) -> int:
+        if self.mode == "init":
+            return 0
+        return 3 * self.hidden if cells.is_split(self.session_cell) else self.user_hidden
+
+    def init(self, rng) -> Params:
+        k_common, k_user, k_init, k_ctx = jax.random.split(rng, 4)
+        params = self._init_common(k_common)
+        H, U = self.hidden, self.user_hidden
+        u0 = cells.zero_carry(self.user_cell, 1)
+        params["user"] = self.user_cell.init(k_user, u0, jnp.zeros((1, H)))["params"]
+        params["init"] = {"kernel": _uniform(k_init, (U, H), U, H),
+                          "bias": jnp.zeros((H,), jnp.float32)}
+        if self.mode == "all" and cells.is_split(self.session_cell):
+            params["context"] = {"kernel": _uniform(k_ctx, (U, 3 * H), U, 3 * H)}
+        return params
+
+    def init_carry(self, batch_size: int):
+        return {
+            "session": cells.zero_carry(self.session_cell, batch_size),
+            "user": cells.zero_carry(self.user_cell, batch_size),
+            "context": jnp.zeros((batch_size, self._context_width), jnp.float32),
+        }
+
+    def _context(self, params, c):
+        """What HRNN All adds to the session input for a user state c (Eq. 5)."""
+        if self.mode == "init":
+            return jnp.zeros((c.shape[0], 0), c.dtype)
+        if cells.is_split(self.session_cell):
+            return c @ params["context"]["kernel"]  # W_c c: once per session, not per step
+        return c
+
+    def apply(self, params, carry, batch, *, rng=None, train=False):
+        chex.assert_rank([batch["item"], batch["session_start"], batch["user_start"]], 2)
+        B, L = batch["item"].shape
+        H, U = self.hidden, self.user_hidden
+        x = self._inputs(params, batch["item"])
+        ones_u, ones_h = jnp.ones((L, B, U)), jnp.ones((L, B, H))
+        if train:
+            r_user, r_init, r_out = jax.random.split(rng, 3)
+            m_user = _dropout(r_user, self.dropout_user, (L, B, U)) if self.dropout_user else ones_u
+            m_init = _dropout(r_init, self.dropout_init, (L, B, H)) if self.dropout_init else ones_h
+        else:
+            r_out, m_user, m_init = None, ones_u, ones_h
+        # Lanes that close a session (not a new user): they need Eq. 3-4 at this step.
+        boundary = (batch["session_start"] & ~batch["user_start"]).T  # [L, B]
+        order = jnp.argsort(~boundary, axis=1, stable=True).astype(jnp.int32)  # boundary lanes first
+        count = boundary.sum(axis=1)
+        sizes = _bucket_sizes(B)
+        which = jnp.searchsorted(jnp.asarray(sizes), count, side="left")
+        zero_s = cells.zero_carry(self.session_cell, B)
+        zero_u = cells.zero_carry(self.user_cell, B)
+        W_init, b_init = params["init"]["kernel"], params["init"]["bias"]
+        p_user = {"params": params["user"]}
+
+        def close_sessions(k):
+            def update(s, u, ctx, order_t, n_t, mu_t, mi_t):
+                if k == 0:
+                    return s, u, ctx
+                idx = order_t[:k]
+                ok = (jnp.arange(k) < n_t)[:, None]
+                take = lambda a: a[idx]  # noqa: E731
+                u_k, c = self.user_cell.apply(p_user, jax.tree_util.tree_map(take, u),
+                                              cells.hidden_of(s)[idx])  # Eq. 3
+                c = c * mu_t[idx]
+                s0 = jnp.tanh(c @ W_init + b_init) * mi_t[idx]  # Eq. 4
+                s_k = cells.with_hidden(jax.tree_util.tree_map(take, s), s0)
+                put = lambda full, part: full.at[idx].set(jnp.where(ok, part, full[idx]))  # noqa: E731
+                s = jax.tree_util.tree_map(put, s, s_k)
+                u = jax.tree_util.tree_map(put, u, u_k)
+                ctx = put(ctx, self._context(params, c))
+                return s, u, ctx
+            return update
+
+        branches = [close_sessions(k) for k in sizes]
+
+        def body(state, inp):
+            s, u, ctx = state["session"], state["user"], state["context"]
+            x_t, ustart_t, order_t, n_t, which_t, mu_t, mi_t = inp
+            s, u, ctx = jax.lax.switch(which_t, branches, s, u, ctx, order_t, n_t, mu_t, mi_t)
+            # A new user: c_{u,0} = 0, so Eq. 4 gives tanh(b_init); the user state restarts.
+            s = cells.select(ustart_t, cells.with_hidden(zero_s, jnp.tanh(b_init) * mi_t), s)
+            u = cells.select(ustart_t, zero_u, u)
+            ctx = jnp.where(ustart_t[:, None], 0.0, ctx)
+            if self.mode == "all" and cells.is_split(self.session_cell):
+                x_t = x_t + ctx  # Eq. 5: W_x i + W_c c_{u,m-1}
+            elif self.mode == "all":
+                x_t = jnp.concatenate([x_t, ctx], axis=-1)  # Eq. 5 for a cell that projects [i, c]
+            s, y = self._session_step(params, s, x_t)  # Eq. 1 / 5
+            return {"session": s, "user": u, "context": ctx}, y
+
+        inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, order, count, which, m_user, m_init)
+        carry, ys = jax.lax.scan(body, carry, inputs)
+        return carry, self._output(ys, r_out, train)

@@ -1,0 +1,226 @@
+"""Training: a pure, jittable, vmappable ``train_step`` and a ``fit`` loop around it.
+
+``state = init_state(model, tx, rng, batch_size)`` and
+``state, metrics = train_step(state, batch, rng)`` with ``train_step = make_train_step(model, tx)``.
+The recurrent state of the lanes lives in ``state.carry`` and is carried from one window to the next
+(truncated BPTT: no gradient flows into the previous window). ``init_state`` and ``train_step`` are
+pure functions of their inputs, so ``jax.vmap`` over rngs trains several seeds side by side.
+
+Sparse rows (``sparse=True``, the default): the item tables (``item_in``, and with a sampled loss
+``item_out`` and ``item_bias``) are updated only on the rows the window touches (its items, targets
+and sampled negatives), see ``hrnn_jax.optim.row_update``; jit the step with ``donate_argnums=0`` so
+the tables are updated in place. ``full-ce`` scores every item, so its output tables are dense.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import polars as pl
+
+from hrnn_jax import losses, optim
+from hrnn_jax.batching import make_lanes
+
+TABLES = ("item_in", "item_out", "item_bias")
+
+
+class TrainState(NamedTuple):
+    params: Any
+    opt_state: Any
+    carry: Any
+    step: jax.Array
+
+
+def _sparse_tables(loss: str, sparse: bool) -> tuple[str, ...]:
+    if not sparse:
+        return ()
+    return ("item_in",) if loss == "full-ce" else TABLES
+
+
+def init_state(model, tx: optax.GradientTransformation, rng, batch_size: int, *,
+               loss: str = "top1", sparse: bool = True) -> TrainState:
+    """Fresh parameters (from ``rng``), optimiser state and lane state. Vmappable over ``rng``."""
+    params = model.init(rng)
+    rows = _sparse_tables(loss, sparse)
+    dense = {k: v for k, v in params.items() if k not in rows}
+    opt_state = {"dense": tx.init(dense), "rows": {k: tx.init(params[k]) for k in rows}}
+    return TrainState(params, opt_state, model.init_carry(batch_size), jnp.zeros((), jnp.int32))
+
+
+def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.ndarray:
+    """Cumulative distribution of item popularity^alpha, ``[N+1]`` (padding has mass 0)."""
+    counts = np.bincount(train["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)
+    counts[0] = 0.0
+    p = counts**alpha
+    return (np.cumsum(p) / p.sum()).astype(np.float32)
+
+
+def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top1",
+                    n_negatives: int = 0, negative_cdf: np.ndarray | None = None,
+                    clip: float | None = None, sparse: bool = True) -> Callable:
+    """``train_step(state, batch, rng) -> (state, {"loss", "events"})``, pure; jit it once.
+
+    loss: ``top1`` | ``bpr`` | ``ce`` (in-batch negatives plus ``n_negatives`` items drawn from
+      ``negative_cdf``, see :func:`popularity_cdf`) | ``full-ce`` (softmax over every item).
+    clip: clip the global gradient norm (dense and row gradients together) to this value.
+    """
+    if loss not in losses.LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose from {losses.LOSSES}")
+    if n_negatives and negative_cdf is None:
+        raise ValueError("n_negatives > 0 needs negative_cdf (see popularity_cdf)")
+    rows = _sparse_tables(loss, sparse)
+    cdf = None if negative_cdf is None else jnp.asarray(negative_cdf)
+    clipper = optax.clip_by_global_norm(clip) if clip else None
+
+    def train_step(state: TrainState, batch, rng):
+        r_neg, r_model = jax.random.split(rng)
+        item, target = batch["item"], batch["target"]
+        if n_negatives:
+            u = jax.random.uniform(r_neg, (n_negatives,))
+            neg = jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
+        else:
+            neg = jnp.zeros((0,), jnp.int32)
+        params = state.params
+        if rows:  # gather the touched rows; ids become positions in `uniq`
+            ids = jnp.concatenate([item.ravel(), target.ravel(), neg])
+            uniq, inv = jnp.unique(ids, size=ids.size, fill_value=0, return_inverse=True)
+            inv = inv.reshape(-1)
+            n = item.size
+            l_item = inv[:n].reshape(item.shape)
+            l_target = inv[n:2 * n].reshape(target.shape)
+            l_neg = inv[2 * n:]
+        else:
+            uniq, l_item, l_target, l_neg = None, item, target, neg
+        dense = {k: v for k, v in params.items() if k not in rows}
+        gathered = {k: params[k][uniq] for k in rows}
+
+        def loss_fn(dense, gathered):
+            p = {**dense, **gathered}
+            carry, y = model.apply(p, state.carry, {**batch, "item": l_item}, rng=r_model,
+                                   train=True)
+            if loss == "full-ce":
+                value = losses.full_cross_entropy(p, y, target)
+            else:
+                scores = losses.candidate_scores(p, y, l_target, l_neg)
+                value = losses.ranking_loss(loss, scores, target, neg)
+            return value, carry
+
+        (value, carry), (g_dense, g_rows) = jax.value_and_grad(
+            loss_fn, argnums=(0, 1), has_aux=True)(dense, gathered)
+        if clipper is not None:
+            clipped, _ = clipper.update({"dense": g_dense, "rows": g_rows}, optax.EmptyState())
+            g_dense, g_rows = clipped["dense"], clipped["rows"]
+        updates, dense_state = tx.update(g_dense, state.opt_state["dense"], dense)
+        new_params = optax.apply_updates(dense, updates)
+        row_states = {}
+        for k in rows:
+            new_params[k], row_states[k] = optim.row_update(
+                tx, params[k], state.opt_state["rows"][k], uniq, g_rows[k])
+        new_state = TrainState(new_params, {"dense": dense_state, "rows": row_states},
+                               jax.lax.stop_gradient(carry), state.step + 1)
+        return new_state, {"loss": value, "events": (target > 0).sum()}
+
+    return train_step
+
+
+def scan_steps(train_step: Callable) -> Callable:
+    """Many train steps in one call: ``(state, batches [K, B, L], rngs [K], active [K])``.
+
+    Steps with ``active`` False leave the state unchanged, so a fixed K serves the last, shorter
+    group of windows too (one compilation). With windows of L = 1 this is the original one step
+    per mini-batch training without paying one dispatch per step.
+    """
+
+    def run(state, batches, rngs, active):
+        def body(state, inp):
+            batch, rng, on = inp
+            new, metrics = train_step(state, batch, rng)
+            state = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), new, state)
+            return state, jax.tree_util.tree_map(lambda m: jnp.where(on, m, 0), metrics)
+
+        return jax.lax.scan(body, state, (batches, rngs, active))
+
+    return run
+
+
+class FitResult(NamedTuple):
+    params: Any
+    history: list[dict]
+    train_seconds: float
+    events_per_second: float
+
+
+def fit(model, train: pl.DataFrame, *, epochs: int = 10, batch_size: int = 50, window: int = 20,
+        optimizer: str = "adagrad", learning_rate: float = 0.1, momentum: float = 0.0,
+        loss: str = "top1", n_negatives: int = 0, clip: float | None = None, sparse: bool = True,
+        targets: str = "session", seed: int = 0, steps_per_call: int | None = None,
+        validate: Callable[[Any], float] | None = None, patience: int = 2,
+        log: Callable[[str], None] | None = print) -> FitResult:
+    """Train ``model`` on the encoded ``train`` frame (user, item, session columns).
+
+    Users are reshuffled every epoch (seed, epoch). ``validate(params) -> float`` (higher is better)
+    is called after every epoch: the best parameters are kept and training stops after ``patience``
+    epochs without improvement. ``events_per_second`` counts training events (steps with a target)
+    per second of training calls, leaving out the first call, which includes compilation.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    tx = optim.make_optimizer(optimizer, learning_rate, momentum)
+    cdf = popularity_cdf(train, model.n_items) if n_negatives else None
+    step = make_train_step(model, tx, loss=loss, n_negatives=n_negatives, negative_cdf=cdf,
+                           clip=clip, sparse=sparse)
+    K = steps_per_call or max(1, 20 // window)
+    run = jax.jit(scan_steps(step), donate_argnums=0)
+    rng = jax.random.PRNGKey(seed)
+    rng, r_init = jax.random.split(rng)
+    state = init_state(model, tx, r_init, batch_size, loss=loss, sparse=sparse)
+    history, best, best_params, bad = [], -np.inf, None, 0
+    events, seconds, start = 0, 0.0, time.perf_counter()
+    for epoch in range(epochs):
+        lanes = make_lanes(train, batch_size=batch_size, window=window, targets=targets,
+                           seed=seed * 1_000_003 + epoch)
+        W = len(lanes)
+        groups = -(-W // K)
+        pad = groups * K - W
+        fields = {name: np.concatenate([arr, np.zeros((pad,) + arr.shape[1:], arr.dtype)])
+                  for name, arr in lanes.window_arrays().items()}
+        active = np.arange(groups * K) < W
+        loss_sum, ev_sum, t_epoch = 0.0, 0, time.perf_counter()
+        for g in range(groups):
+            sl = slice(g * K, (g + 1) * K)
+            rng, r = jax.random.split(rng)
+            t0 = time.perf_counter()
+            state, metrics = run(state, {k: v[sl] for k, v in fields.items()},
+                                 jax.random.split(r, K), active[sl])
+            n_ev = int(metrics["events"].sum())
+            loss_sum += float((metrics["loss"] * metrics["events"]).sum())
+            ev_sum += n_ev
+            if epoch or g:  # the first call compiles
+                seconds += time.perf_counter() - t0
+                events += n_ev
+        record = {"epoch": epoch + 1, "loss": loss_sum / max(ev_sum, 1),
+                  "seconds": time.perf_counter() - t_epoch,
+                  "events_per_second": ev_sum / (time.perf_counter() - t_epoch)}
+        if validate is not None:
+            record["valid"] = float(validate(state.params))
+        history.append(record)
+        if log:
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in record.items()))
+        if validate is None:
+            continue
+        if record["valid"] > best:
+            best, bad = record["valid"], 0
+            best_params = jax.tree_util.tree_map(np.asarray, state.params)
+        else:
+            bad += 1
+            if bad >= patience:
+                break
+    params = state.params if best_params is None else jax.tree_util.tree_map(jnp.asarray,
+                                                                             best_params)
+    total = time.perf_counter() - start
+    return FitResult(params, history, total, events / seconds if seconds else 0.0)

@@ -1,0 +1,107 @@
+"""Plain NumPy references of the paper's equations, one user at a time (no lanes, no scan)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def gru_step(p, h, xp):
+    """cells.GRU from its equations: xp = W_x x + b_x (three blocks r, z, n)."""
+    H = h.shape[-1]
+    hp = h @ np.asarray(p["hidden"]["kernel"])
+    r = sigmoid(xp[:H] + hp[:H])
+    z = sigmoid(xp[H:2 * H] + hp[H:2 * H])
+    n = np.tanh(xp[2 * H:] + r * (hp[2 * H:] + np.asarray(p["b_hn"])))
+    return (1 - z) * n + z * h
+
+
+def gru_call(p, h, x):
+    xp = x @ np.asarray(p["input"]["kernel"]) + np.asarray(p["input"]["bias"])
+    return gru_step(p, h, xp)
+
+
+def user_steps(frame, targets="session"):
+    """{user: [(item, target, session, target_row), ...]} in time order, as the paper's iterator."""
+    user = frame["user"].to_numpy()
+    item = frame["item"].to_numpy()
+    session = frame["session"].to_numpy()
+    out: dict[int, list] = {}
+    for i in range(len(user) - 1):
+        if user[i + 1] != user[i]:
+            continue
+        if targets == "session" and session[i + 1] != session[i]:
+            continue
+        out.setdefault(int(user[i]), []).append((int(item[i]), int(item[i + 1]),
+                                                 int(session[i]), i + 1))
+    return out
+
+
+def run_user(params, steps, kind, H):
+    """Hidden outputs of one user's steps for kind in gru|concat|init|all (one-hot GRU cells).
+
+    Eq. 1 (session GRU), Eq. 3 (user GRU at each session end), Eq. 4 (tanh init),
+    Eq. 5 (HRNN All: W_c c added to the input of every step of the next session).
+    """
+    P = {k: (np.asarray(v) if not isinstance(v, dict) else v) for k, v in params.items()}
+    item_in = np.asarray(P["item_in"])
+    ys = {}
+    s = np.zeros(H)
+    c_state = None
+    ctx = 0.0
+    prev_session = None
+    for n, (item, _, session, row) in enumerate(steps):
+        if n == 0:
+            if kind in ("init", "all"):
+                c_state = np.zeros(np.asarray(P["init"]["kernel"]).shape[0])
+                s = np.tanh(np.asarray(P["init"]["bias"]))  # Eq. 4 with c_{u,0} = 0
+                ctx = 0.0
+            else:
+                s = np.zeros(H)
+        elif session != prev_session:
+            if kind == "gru":
+                s = np.zeros(H)  # Eq. 1: s_{m,0} = 0
+            elif kind in ("init", "all"):
+                c_state = gru_call(P["user"], c_state, s)  # Eq. 3
+                s = np.tanh(c_state @ np.asarray(P["init"]["kernel"])
+                            + np.asarray(P["init"]["bias"]))  # Eq. 4
+                if kind == "all":
+                    ctx = c_state @ np.asarray(P["context"]["kernel"])  # Eq. 5
+        prev_session = session
+        s = gru_step(P["session"], s, item_in[item] + ctx)  # Eq. 1 / 5
+        ys[row] = s.copy()
+    return ys
+
+
+def ranking_loss(kind, scores, target, negatives):
+    """Loop version of losses.ranking_loss: scores [B, L, B+S] with lane b's positive at column b."""
+    B, L, _ = scores.shape
+    total, count = 0.0, 0
+    for b in range(B):
+        for t in range(L):
+            if target[b, t] <= 0:
+                continue
+            cands = list(target[:, t]) + list(negatives)
+            pos = scores[b, t, b]
+            terms = []
+            for j, item in enumerate(cands):
+                if item <= 0 or item == target[b, t]:
+                    continue
+                r = scores[b, t, j]
+                if kind == "top1":
+                    terms.append(sigmoid(r - pos) + sigmoid(r**2))
+                elif kind == "bpr":
+                    terms.append(-np.log(sigmoid(pos - r)))
+                else:
+                    terms.append(r)
+            if kind == "ce":
+                logits = np.array([pos] + terms)
+                m = logits.max()
+                value = m + np.log(np.exp(logits - m).sum()) - pos
+            else:
+                value = np.mean(terms) if terms else 0.0
+            total += value
+            count += 1
+    return total / max(count, 1)
