@@ -1,0 +1,192 @@
+"""Command-line interface: compare/demo runs, JSON output, determinism and one-line errors."""
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hrnn_jax import cli, synthetic
+
+TINY = ["--hidden", "16", "--batch", "8", "--window", "5", "--epochs", "1", "--quiet"]
+METRICS = ("recall", "mrr", "precision", "hit", "ndcg")
+DATA_KEYS = {"users", "items", "sessions", "events", "train_events", "test_events", "dropped"}
+
+
+@pytest.fixture(scope="module")
+def log_frame():
+    return synthetic.generate(n_users=60, n_items=80, seed=3)
+
+
+@pytest.fixture(scope="module")
+def csv_path(tmp_path_factory, log_frame):
+    path = tmp_path_factory.mktemp("cli") / "log.csv"
+    log_frame.write_csv(path)
+    return path
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def model_keys(ks):
+    return ({f"{m}@{k}" for m in METRICS for k in ks}
+            | {"train_seconds", "events_per_second", "breakdown"})
+
+
+COMPARE = ["--models", "pop,ppop,itemknn,gru", "--k", "3,10", "--min-item-support", "2",
+           "--seed", "7", *TINY]
+
+
+@pytest.fixture(scope="module")
+def compare_run(tmp_path_factory, csv_path):
+    """One compare run (its output is checked by the tests below)."""
+    out_json = tmp_path_factory.mktemp("run") / "res.json"
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main([str(a) for a in ["compare", csv_path, "--json", out_json, *COMPARE]])
+    return code, out.getvalue(), err.getvalue(), json.loads(out_json.read_text())
+
+
+def test_compare_csv_table_and_json(compare_run, csv_path):
+    code, out, err, res = compare_run
+    assert code == 0, err
+    assert "Traceback" not in err
+    lines = out.splitlines()
+    assert lines[0].startswith("data: 60 users")
+    assert "dropped rows:" in lines[0]
+    assert "recall@3" in lines[1] and "mrr@10" in lines[1]
+    assert [ln.split()[0] for ln in lines[2:6]] == ["pop", "ppop", "itemknn", "gru"]
+    assert set(res) == {"data", "models", "config"}
+    assert set(res["data"]) == DATA_KEYS
+    assert res["data"]["users"] == 60
+    assert res["data"]["train_events"] + res["data"]["test_events"] <= res["data"]["events"]
+    assert set(res["models"]) == {"pop", "ppop", "itemknn", "gru"}
+    for name, r in res["models"].items():
+        assert set(r) == model_keys((3, 10)), name
+        assert 0.0 <= r["mrr@3"] <= r["recall@3"] <= r["recall@10"] <= 1.0
+        assert r["precision@3"] == pytest.approx(r["recall@3"] / 3)
+        assert set(r["breakdown"]) == {"history", "position"}
+    assert res["config"]["k"] == [3, 10]
+    assert res["config"]["models"] == ["pop", "ppop", "itemknn", "gru"]
+    assert res["config"]["data"] == str(csv_path)
+
+
+def test_same_seed_same_metrics(capsys, tmp_path, csv_path, compare_run):
+    """Rerun pop and gru alone with the same seed: identical metrics to the first run."""
+    def metrics(res):
+        return {n: {k: v for k, v in r.items() if k not in ("train_seconds", "events_per_second")}
+                for n, r in res["models"].items() if n in ("pop", "gru")}
+
+    argv = [a if a != "pop,ppop,itemknn,gru" else "pop,gru" for a in COMPARE]
+    code, _, err = run_cli(capsys, "compare", csv_path, "--json", tmp_path / "b.json", *argv)
+    assert code == 0, err
+    first, second = metrics(compare_run[3]), metrics(json.loads((tmp_path / "b.json").read_text()))
+    assert first == second
+    assert first["gru"]["recall@3"] != first["pop"]["recall@3"]
+
+
+def test_custom_columns_separator_and_ms(capsys, tmp_path, log_frame):
+    path = tmp_path / "log.txt"
+    (log_frame.rename({"user": "uid", "item": "sku", "time": "ts"})
+     .with_columns((pl.col("ts") * 1000).round(0).cast(pl.Int64))
+     .write_csv(path, separator=";"))
+    out_json = tmp_path / "res.json"
+    argv = ["compare", path, "--user-col", "uid", "--item-col", "sku", "--time-col", "ts",
+            "--sep", ";", "--time-unit", "ms", "--models", "pop,itemknn", "--json", out_json,
+            "--quiet"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    ms = json.loads(out_json.read_text())
+    # same sessions as the same log in seconds with default columns
+    ref_path = tmp_path / "ref.csv"
+    log_frame.write_csv(ref_path)
+    code, _, err = run_cli(capsys, "compare", ref_path, "--models", "pop,itemknn",
+                           "--json", out_json, "--quiet")
+    assert code == 0, err
+    ref = json.loads(out_json.read_text())
+    assert ms["data"] == ref["data"]
+    assert ms["models"]["pop"]["recall@5"] == ref["models"]["pop"]["recall@5"]
+
+
+def test_demo_tiny_writes_json(capsys, tmp_path):
+    out_json = tmp_path / "demo.json"
+    code, out, err = run_cli(capsys, "demo", "--users", "60", "--items", "80", "--models",
+                             "pop,gru", "--json", out_json, *TINY)
+    assert code == 0, err
+    assert "check HRNN Init > GRU > POP" in out and "not run" in out
+    res = json.loads(out_json.read_text())
+    assert set(res["data"]) == DATA_KEYS
+    assert set(res["models"]) == {"pop", "gru"}
+    assert set(res["models"]["gru"]) == model_keys((5, 20))
+    assert res["config"]["command"] == "demo" and res["config"]["users"] == 60
+
+
+def test_check_line():
+    r = {"hrnn-init": {"recall@5": 0.5, "mrr@5": 0.3}, "gru": {"recall@5": 0.4, "mrr@5": 0.2},
+         "pop": {"recall@5": 0.1, "mrr@5": 0.05}}
+    assert "HELD" in cli.check_line(r) and "DID NOT" not in cli.check_line(r)
+    r["gru"]["mrr@5"] = 0.35
+    assert "DID NOT HOLD" in cli.check_line(r)
+
+
+def test_to_jsonable_numpy():
+    value = {"a": np.int64(3), "b": (np.float32(0.5), np.bool_(True)), 4: np.arange(2)}
+    assert json.loads(json.dumps(cli.to_jsonable(value))) == {"a": 3, "b": [0.5, True],
+                                                              "4": [0, 1]}
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, log_frame):
+    d = tmp_path_factory.mktemp("bad")
+    log_frame.write_csv(d / "ok.csv")
+    log_frame.with_columns(pl.col("time").cast(pl.String) + "x").write_csv(d / "text_time.csv")
+    (d / "empty.csv").write_text("")
+    return d
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["compare", "{d}/missing.csv"], "file not found"),
+    (["compare", "{d}/ok.csv", "--user-col", "customer"], "customer"),
+    (["compare", "{d}/text_time.csv"], "not numeric"),
+    (["compare", "{d}/empty.csv"], "empty file"),
+    (["compare", "{d}/ok.csv", "--models", "pop,lstm"], "lstm"),
+    (["compare", "{d}/ok.csv", "--k", "5,x"], "--k"),
+    (["compare", "{d}/ok.csv", "--k", "0"], "--k"),
+    (["compare", "{d}/ok.csv", "--split", "random"], "--split"),
+    (["compare", "{d}/ok.csv", "--dropout", "0.1,0.2"], "--dropout"),
+    (["compare", "{d}/ok.csv", "--dropout", "0,1,0"], "--dropout"),
+    (["compare", "{d}/ok.csv", "--epochs", "0"], "--epochs"),
+    (["compare", "{d}/ok.csv", "--lr", "-1"], "--lr"),
+    (["compare", "{d}/ok.csv", "--sep", ";;"], "--sep"),
+    (["compare", "{d}/ok.csv", "--min-item-support", "100000"], "removed by the filters"),
+    (["compare", "{d}/ok.csv", "--json", "{d}/no/such/dir/x.json"], "--json"),
+    (["compare"], "DATA"),
+    (["demo", "--users", "0"], "--users"),
+    (["frobnicate"], "frobnicate"),
+])
+def test_bad_input_one_line_exit_2(capsys, bad_files, argv, needle):
+    code, out, err = run_cli(capsys, *[a.format(d=bad_files) for a in argv])
+    assert code == 2
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("hrnn-jax: error: ")
+    assert needle in lines[0]
+
+
+def test_help_exits_zero(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "compare" in capsys.readouterr().out
+
+
+def test_python_dash_m_help():
+    proc = subprocess.run([sys.executable, "-m", "hrnn_jax", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "compare" in proc.stdout and "demo" in proc.stdout
