@@ -27,7 +27,8 @@ import numpy as np
 import polars as pl
 
 TARGETS = ("session", "user")
-FIELDS = ("item", "target", "session_start", "user_start", "valid", "user", "event", "evaluate")
+FIELDS = ("item", "target", "session_start", "user_start", "valid", "user", "event", "evaluate",
+          "closing")
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,9 @@ class Lanes:
 
     item/target (int32, 0 = padding / no target), session_start/user_start/valid (bool), user (int32),
     event (int64: row of the target event in the source frame, -1 on padding), evaluate (bool: the
-    step's prediction is scored by evaluation).
+    step's prediction is scored by evaluation). ``closing`` is ``[W, L, K]`` int32: the lanes that
+    close a session at each step (session_start and not user_start), padded with B.
+    Steps with ``valid`` False (padding at the end of a lane, or a hold step) leave the state as is.
     """
 
     item: np.ndarray
@@ -47,6 +50,7 @@ class Lanes:
     user: np.ndarray
     event: np.ndarray
     evaluate: np.ndarray
+    closing: np.ndarray
 
     def __len__(self) -> int:
         return self.item.shape[0]
@@ -92,16 +96,58 @@ def _steps(frame: pl.DataFrame, targets: str):
                 user_start=first, session_start=sess_first)
 
 
+def auto_slots(frame: pl.DataFrame, batch_size: int, targets: str = "session") -> int:
+    """A cap on session boundaries per step: 1.5x their mean rate over B lanes, plus one."""
+    st = _steps(frame, targets)
+    closing = int((st["session_start"] & ~st["user_start"]).sum())
+    rate = closing / max(len(st["src"]), 1)
+    return int(min(batch_size, np.ceil(1.5 * rate * batch_size) + 1))
+
+
+def _place(seqs: list[np.ndarray], closing: np.ndarray, slots: int):
+    """Step ids per lane and time ``[B, T]`` (-1 = none), at most ``slots`` closing steps per time.
+
+    A lane whose next step would close a session beyond the cap waits one step (a hold step,
+    ``valid`` False, which leaves the lane's state unchanged).
+    """
+    B = len(seqs)
+    lens = np.array([len(q) for q in seqs])
+    flat = np.full((B, lens.max(initial=0) + 1), -1, np.int64)
+    for b, q in enumerate(seqs):
+        flat[b, :len(q)] = q
+    ptr = np.zeros(B, np.int64)
+    cols = []
+    lanes = np.arange(B)
+    while True:
+        nxt = flat[lanes, ptr]
+        active = nxt >= 0
+        if not active.any():
+            break
+        closes = active & closing[np.maximum(nxt, 0)]
+        hold = closes & (np.cumsum(closes) > slots)
+        place = active & ~hold
+        cols.append(np.where(place, nxt, -1))
+        ptr += place
+    return np.stack(cols, axis=1) if cols else np.full((B, 0), -1, np.int64)
+
+
 def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: str = "session",
-               seed: int | None = None, evaluate: np.ndarray | None = None) -> Lanes:
+               seed: int | None = None, evaluate: np.ndarray | None = None,
+               boundary_slots: int | None = None) -> Lanes:
     """Lay the events of ``frame`` (columns user, item, session; sorted by user, time) into lanes.
 
     seed: users are put in a random order drawn from ``seed`` (reshuffle each epoch by passing a new
       seed); ``None`` keeps user order (evaluation).
     evaluate: optional bool ``[len(frame)]``: the target events whose predictions are scored.
+    boundary_slots: at most this many lanes close a session (a session start that is not a user
+      start) at the same step; a lane that would exceed it waits one hold step. Hierarchical models
+      run their user-level update on these slots only (``closing``). Default: :func:`auto_slots`.
     """
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, got {batch_size} and {window}")
+    K = boundary_slots or auto_slots(frame, batch_size, targets)
+    if not 1 <= K <= batch_size:
+        raise ValueError(f"boundary_slots must be in 1..{batch_size}, got {K}")
     st = _steps(frame, targets)
     n = len(st["src"])
     starts = np.flatnonzero(st["user_start"])
@@ -111,26 +157,32 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: st
         order = np.random.default_rng(seed).permutation(len(starts))
     # Fig. 2: the next user goes to the lane that frees first (ties: lowest lane).
     heap = [(0, lane) for lane in range(batch_size)]
-    lane_of = np.empty(len(starts), np.int64)
-    offset_of = np.empty(len(starts), np.int64)
+    users_of = [[] for _ in range(batch_size)]
     for u in order:
         t, lane = heapq.heappop(heap)
-        lane_of[u], offset_of[u] = lane, t
+        users_of[lane].append(starts[u] + np.arange(lengths[u]))
         heapq.heappush(heap, (t + int(lengths[u]), lane))
-    total = max(t for t, _ in heap)
-    T = max(window, -(-total // window) * window)
-    # position of every step in the [B, T] grid
-    step_user = np.repeat(np.arange(len(starts)), lengths)
-    pos = offset_of[step_user] + (np.arange(n) - starts[step_user])
-    lane = lane_of[step_user]
+    seqs = [np.concatenate(us) if us else np.zeros(0, np.int64) for us in users_of]
+    closing = st["session_start"] & ~st["user_start"]
+    placed = _place(seqs, closing, K)
+    T = max(window, -(-placed.shape[1] // window) * window)
+    grid_ids = np.full((batch_size, T), -1, np.int64)
+    grid_ids[:, :placed.shape[1]] = placed
+    real = grid_ids >= 0
+    ids = np.maximum(grid_ids, 0)
 
     def grid(values, fill, dtype):
-        g = np.full((batch_size, T), fill, dtype)
-        g[lane, pos] = values
-        return g.reshape(batch_size, T // window, window).transpose(1, 0, 2).copy()
+        g = np.where(real, np.asarray(values)[ids] if np.ndim(values) else values, fill)
+        return g.astype(dtype).reshape(batch_size, T // window, window).transpose(1, 0, 2).copy()
 
     target_event = st["src"] + 1
     ev = np.zeros(n, bool) if evaluate is None else np.asarray(evaluate, bool)[target_event]
+    # closing lanes of every time step, first K, padded with B (an index past the last lane)
+    close_grid = real & closing[ids]  # [B, T]
+    rank = np.cumsum(close_grid, axis=0) - 1
+    slots = np.full((T, K), batch_size, np.int32)
+    b_idx, t_idx = np.nonzero(close_grid)
+    slots[t_idx, rank[b_idx, t_idx]] = b_idx
     return Lanes(
         item=grid(st["item"], 0, np.int32),
         target=grid(st["target"], 0, np.int32),
@@ -140,4 +192,5 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: st
         user=grid(st["user"], 0, np.int32),
         event=grid(target_event, -1, np.int64),
         evaluate=grid(ev, False, bool),
+        closing=slots.reshape(T // window, window, K).copy(),
     )

@@ -16,7 +16,6 @@ zero beyond k; NDCG@k is added for convenience.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -214,14 +213,6 @@ def rank_targets(scores, targets, *, ties: str = "optimistic", exclude=None) -> 
 _rank_jit = jax.jit(rank_targets, static_argnames=("ties",))
 
 
-@functools.partial(jax.jit, static_argnames=("n_cols",))
-def _seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
-    """bool [r, N+1] with True at ``seen_idx`` [r, L] (padding entries point at column 0)."""
-    r = seen_idx.shape[0]
-    mask = jnp.zeros((r, n_cols), dtype=bool)
-    return mask.at[jnp.arange(r)[:, None], seen_idx].set(True)
-
-
 def _padded_seen(rows: EvalRows, index: np.ndarray) -> np.ndarray:
     """Seen items of ``index`` rows as int32 [r, L], padded with 0; L rounded up to a power of two
     (at least 8) so the jitted mask builder compiles only a few shapes."""
@@ -237,14 +228,30 @@ def _padded_seen(rows: EvalRows, index: np.ndarray) -> np.ndarray:
     return out
 
 
-def rank_chunks(score_fn: Callable[[np.ndarray], object], rows: EvalRows, *, ties: str = "optimistic",
-                exclude_seen: bool = False, chunk: int = 1024) -> np.ndarray:
+def seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
+    """bool [r, N+1] with True at ``seen_idx`` [r, L] (padding entries point at column 0). Jittable."""
+    r = seen_idx.shape[0]
+    mask = jnp.zeros((r, n_cols), dtype=bool)
+    return mask.at[jnp.arange(r)[:, None], seen_idx].set(True)
+
+
+_seen_mask = jax.jit(seen_mask, static_argnames=("n_cols",))
+
+
+def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows, *,
+                ties: str = "optimistic", exclude_seen: bool = False, chunk: int = 1024,
+                rank_fn: Callable | None = None) -> np.ndarray:
     """Ranks of all rows' targets, computed ``chunk`` rows at a time. Returns float32 [R].
 
     ``score_fn(index) -> scores [len(index), N+1]`` (numpy or jax) for ``index`` int64 row positions
     into ``rows``. Every call receives exactly ``min(chunk, R)`` indices: the last chunk is padded by
     repeating its last index (the padded ranks are dropped), so a jitted ``score_fn`` and the jitted
     rank each compile once.
+
+    ``rank_fn(index, targets, seen) -> ranks`` replaces ``score_fn`` where scoring and ranking are
+    one jitted function (neural models: the scores never leave the fused computation); ``seen`` is
+    ``None`` or the padded seen items ``[r, W]`` for :func:`seen_mask`, and the function must
+    follow :func:`rank_targets` with ``ties``.
 
     ``exclude_seen``: remove from the ranking the items the user interacted with before the target
     (``rows.seen_items``), the target itself excepted (see ``rank_targets``).
@@ -260,11 +267,16 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object], rows: EvalRows, *, tie
         n = min(size, n_rows - start)
         index = np.arange(start, start + size, dtype=np.int64)
         index[n:] = start + n - 1
-        scores = jnp.asarray(score_fn(index))
-        if scores.shape[0] != size:
-            raise ValueError(f"score_fn returned {scores.shape[0]} rows for {size} indices")
-        exclude = _seen_mask(jnp.asarray(_padded_seen(rows, index)), n_cols=scores.shape[1]) if exclude_seen else None
-        ranks = _rank_jit(scores, jnp.asarray(rows.target[index]), ties=ties, exclude=exclude)
+        targets = jnp.asarray(rows.target[index])
+        seen = jnp.asarray(_padded_seen(rows, index)) if exclude_seen else None
+        if rank_fn is not None:
+            ranks = rank_fn(index, targets, seen)
+        else:
+            scores = jnp.asarray(score_fn(index))
+            if scores.shape[0] != size:
+                raise ValueError(f"score_fn returned {scores.shape[0]} rows for {size} indices")
+            exclude = None if seen is None else _seen_mask(seen, n_cols=scores.shape[1])
+            ranks = _rank_jit(scores, targets, ties=ties, exclude=exclude)
         out[start:start + n] = np.asarray(ranks)[:n]
     return out
 

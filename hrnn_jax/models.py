@@ -146,18 +146,13 @@ class SessionRNN(_Base):
         zero = cells.zero_carry(self.session_cell, B)
 
         def body(s, inp):
-            x_t, reset_t = inp
+            x_t, reset_t, valid_t = inp
             s = cells.select(reset_t, zero, s)  # Eq. 1: s_{m,0} = 0
-            return self._session_step(params, s, x_t)  # Eq. 1
+            s_new, y = self._session_step(params, s, x_t)  # Eq. 1
+            return cells.select(valid_t, s_new, s), y  # hold and padding steps keep the state
 
-        carry, ys = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), reset.T))
+        carry, ys = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), reset.T, batch["valid"].T))
         return carry, self._output(ys, rng, train)
-
-
-def _bucket_sizes(batch_size: int) -> tuple[int, ...]:
-    """Sizes of the compacted user-level update: the smallest one that holds a step's boundaries."""
-    sizes = {0, batch_size} | {max(1, batch_size // d) for d in (8, 4, 2)}
-    return tuple(sorted(sizes))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,16 +175,16 @@ class HRNN(_Base):
     * For a session cell with a tuple carry (LSTM), Eq. 4 sets the hidden part; the memory is zero.
 
     Speed. Eq. 3 and 4 (and HRNN All's projection W_c c of Eq. 5) run once per session, only for the
-    lanes whose session ends at this step: those lanes are gathered into the smallest of a few fixed
-    sizes that holds them (``lax.switch``), updated and scattered back. The per-step cost is then the
-    session GRU plus the session-boundary work actually present.
+    lanes whose session ends at this step: the batcher caps them at K slots per step
+    (``batching.make_lanes(boundary_slots=K)``, about 1.5x their mean rate) and lists them in
+    ``closing``; the scan gathers those K rows, updates them and scatters them back, with no control
+    flow. The per-step cost is the session GRU plus K rows of user-level work, not B.
     """
 
     user_cell: nn.Module = None
     mode: str = "init"
     dropout_user: float = 0.0
     dropout_init: float = 0.0
-
     def __post_init__(self):
         if self.mode not in ("init", "all"):
             raise ValueError(f"mode must be 'init' or 'all', got {self.mode!r}")
@@ -249,42 +244,35 @@ class HRNN(_Base):
             m_init = _dropout(r_init, self.dropout_init, (L, B, H)) if self.dropout_init else ones_h
         else:
             r_out, m_user, m_init = None, ones_u, ones_h
-        # Lanes that close a session (not a new user): they need Eq. 3-4 at this step.
-        boundary = (batch["session_start"] & ~batch["user_start"]).T  # [L, B]
-        order = jnp.argsort(~boundary, axis=1, stable=True).astype(jnp.int32)  # boundary lanes first
-        count = boundary.sum(axis=1)
-        sizes = _bucket_sizes(B)
-        which = jnp.searchsorted(jnp.asarray(sizes), count, side="left")
+        # Lanes that close a session (not a new user) run Eq. 3-4 at this step. The batcher lists
+        # them in `closing [L, K]` (padded with B); without it every lane is a slot (K = B).
+        # One-hot selection matrices gather and scatter their rows (matmuls, no control flow).
+        closing = batch.get("closing")
+        if closing is None:
+            boundary = (batch["session_start"] & ~batch["user_start"]).T  # [L, B]
+            closing = jnp.where(boundary, jnp.arange(B), B)
+        select = jax.nn.one_hot(closing, B)  # [L, K, B]; the padding index B gives a zero row
         zero_s = cells.zero_carry(self.session_cell, B)
         zero_u = cells.zero_carry(self.user_cell, B)
         W_init, b_init = params["init"]["kernel"], params["init"]["bias"]
         p_user = {"params": params["user"]}
 
-        def close_sessions(k):
-            def update(s, u, ctx, order_t, n_t, mu_t, mi_t):
-                if k == 0:
-                    return s, u, ctx
-                idx = order_t[:k]
-                ok = (jnp.arange(k) < n_t)[:, None]
-                take = lambda a: a[idx]  # noqa: E731
-                u_k, c = self.user_cell.apply(p_user, jax.tree_util.tree_map(take, u),
-                                              cells.hidden_of(s)[idx])  # Eq. 3
-                c = c * mu_t[idx]
-                s0 = jnp.tanh(c @ W_init + b_init) * mi_t[idx]  # Eq. 4
-                s_k = cells.with_hidden(jax.tree_util.tree_map(take, s), s0)
-                put = lambda full, part: full.at[idx].set(jnp.where(ok, part, full[idx]))  # noqa: E731
-                s = jax.tree_util.tree_map(put, s, s_k)
-                u = jax.tree_util.tree_map(put, u, u_k)
-                ctx = put(ctx, self._context(params, c))
-                return s, u, ctx
-            return update
-
-        branches = [close_sessions(k) for k in sizes]
+        def close_sessions(s, u, ctx, P, mu_t, mi_t):
+            take = lambda a: P @ a  # noqa: E731  [B, ...] -> [K, ...]
+            put = lambda full, part: full + P.T @ (part - P @ full)  # noqa: E731
+            u_k, c = self.user_cell.apply(p_user, jax.tree_util.tree_map(take, u),
+                                          take(cells.hidden_of(s)))  # Eq. 3
+            c = c * take(mu_t)
+            s0 = jnp.tanh(c @ W_init + b_init) * take(mi_t)  # Eq. 4
+            s_k = cells.with_hidden(jax.tree_util.tree_map(take, s), s0)
+            s = jax.tree_util.tree_map(put, s, s_k)
+            u = jax.tree_util.tree_map(put, u, u_k)
+            return s, u, put(ctx, self._context(params, c))
 
         def body(state, inp):
             s, u, ctx = state["session"], state["user"], state["context"]
-            x_t, ustart_t, order_t, n_t, which_t, mu_t, mi_t = inp
-            s, u, ctx = jax.lax.switch(which_t, branches, s, u, ctx, order_t, n_t, mu_t, mi_t)
+            x_t, ustart_t, valid_t, P, mu_t, mi_t = inp
+            s, u, ctx = close_sessions(s, u, ctx, P, mu_t, mi_t)
             # A new user: c_{u,0} = 0, so Eq. 4 gives tanh(b_init); the user state restarts.
             s = cells.select(ustart_t, cells.with_hidden(zero_s, jnp.tanh(b_init) * mi_t), s)
             u = cells.select(ustart_t, zero_u, u)
@@ -293,9 +281,11 @@ class HRNN(_Base):
                 x_t = x_t + ctx  # Eq. 5: W_x i + W_c c_{u,m-1}
             elif self.mode == "all":
                 x_t = jnp.concatenate([x_t, ctx], axis=-1)  # Eq. 5 for a cell that projects [i, c]
-            s, y = self._session_step(params, s, x_t)  # Eq. 1 / 5
+            s_new, y = self._session_step(params, s, x_t)  # Eq. 1 / 5
+            s = cells.select(valid_t, s_new, s)  # hold and padding steps keep the state
             return {"session": s, "user": u, "context": ctx}, y
 
-        inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, order, count, which, m_user, m_init)
+        inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, batch["valid"].T, select, m_user,
+                  m_init)
         carry, ys = jax.lax.scan(body, carry, inputs)
         return carry, self._output(ys, r_out, train)

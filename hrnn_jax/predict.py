@@ -29,6 +29,14 @@ def _scores(params, y):
     return score_items(params, y).at[:, 0].set(-jnp.inf)
 
 
+@partial(jax.jit, static_argnames=("ties",))
+def _ranks(params, y, targets, seen, ties):
+    """Scores of every item and the targets' ranks in one jitted call (scores stay inside it)."""
+    scores = score_items(params, y)
+    exclude = None if seen is None else evaluation.seen_mask(seen, scores.shape[1])
+    return evaluation.rank_targets(scores, targets, ties=ties, exclude=exclude)
+
+
 def hidden_states(model, params, stream: pl.DataFrame, rows: evaluation.EvalRows, *,
                   batch_size: int = 50, window: int = 20, targets: str = "session") -> np.ndarray:
     """Session-level outputs ``[R, H]`` at the step predicting each row's target.
@@ -61,8 +69,9 @@ def model_ranks(model, params, stream, rows, *, batch_size=50, window=20, target
     """Rank of every row's target among all items (``evaluation.rank_chunks``)."""
     y = jnp.asarray(hidden_states(model, params, stream, rows, batch_size=batch_size,
                                   window=window, targets=targets))
-    return evaluation.rank_chunks(lambda idx: _scores(params, y[idx]), rows, ties=ties,
-                                  exclude_seen=exclude_seen, chunk=chunk)
+    return evaluation.rank_chunks(
+        None, rows, ties=ties, exclude_seen=exclude_seen, chunk=chunk,
+        rank_fn=lambda idx, targets, seen: _ranks(params, y[idx], targets, seen, ties))
 
 
 def evaluate_model(model, params, stream, rows, *, ks=(5, 20), **kw) -> dict[str, float]:

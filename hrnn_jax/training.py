@@ -138,9 +138,9 @@ def scan_steps(train_step: Callable) -> Callable:
     def run(state, batches, rngs, active):
         def body(state, inp):
             batch, rng, on = inp
-            new, metrics = train_step(state, batch, rng)
-            state = jax.tree_util.tree_map(lambda a, b: jnp.where(on, a, b), new, state)
-            return state, jax.tree_util.tree_map(lambda m: jnp.where(on, m, 0), metrics)
+            skip = lambda state, batch, rng: (state, jax.tree_util.tree_map(  # noqa: E731
+                jnp.zeros_like, jax.eval_shape(train_step, state, batch, rng)[1]))
+            return jax.lax.cond(on, train_step, skip, state, batch, rng)
 
         return jax.lax.scan(body, state, (batches, rngs, active))
 
@@ -174,7 +174,14 @@ def fit(model, train: pl.DataFrame, *, epochs: int = 10, batch_size: int = 50, w
     step = make_train_step(model, tx, loss=loss, n_negatives=n_negatives, negative_cdf=cdf,
                            clip=clip, sparse=sparse)
     K = steps_per_call or max(1, 20 // window)
-    run = jax.jit(scan_steps(step), donate_argnums=0)
+    if K == 1:
+        one = jax.jit(step, donate_argnums=0)
+
+        def run(state, batches, rngs, active):
+            state, metrics = one(state, {k: v[0] for k, v in batches.items()}, rngs[0])
+            return state, {k: v[None] for k, v in metrics.items()}
+    else:
+        run = jax.jit(scan_steps(step), donate_argnums=0)
     rng = jax.random.PRNGKey(seed)
     rng, r_init = jax.random.split(rng)
     state = init_state(model, tx, r_init, batch_size, loss=loss, sparse=sparse)

@@ -50,7 +50,7 @@ def test_gru_matches_numpy_and_flax_grucell():
 
 def test_lanes_layout():
     frame = small_frame()
-    lanes = make_lanes(frame, batch_size=3, window=4, seed=3)
+    lanes = make_lanes(frame, batch_size=3, window=4, seed=3, boundary_slots=3)
     steps = ref.user_steps(frame)
     n_steps = sum(len(v) for v in steps.values())
     assert int(lanes.valid.sum()) == n_steps == lanes.n_events
@@ -67,7 +67,7 @@ def test_lanes_layout():
         assert np.all((np.diff(user) != 0) == us[v][1:])
         assert np.all(np.diff(e)[~us[v][1:]] > 0)
         assert np.all(ss[v] >= us[v])
-        # padding only at the end of a lane
+        # padding only at the end of a lane when no cap applies
         assert np.all(np.diff(v.astype(int)) <= 0)
     # a new shuffle seed gives a different user order
     other = make_lanes(frame, batch_size=3, window=4, seed=4)
@@ -89,7 +89,8 @@ def test_scan_matches_per_user_loop(kind):
     model = make_model(kind)
     params = model.init(jax.random.PRNGKey(0))
     params = jax.tree_util.tree_map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size)).reshape(a.shape), params)
-    lanes = make_lanes(frame, batch_size=3, window=4, targets=targets, seed=1)
+    # boundary_slots=1 forces hold steps in the middle of lanes
+    lanes = make_lanes(frame, batch_size=3, window=4, targets=targets, seed=1, boundary_slots=1)
     assert len(lanes) >= 3  # several windows: the carry crosses windows
     apply = jax.jit(lambda p, c, b: model.apply(p, c, b))
     carry = model.init_carry(3)
@@ -151,21 +152,22 @@ def test_hrnn_accepts_flax_lstm_session_cell():
     assert isinstance(carry["session"], tuple)
 
 
-def test_hrnn_compaction_matches_every_lane_update():
-    """Gathering only the lanes at a session boundary gives the same states as updating all lanes
-    (the bucket of size B), whatever the number of boundaries per step."""
+def test_hrnn_boundary_slots_match_every_lane_update():
+    """Updating only the K listed closing lanes (with hold steps where more lanes close at once)
+    gives the same states as updating every lane (no ``closing`` field: K = B)."""
     frame = small_frame(seed=5, n_users=40)
     model = make_model("all")
     params = model.init(jax.random.PRNGKey(3))
-    lanes = make_lanes(frame, batch_size=16, window=5, seed=0)
+    lanes = make_lanes(frame, batch_size=16, window=5, seed=0, boundary_slots=2)
+    assert lanes.closing.shape[-1] == 2
+    holds = (~lanes.valid).sum() - (~make_lanes(frame, batch_size=16, window=5, seed=0,
+                                                boundary_slots=16).valid).sum()
+    assert holds != 0  # the cap of 2 forced some lanes to wait
+    closing = (lanes.session_start & ~lanes.user_start).sum(axis=1)  # [W, L]
+    assert closing.max() <= 2
     carry_a = carry_b = model.init_carry(16)
-    full = models.HRNN(N_ITEMS, cells.GRU(H), user_cell=cells.GRU(H + 1), mode="all")
-    orig = models._bucket_sizes
     for batch in lanes:
         carry_a, ya = model.apply(params, carry_a, batch)
-        models._bucket_sizes = lambda B: (0, B)
-        try:
-            carry_b, yb = full.apply(params, carry_b, batch)
-        finally:
-            models._bucket_sizes = orig
+        every = {k: v for k, v in batch.items() if k != "closing"}
+        carry_b, yb = model.apply(params, carry_b, every)
         np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-6)

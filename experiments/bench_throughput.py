@@ -1,0 +1,151 @@
+"""Training and evaluation throughput of the Quadrana et al. models, measured in one run.
+
+    python experiments/bench_throughput.py [--json PATH] [--users 1000] [--epochs 2]
+
+Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with in-batch negatives):
+
+* per model (session GRU, RNN Concat, HRNN Init, HRNN All): training events/s (``training.fit``,
+  first call with the compilation left out), the train step's memory (XLA's own accounting of
+  arguments + outputs + temporaries) and ``ratio_to_gru``: cost per event relative to the session
+  GRU (> 1 is slower);
+* the wall time of one train step for 1 seed and for 8 seeds in one ``jax.vmap``-ed step;
+* session-GRU training events/s at 1k, 10k and 100k items (row-sparse table updates);
+* full-catalogue evaluation speed at 100k items: item scores per second, ranking included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnn_jax import compare, data, evaluation, optim, predict, synthetic, training
+from hrnn_jax.batching import make_lanes
+
+MODELS = ("gru", "concat", "hrnn-init", "hrnn-all")
+
+
+def prepared(users: int, items: int, seed: int = 0):
+    raw = data.read_interactions(synthetic.generate(n_users=users, n_items=items, seed=seed))
+    return compare.prepare(raw, min_item_support=1)
+
+
+def fit_speed(name, prep, cfg, epochs):
+    model = compare.build_model(name, prep.encoded.n_items, cfg)
+    result = training.fit(model, prep.train, epochs=epochs, batch_size=cfg.batch,
+                          window=cfg.window, learning_rate=cfg.lr, loss=cfg.loss,
+                          targets=compare.lane_targets(name, prep.protocol), seed=0, log=None)
+    return model, result.events_per_second
+
+
+def step_memory_mb(model, prep, cfg) -> float:
+    tx = optim.make_optimizer("adagrad", cfg.lr)
+    state = training.init_state(model, tx, jax.random.PRNGKey(0), cfg.batch)
+    batch = make_lanes(prep.train, batch_size=cfg.batch, window=cfg.window).window(0)
+    step = jax.jit(training.make_train_step(model, tx), donate_argnums=0)
+    mem = step.lower(state, batch, jax.random.PRNGKey(0)).compile().memory_analysis()
+    if mem is None:
+        return float("nan")
+    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+             - mem.alias_size_in_bytes)
+    return total / 2**20
+
+
+def seeds_timing(prep, cfg, n_calls=20):
+    """Seconds per train step: one seed, and 8 seeds in one vmapped step (session GRU)."""
+    model = compare.build_model("gru", prep.encoded.n_items, cfg)
+    tx = optim.make_optimizer("adagrad", cfg.lr)
+    lanes = make_lanes(prep.train, batch_size=cfg.batch, window=cfg.window, seed=0)
+    batches = [lanes.window(w) for w in range(min(n_calls, len(lanes)))]
+    step = training.make_train_step(model, tx)
+    out = {}
+    for label, n_seeds in (("one_seconds", 1), ("eight_seconds", 8)):
+        if n_seeds == 1:
+            state = training.init_state(model, tx, jax.random.PRNGKey(0), cfg.batch)
+            fn = jax.jit(step, donate_argnums=0)
+            rngs = [jax.random.PRNGKey(i) for i in range(len(batches))]
+        else:
+            keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+            state = jax.vmap(lambda r: training.init_state(model, tx, r, cfg.batch))(keys)
+            fn = jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
+            rngs = [jax.random.split(jax.random.PRNGKey(i), n_seeds) for i in range(len(batches))]
+        state, _ = fn(state, batches[0], rngs[0])  # compile
+        jax.block_until_ready(state)
+        start = time.perf_counter()
+        for b, r in zip(batches, rngs):
+            state, metrics = fn(state, b, r)
+        jax.block_until_ready(state)
+        out[label] = (time.perf_counter() - start) / len(batches)
+    return out
+
+
+def eval_speed(n_items=100_000, hidden=100, rows=4096, chunk=1024) -> float:
+    """Item scores per second of the full-catalogue rank (``predict.model_ranks``'s scoring)."""
+    rng = np.random.default_rng(0)
+    params = {"item_out": jnp.asarray(rng.normal(size=(n_items + 1, hidden)), jnp.float32),
+              "item_bias": jnp.zeros(n_items + 1, jnp.float32)}
+    y = jnp.asarray(rng.normal(size=(rows, hidden)), jnp.float32)
+    target = rng.integers(1, n_items + 1, rows).astype(np.int32)
+    fake = evaluation.EvalRows(
+        event=np.arange(rows), user=np.zeros(rows, np.int32), item=np.ones(rows, np.int32),
+        target=target, history_sessions=np.ones(rows, np.int32),
+        position=np.ones(rows, np.int32), session_length=np.full(rows, 2, np.int32),
+        seen_ptr=np.zeros(rows + 1, np.int64), seen_items=np.zeros(0, np.int32))
+    rank = lambda idx, t, seen: predict._ranks(params, y[idx], t, seen, "optimistic")  # noqa: E731
+    evaluation.rank_chunks(None, fake, chunk=chunk, rank_fn=rank)  # compile
+    start = time.perf_counter()
+    ranks = evaluation.rank_chunks(None, fake, chunk=chunk, rank_fn=rank)
+    seconds = time.perf_counter() - start
+    assert ranks.min() >= 1 and ranks.max() <= n_items
+    return rows * n_items / seconds
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", help="write the figures to this file")
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, default=2)
+    args = ap.parse_args(argv)
+    cfg = compare.Config(hidden=100, batch=50, window=20, loss="top1")
+    out = {"models": {}, "seeds": {}, "catalogue": {}, "config": vars(args)}
+
+    prep = prepared(args.users, 1000)
+    print(f"data: {prep.info['train_events']} training events, {prep.info['items']} items")
+    for name in MODELS:
+        model, eps = fit_speed(name, prep, cfg, args.epochs)
+        out["models"][name] = {"events_per_second": eps,
+                               "step_memory_mb": step_memory_mb(model, prep, cfg)}
+    gru = out["models"]["gru"]["events_per_second"]
+    print(f"{'model':<10}{'events/s':>12}{'ratio_to_gru':>14}{'step MB':>10}")
+    for name, r in out["models"].items():
+        r["ratio_to_gru"] = gru / r["events_per_second"]
+        print(f"{name:<10}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
+              f"{r['step_memory_mb']:>10.1f}")
+
+    out["seeds"] = seeds_timing(prep, cfg)
+    s = out["seeds"]
+    print(f"seeds: 1 seed {s['one_seconds'] * 1e3:.1f} ms/step, 8 seeds vmapped "
+          f"{s['eight_seconds'] * 1e3:.1f} ms/step ({s['eight_seconds'] / s['one_seconds']:.2f}x)")
+
+    for items in (1000, 10_000, 100_000):
+        p = prep if items == 1000 else prepared(args.users, items)
+        _, eps = fit_speed("gru", p, cfg, 1 if items != 1000 else args.epochs)
+        out["catalogue"][str(items)] = eps
+        print(f"catalogue {items:>6} items: {eps:.0f} events/s "
+              f"({eps / out['catalogue']['1000']:.2f}x of 1k)")
+
+    out["eval_scores_per_second"] = eval_speed()
+    print(f"evaluation at 100k items: {out['eval_scores_per_second']:.3g} item scores/s")
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"process peak RSS: {out['peak_rss_mb']:.0f} MB")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
