@@ -59,6 +59,12 @@ def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.
     return (np.cumsum(p) / p.sum()).astype(np.float32)
 
 
+def _unique_rows(ids):
+    """Distinct ids (padded with 0 to a fixed size) and each id's position among them."""
+    uniq, inv = jnp.unique(ids.ravel(), size=ids.size, fill_value=0, return_inverse=True)
+    return uniq, inv.reshape(ids.shape)
+
+
 def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top1",
                     n_negatives: int = 0, negative_cdf: np.ndarray | None = None,
                     clip: float | None = None, sparse: bool = True) -> Callable:
@@ -85,18 +91,18 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top
         else:
             neg = jnp.zeros((0,), jnp.int32)
         params = state.params
-        if rows:  # gather the touched rows; ids become positions in `uniq`
-            ids = jnp.concatenate([item.ravel(), target.ravel(), neg])
-            uniq, inv = jnp.unique(ids, size=ids.size, fill_value=0, return_inverse=True)
-            inv = inv.reshape(-1)
-            n = item.size
-            l_item = inv[:n].reshape(item.shape)
-            l_target = inv[n:2 * n].reshape(target.shape)
-            l_neg = inv[2 * n:]
-        else:
-            uniq, l_item, l_target, l_neg = None, item, target, neg
+        # Gather the touched rows: inputs index item_in, targets and negatives the output tables;
+        # the batch's ids become positions in the gathered rows (`uniq`).
+        l_item, l_target, l_neg, uniq = item, target, neg, {}
+        if "item_in" in rows:
+            u, l_item = _unique_rows(item)
+            uniq["item_in"] = u
+        if "item_out" in rows:
+            u, inv = _unique_rows(jnp.concatenate([target.ravel(), neg]))
+            l_target, l_neg = inv[:target.size].reshape(target.shape), inv[target.size:]
+            uniq["item_out"] = uniq["item_bias"] = u
         dense = {k: v for k, v in params.items() if k not in rows}
-        gathered = {k: params[k][uniq] for k in rows}
+        gathered = {k: params[k][uniq[k]] for k in rows}
 
         def loss_fn(dense, gathered):
             p = {**dense, **gathered}
@@ -119,7 +125,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top
         row_states = {}
         for k in rows:
             new_params[k], row_states[k] = optim.row_update(
-                tx, params[k], state.opt_state["rows"][k], uniq, g_rows[k])
+                tx, params[k], state.opt_state["rows"][k], uniq[k], g_rows[k])
         new_state = TrainState(new_params, {"dense": dense_state, "rows": row_states},
                                jax.lax.stop_gradient(carry), state.step + 1)
         return new_state, {"loss": value, "events": (target > 0).sum()}
@@ -196,22 +202,27 @@ def fit(model, train: pl.DataFrame, *, epochs: int = 10, batch_size: int = 50, w
         fields = {name: np.concatenate([arr, np.zeros((pad,) + arr.shape[1:], arr.dtype)])
                   for name, arr in lanes.window_arrays().items()}
         active = np.arange(groups * K) < W
-        loss_sum, ev_sum, t_epoch = 0.0, 0, time.perf_counter()
+        t_epoch = time.perf_counter()
+        collected = []  # device arrays: no host sync inside the epoch
         for g in range(groups):
             sl = slice(g * K, (g + 1) * K)
             rng, r = jax.random.split(rng)
-            t0 = time.perf_counter()
             state, metrics = run(state, {k: v[sl] for k, v in fields.items()},
                                  jax.random.split(r, K), active[sl])
-            n_ev = int(metrics["events"].sum())
-            loss_sum += float((metrics["loss"] * metrics["events"]).sum())
-            ev_sum += n_ev
-            if epoch or g:  # the first call compiles
-                seconds += time.perf_counter() - t0
-                events += n_ev
+            collected.append(metrics)
+            if epoch == 0 and g == 0:  # the first call compiles: leave it out of the rate
+                jax.block_until_ready(state)
+                t_first, first_events = time.perf_counter(), int(metrics["events"].sum())
+        jax.block_until_ready(state)
+        t_end = time.perf_counter()
+        ev = np.concatenate([np.asarray(m["events"]) for m in collected])
+        lo = np.concatenate([np.asarray(m["loss"]) for m in collected])
+        ev_sum = int(ev.sum())
+        loss_sum = float((lo * ev).sum())
+        seconds += t_end - (t_first if epoch == 0 else t_epoch)
+        events += ev_sum - (first_events if epoch == 0 else 0)
         record = {"epoch": epoch + 1, "loss": loss_sum / max(ev_sum, 1),
-                  "seconds": time.perf_counter() - t_epoch,
-                  "events_per_second": ev_sum / (time.perf_counter() - t_epoch)}
+                  "seconds": t_end - t_epoch, "events_per_second": ev_sum / (t_end - t_epoch)}
         if validate is not None:
             record["valid"] = float(validate(state.params))
         history.append(record)
