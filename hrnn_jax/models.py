@@ -50,6 +50,11 @@ def _dropout(rng, p: float, shape) -> jax.Array:
     return keep.astype(jnp.float32) / (1.0 - p)
 
 
+def _mask(rng, p: float, shape, train: bool):
+    """A dropout mask, or None where there is nothing to drop."""
+    return _dropout(rng, p, shape) if train and p > 0 else None
+
+
 def score_items(params: Params, y: jax.Array) -> jax.Array:
     """Scores of every item, ``[..., H] -> [..., N+1]``; column 0 is padding (callers mask it)."""
     return y @ params["item_out"].T + params["item_bias"]
@@ -237,13 +242,6 @@ class HRNN(_Base):
         B, L = batch["item"].shape
         H, U = self.hidden, self.user_hidden
         x = self._inputs(params, batch["item"])
-        ones_u, ones_h = jnp.ones((L, B, U)), jnp.ones((L, B, H))
-        if train:
-            r_user, r_init, r_out = jax.random.split(rng, 3)
-            m_user = _dropout(r_user, self.dropout_user, (L, B, U)) if self.dropout_user else ones_u
-            m_init = _dropout(r_init, self.dropout_init, (L, B, H)) if self.dropout_init else ones_h
-        else:
-            r_out, m_user, m_init = None, ones_u, ones_h
         # Lanes that close a session (not a new user) run Eq. 3-4 at this step. The batcher lists
         # them in `closing [L, K]` (padded with B); without it every lane is a slot (K = B).
         # One-hot selection matrices gather and scatter their rows (matmuls, no control flow).
@@ -252,6 +250,13 @@ class HRNN(_Base):
             boundary = (batch["session_start"] & ~batch["user_start"]).T  # [L, B]
             closing = jnp.where(boundary, jnp.arange(B), B)
         select = jax.nn.one_hot(closing, B)  # [L, K, B]; the padding index B gives a zero row
+        K = select.shape[1]
+        # Dropout masks (drawn outside the scan) for the K slots and, for Eq. 4 at a new user, the
+        # B lanes; None when the rate is 0 or not training.
+        r_user, r_init, r_new, r_out = jax.random.split(rng, 4) if train else (None,) * 4
+        m_user = _mask(r_user, self.dropout_user, (L, K, U), train)
+        m_init = _mask(r_init, self.dropout_init, (L, K, H), train)
+        m_new = _mask(r_new, self.dropout_init, (L, B, H), train)
         zero_s = cells.zero_carry(self.session_cell, B)
         zero_u = cells.zero_carry(self.user_cell, B)
         W_init, b_init = params["init"]["kernel"], params["init"]["bias"]
@@ -262,8 +267,9 @@ class HRNN(_Base):
             put = lambda full, part: full + P.T @ (part - P @ full)  # noqa: E731
             u_k, c = self.user_cell.apply(p_user, jax.tree_util.tree_map(take, u),
                                           take(cells.hidden_of(s)))  # Eq. 3
-            c = c * take(mu_t)
-            s0 = jnp.tanh(c @ W_init + b_init) * take(mi_t)  # Eq. 4
+            c = c if mu_t is None else c * mu_t
+            s0 = jnp.tanh(c @ W_init + b_init)  # Eq. 4
+            s0 = s0 if mi_t is None else s0 * mi_t
             s_k = cells.with_hidden(jax.tree_util.tree_map(take, s), s0)
             s = jax.tree_util.tree_map(put, s, s_k)
             u = jax.tree_util.tree_map(put, u, u_k)
@@ -271,10 +277,12 @@ class HRNN(_Base):
 
         def body(state, inp):
             s, u, ctx = state["session"], state["user"], state["context"]
-            x_t, ustart_t, valid_t, P, mu_t, mi_t = inp
+            x_t, ustart_t, valid_t, P, mu_t, mi_t, mn_t = inp
             s, u, ctx = close_sessions(s, u, ctx, P, mu_t, mi_t)
             # A new user: c_{u,0} = 0, so Eq. 4 gives tanh(b_init); the user state restarts.
-            s = cells.select(ustart_t, cells.with_hidden(zero_s, jnp.tanh(b_init) * mi_t), s)
+            s_new_user = jnp.broadcast_to(jnp.tanh(b_init), (B, H))
+            s_new_user = s_new_user if mn_t is None else s_new_user * mn_t
+            s = cells.select(ustart_t, cells.with_hidden(zero_s, s_new_user), s)
             u = cells.select(ustart_t, zero_u, u)
             ctx = jnp.where(ustart_t[:, None], 0.0, ctx)
             if self.mode == "all" and cells.is_split(self.session_cell):
@@ -286,6 +294,6 @@ class HRNN(_Base):
             return {"session": s, "user": u, "context": ctx}, y
 
         inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, batch["valid"].T, select, m_user,
-                  m_init)
+                  m_init, m_new)
         carry, ys = jax.lax.scan(body, carry, inputs)
         return carry, self._output(ys, r_out, train)

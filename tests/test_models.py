@@ -171,3 +171,22 @@ def test_hrnn_boundary_slots_match_every_lane_update():
         every = {k: v for k, v in batch.items() if k != "closing"}
         carry_b, yb = model.apply(params, carry_b, every)
         np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-6)
+
+
+def test_hrnn_dropout_only_in_training():
+    frame = small_frame(seed=6, n_users=12)
+    lanes = make_lanes(frame, batch_size=4, window=6)
+    batch = lanes.window(1)
+    plain = make_model("all")
+    params = plain.init(jax.random.PRNGKey(0))
+    carry = plain.init_carry(4)
+    _, y_eval = plain.apply(params, carry, batch)
+    _, y_train = plain.apply(params, carry, batch, rng=jax.random.PRNGKey(1), train=True)
+    np.testing.assert_allclose(y_eval, y_train, rtol=1e-6)  # rates 0: training changes nothing
+    drop = models.HRNN(N_ITEMS, cells.GRU(H), user_cell=cells.GRU(H + 1), mode="all",
+                       dropout_user=0.5, dropout_init=0.5, dropout_session=0.5)
+    _, y_drop = drop.apply(params, carry, batch, rng=jax.random.PRNGKey(1), train=True)
+    _, y_drop_eval = drop.apply(params, carry, batch)
+    np.testing.assert_allclose(y_drop_eval, y_eval, rtol=1e-6)  # no dropout at evaluation
+    assert not np.allclose(y_drop, y_eval)
+    assert np.mean(np.asarray(y_drop) == 0) > 0.3  # output dropout zeroes about half
