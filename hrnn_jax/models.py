@@ -132,6 +132,7 @@ class SessionRNN(_Base):
     """
 
     reset: str = "session"
+    unroll: int = 2  # scan steps per loop iteration: measured ~1.4x faster than 1 on 2 CPU cores
 
     def __post_init__(self):
         if self.reset not in ("session", "user"):
@@ -156,7 +157,8 @@ class SessionRNN(_Base):
             s_new, y = self._session_step(params, s, x_t)  # Eq. 1
             return cells.select(valid_t, s_new, s), y  # hold and padding steps keep the state
 
-        carry, ys = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), reset.T, batch["valid"].T))
+        carry, ys = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), reset.T, batch["valid"].T),
+                                 unroll=self.unroll)
         return carry, self._output(ys, rng, train)
 
 
@@ -190,6 +192,8 @@ class HRNN(_Base):
     mode: str = "init"
     dropout_user: float = 0.0
     dropout_init: float = 0.0
+    unroll: int = 1  # unrolling measured no faster for this larger scan body
+
     def __post_init__(self):
         if self.mode not in ("init", "all"):
             raise ValueError(f"mode must be 'init' or 'all', got {self.mode!r}")
@@ -295,5 +299,5 @@ class HRNN(_Base):
 
         inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, batch["valid"].T, select, m_user,
                   m_init, m_new)
-        carry, ys = jax.lax.scan(body, carry, inputs)
+        carry, ys = jax.lax.scan(body, carry, inputs, unroll=self.unroll)
         return carry, self._output(ys, r_out, train)
