@@ -266,9 +266,11 @@ class HRNN(_Base):
         W_init, b_init = params["init"]["kernel"], params["init"]["bias"]
         p_user = {"params": params["user"]}
 
-        def close_sessions(s, u, ctx, P, mu_t, mi_t):
+        keep = 1.0 - select.sum(axis=1)  # [L, B]: 0 on the lanes that close a session
+
+        def close_sessions(s, u, ctx, P, keep_t, mu_t, mi_t):
             take = lambda a: P @ a  # noqa: E731  [B, ...] -> [K, ...]
-            put = lambda full, part: full + P.T @ (part - P @ full)  # noqa: E731
+            put = lambda full, part: full * keep_t[:, None] + P.T @ part  # noqa: E731
             u_k, c = self.user_cell.apply(p_user, jax.tree_util.tree_map(take, u),
                                           take(cells.hidden_of(s)))  # Eq. 3
             c = c if mu_t is None else c * mu_t
@@ -281,8 +283,8 @@ class HRNN(_Base):
 
         def body(state, inp):
             s, u, ctx = state["session"], state["user"], state["context"]
-            x_t, ustart_t, valid_t, P, mu_t, mi_t, mn_t = inp
-            s, u, ctx = close_sessions(s, u, ctx, P, mu_t, mi_t)
+            x_t, ustart_t, valid_t, P, keep_t, mu_t, mi_t, mn_t = inp
+            s, u, ctx = close_sessions(s, u, ctx, P, keep_t, mu_t, mi_t)
             # A new user: c_{u,0} = 0, so Eq. 4 gives tanh(b_init); the user state restarts.
             s_new_user = jnp.broadcast_to(jnp.tanh(b_init), (B, H))
             s_new_user = s_new_user if mn_t is None else s_new_user * mn_t
@@ -297,7 +299,7 @@ class HRNN(_Base):
             s = cells.select(valid_t, s_new, s)  # hold and padding steps keep the state
             return {"session": s, "user": u, "context": ctx}, y
 
-        inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, batch["valid"].T, select, m_user,
+        inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, batch["valid"].T, select, keep, m_user,
                   m_init, m_new)
         carry, ys = jax.lax.scan(body, carry, inputs, unroll=self.unroll)
         return carry, self._output(ys, r_out, train)
