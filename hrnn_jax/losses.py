@@ -26,9 +26,10 @@ def candidate_scores(params, y, lookup_target, lookup_neg):
     Column c < B is lane c's target at the same step; column B + s is the s-th sampled negative.
     """
     out, bias = params["item_out"], params["item_bias"]
-    o_t = out[lookup_target]  # [B, L, H]
-    s_batch = jnp.einsum("blh,clh->blc", y, o_t) + bias[lookup_target].T[None]
-    s_neg = y @ out[lookup_neg].T + bias[lookup_neg]  # [B, L, S]
+    rows = lambda table, ids: table.at[ids].get(mode="promise_in_bounds")  # noqa: E731
+    o_t = rows(out, lookup_target)  # [B, L, H]
+    s_batch = jnp.einsum("blh,clh->blc", y, o_t) + rows(bias, lookup_target).T[None]
+    s_neg = y @ rows(out, lookup_neg).T + rows(bias, lookup_neg)  # [B, L, S]
     return jnp.concatenate([s_batch, s_neg], axis=-1)
 
 

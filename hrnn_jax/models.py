@@ -103,7 +103,7 @@ class _Base:
 
     def _inputs(self, params, items):
         """Per-step inputs of the session cell, outside the scan: ``[B, L] -> [B, L, D]``."""
-        x = params["item_in"][items]
+        x = params["item_in"].at[items].get(mode="promise_in_bounds")
         if cells.is_split(self.session_cell) and not self.one_hot:
             x = self.session_cell.apply({"params": params["session"]}, x, method="project")
         return x

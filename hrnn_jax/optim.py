@@ -48,11 +48,13 @@ def row_update(tx: optax.GradientTransformation, table, state, ids, row_grads):
     ``state`` is ``tx.init(table)``; leaves shaped like the table are gathered and scattered by row,
     the others (step counts) are updated as a whole.
     """
-    rows = table[ids]
-    row_state = jax.tree_util.tree_map(lambda s: s[ids] if _is_row_leaf(s, table) else s, state)
+    get = lambda a: a.at[ids].get(mode="promise_in_bounds")  # noqa: E731  ids are valid rows
+    put = lambda a, rows: a.at[ids].set(rows, mode="promise_in_bounds")  # noqa: E731
+    rows = get(table)
+    row_state = jax.tree_util.tree_map(lambda s: get(s) if _is_row_leaf(s, table) else s, state)
     updates, new_row_state = tx.update(row_grads, row_state, rows)
-    table = table.at[ids].set(rows + updates)
+    table = put(table, rows + updates)
     state = jax.tree_util.tree_map(
-        lambda full, part: full.at[ids].set(part) if _is_row_leaf(full, table) else part,
+        lambda full, part: put(full, part) if _is_row_leaf(full, table) else part,
         state, new_row_state)
     return table, state

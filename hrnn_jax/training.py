@@ -102,7 +102,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top
             l_target, l_neg = inv[:target.size].reshape(target.shape), inv[target.size:]
             uniq["item_out"] = uniq["item_bias"] = u
         dense = {k: v for k, v in params.items() if k not in rows}
-        gathered = {k: params[k][uniq[k]] for k in rows}
+        gathered = {k: params[k].at[uniq[k]].get(mode="promise_in_bounds") for k in rows}
 
         def loss_fn(dense, gathered):
             p = {**dense, **gathered}
