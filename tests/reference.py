@@ -2,6 +2,20 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
+
+
+def random_log(seed: int, n_users: int, n_items: int, session_len=(1, 6)) -> pl.DataFrame:
+    """Encoded-schema events: users with 1-4 sessions of ``session_len`` (low inclusive, high
+    exclusive) events over items 1..n_items, sorted by user and time."""
+    rng = np.random.default_rng(seed)
+    rows, session = [], 0
+    for u in range(n_users):
+        for _ in range(rng.integers(1, 5)):
+            for _ in range(rng.integers(*session_len)):
+                rows.append((u, int(rng.integers(1, n_items + 1)), session))
+            session += 1
+    return pl.DataFrame(rows, schema=["user", "item", "session"], orient="row")
 
 
 def sigmoid(x):

@@ -2,7 +2,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import polars as pl
 import pytest
 from flax import linen as nn
 
@@ -16,14 +15,7 @@ N_ITEMS = 15
 
 def small_frame(seed=0, n_users=7):
     """Users with 1-4 sessions of 1-5 events: several users per lane, users ending mid-window."""
-    rng = np.random.default_rng(seed)
-    rows, session = [], 0
-    for u in range(n_users):
-        for _ in range(rng.integers(1, 5)):
-            for _ in range(rng.integers(1, 6)):
-                rows.append((u, int(rng.integers(1, N_ITEMS + 1)), session))
-            session += 1
-    return pl.DataFrame(rows, schema=["user", "item", "session"], orient="row")
+    return ref.random_log(seed, n_users, N_ITEMS, session_len=(1, 6))
 
 
 def test_gru_matches_numpy_and_flax_grucell():

@@ -5,11 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import polars as pl
 import pytest
 
 from hrnn_jax import cells, compare, data, models, optim, synthetic, training
 from hrnn_jax.batching import make_lanes
+from tests.reference import random_log
 
 H = 8
 N_ITEMS = 20
@@ -26,14 +26,7 @@ def jit(f, **kw):
 
 def small_frame(seed=0, n_users=10):
     """Users with 1-4 sessions of 2-5 events over N_ITEMS items (encoded schema, sorted)."""
-    rng = np.random.default_rng(seed)
-    rows, session = [], 0
-    for u in range(n_users):
-        for _ in range(rng.integers(1, 5)):
-            for _ in range(rng.integers(2, 6)):
-                rows.append((u, int(rng.integers(1, N_ITEMS + 1)), session))
-            session += 1
-    return pl.DataFrame(rows, schema=["user", "item", "session"], orient="row")
+    return random_log(seed, n_users, N_ITEMS, session_len=(2, 6))
 
 
 def leaves(tree):
