@@ -151,7 +151,7 @@ def _add_common(p: argparse.ArgumentParser, *, models: str, epochs: int) -> None
                    help="GRU units of each layer (default: %(default)s)")
     g.add_argument("--batch", type=_int_at_least(1), default=50,
                    help="parallel user lanes per mini-batch (default: %(default)s)")
-    g.add_argument("--window", type=_int_at_least(1), default=20,
+    g.add_argument("--window", type=_int_at_least(1), default=1,
                    help="steps per training step; 1 = one step per mini-batch as in the "
                         "original code (default: %(default)s)")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adagrad",
