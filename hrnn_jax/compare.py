@@ -16,9 +16,7 @@ import dataclasses
 import time
 from typing import Callable
 
-import numpy as np
 import polars as pl
-from flax import linen as nn
 
 from hrnn_jax import baselines, cells, data, evaluation, models, predict, training
 
@@ -180,7 +178,3 @@ def table(results: dict, ks=(5, 20)) -> str:
         lines.append(f"{name:<10}" + "".join(f"{r[c]:>13.4f}" for c in cols)
                      + f"{r['train_seconds']:>9.1f}{r['events_per_second']:>10.0f}")
     return "\n".join(lines)
-
-
-def seed_everything(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)

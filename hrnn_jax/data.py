@@ -10,7 +10,6 @@ when present, sorted by (user, time). All report dictionaries count dropped *eve
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from functools import cached_property

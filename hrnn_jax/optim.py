@@ -15,7 +15,6 @@ official code does for its embedding tables. Adam's step count is global.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("adagrad", "adam")
