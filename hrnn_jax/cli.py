@@ -358,6 +358,9 @@ def main(argv=None) -> int:
         return run(args)
     except SystemExit as exc:  # --help / --version from argparse
         return exc.code if isinstance(exc.code, int) else 0
+    except BrokenPipeError:  # the reader of stdout went away (`hrnn-jax ... | head`): stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  nothing more can reach the reader
+        return 141  # 128 + SIGPIPE, as shell tools report it
     except (ValueError, OSError, pl.exceptions.PolarsError) as exc:  # DataError is a ValueError
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2

@@ -190,3 +190,18 @@ def test_python_dash_m_help():
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "compare" in proc.stdout and "demo" in proc.stdout
+
+
+def test_closed_stdout_ends_quietly(monkeypatch, capsys):
+    """`hrnn-jax ... | head`: a closed stdout ends the run with status 141 and no error line."""
+
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert cli.main(["demo", "--users", "60", "--items", "80", "--models", "pop", "--quiet"]) == 141
+    assert "error" not in capsys.readouterr().err
