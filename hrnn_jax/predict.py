@@ -37,31 +37,42 @@ def _ranks(params, y, targets, seen, ties):
     return evaluation.rank_targets(scores, targets, ties=ties, exclude=exclude)
 
 
-def hidden_states(model, params, stream: pl.DataFrame, rows: evaluation.EvalRows, *,
-                  batch_size: int = 50, window: int = 20, targets: str = "session") -> np.ndarray:
-    """Session-level outputs ``[R, H]`` at the step predicting each row's target.
+def states_at(model, params, frame: pl.DataFrame, events: np.ndarray, *, batch_size: int = 50,
+              window: int = 20, targets: str = "session") -> np.ndarray:
+    """Session-level outputs ``[R, H]`` at the steps whose target events are ``events``.
 
-    ``stream``: train and test events of every user (``hrnn_jax.data.combine``); ``targets`` must be
-    the lane layout the model was trained with, and must reach every row (``"user"`` reaches all).
+    ``frame``: events of whole users (sorted by user, time); ``events``: sorted row positions in
+    ``frame`` of target events. ``targets`` must be the lane layout the model was trained with, and
+    must reach every event (``"user"`` reaches all).
     """
-    evaluate = np.zeros(len(stream), bool)
-    evaluate[rows.event] = True
-    lanes = make_lanes(stream, batch_size=batch_size, window=window, targets=targets,
+    evaluate = np.zeros(len(frame), bool)
+    evaluate[events] = True
+    lanes = make_lanes(frame, batch_size=batch_size, window=window, targets=targets,
                        evaluate=evaluate)
-    out = np.zeros((len(rows), model.hidden), np.float32)
+    out = np.zeros((len(events), model.hidden), np.float32)
     filled = 0
     carry = model.init_carry(batch_size)
     for batch in lanes:
         carry, y = _forward(model, params, carry, batch)
         sel = batch["evaluate"]
         if sel.any():
-            at = np.searchsorted(rows.event, batch["event"][sel])
+            at = np.searchsorted(events, batch["event"][sel])
             out[at] = np.asarray(y)[sel]
             filled += int(sel.sum())
-    if filled != len(rows):
-        raise ValueError(f"the {targets!r} lanes reach {filled} of {len(rows)} evaluation rows; "
+    if filled != len(events):
+        raise ValueError(f"the {targets!r} lanes reach {filled} of {len(events)} evaluation rows; "
                          "use targets='user' for rows whose input is in an earlier session")
     return out
+
+
+def hidden_states(model, params, stream: pl.DataFrame, rows: evaluation.EvalRows, *,
+                  batch_size: int = 50, window: int = 20, targets: str = "session") -> np.ndarray:
+    """Session-level outputs ``[R, H]`` at the step predicting each row's target.
+
+    ``stream``: train and test events of every user (``hrnn_jax.data.combine``).
+    """
+    return states_at(model, params, stream, rows.event, batch_size=batch_size, window=window,
+                     targets=targets)
 
 
 def model_ranks(model, params, stream, rows, *, batch_size=50, window=20, targets="session",
@@ -98,17 +109,9 @@ def recommend(model, params, encoded, sessions, *, k: int = 10, exclude_seen: bo
     # A placeholder event closes the last session so that its last item is an input step.
     frame = pl.DataFrame({"user": [0] * (len(items) + 1), "item": items + [1],
                           "session": session + [session[-1]]})
-    rows_event = np.array([len(items)])
-    evaluate = np.zeros(len(frame), bool)
-    evaluate[rows_event] = True
-    lanes = make_lanes(frame, batch_size=1, window=max(1, len(items)), targets=targets,
-                       evaluate=evaluate)
-    carry, y_last = model.init_carry(1), None
-    for batch in lanes:
-        carry, y = _forward(model, params, carry, batch)
-        if batch["evaluate"].any():
-            y_last = y[batch["evaluate"]]
-    scores = _scores(params, y_last)[0]
+    y_last = states_at(model, params, frame, np.array([len(items)]), batch_size=1,
+                       window=max(1, len(items)), targets=targets)
+    scores = _scores(params, jnp.asarray(y_last))[0]
     if exclude_seen:
         scores = scores.at[jnp.asarray(items)].set(-jnp.inf)
     top = np.asarray(jax.lax.top_k(scores, min(k, model.n_items))[1])
