@@ -1,6 +1,6 @@
 """Training and evaluation throughput of the Quadrana et al. models, measured in one run.
 
-    python experiments/bench_throughput.py [--json PATH] [--users 1000] [--epochs 2]
+    python experiments/bench_throughput.py [--json PATH] [--users 1000] [--epochs 2] [--default-malloc]
 
 Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with in-batch negatives):
 
@@ -8,9 +8,13 @@ Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with i
   first call with the compilation left out), the train step's memory (XLA's own accounting of
   arguments + outputs + temporaries) and ``ratio_to_gru``: cost per event relative to the session
   GRU (> 1 is slower);
-* the wall time of one train step for 1 seed and for 8 seeds in one ``jax.vmap``-ed step;
+* the wall time of one train step for 1 seed and for 8 seeds in one ``jax.vmap``-ed step, with
+  the step's scratch memory and page faults per call;
 * session-GRU training events/s at 1k, 10k and 100k items (row-sparse table updates);
 * full-catalogue evaluation speed at 100k items: item scores per second, ranking included.
+
+It first calls ``hrnn_jax.cpu.keep_freed_memory()`` (glibc keeps XLA's large scratch buffers mapped
+between calls; see that module), unless ``--default-malloc`` is given.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnn_jax import compare, data, evaluation, optim, predict, synthetic, training
+from hrnn_jax import compare, cpu, data, evaluation, optim, predict, synthetic, training
 from hrnn_jax.batching import make_lanes
 
 MODELS = ("gru", "concat", "hrnn-init", "hrnn-all")
@@ -55,35 +59,48 @@ def step_memory_mb(model, prep, cfg) -> float:
     return total / 2**20
 
 
-def seeds_timing(prep, cfg, n_calls=20):
-    """Seconds per train step (best of 3 passes over ``n_calls`` windows): one seed, and 8 seeds
-    in one vmapped step (session GRU)."""
+def _minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def seeds_timing(prep, cfg, n_calls=20, passes=5):
+    """Seconds per train step of the session GRU: one seed, and 8 seeds in one vmapped step.
+
+    The two alternate, pass after pass (``n_calls`` windows each), and each keeps its best pass, so
+    that a slow spell of this noisy machine does not fall on one of them only. Also the page faults
+    per call (see ``hrnn_jax.cpu``).
+    """
     model = compare.build_model("gru", prep.encoded.n_items, cfg)
     tx = optim.make_optimizer("adagrad", cfg.lr)
     lanes = make_lanes(prep.train, batch_size=cfg.batch, window=cfg.window, seed=0)
     batches = [lanes.window(w) for w in range(min(n_calls, len(lanes)))]
     step = training.make_train_step(model, tx)
-    out = {}
-    for label, n_seeds in (("one_seconds", 1), ("eight_seconds", 8)):
-        if n_seeds == 1:
-            state = training.init_state(model, tx, jax.random.PRNGKey(0), cfg.batch)
-            fn = jax.jit(step, donate_argnums=0)
-            rngs = [jax.random.PRNGKey(i) for i in range(len(batches))]
-        else:
-            keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
-            state = jax.vmap(lambda r: training.init_state(model, tx, r, cfg.batch))(keys)
-            fn = jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
-            rngs = [jax.random.split(jax.random.PRNGKey(i), n_seeds) for i in range(len(batches))]
+    runs = {}
+    for label, n_seeds in (("one", 1), ("eight", 8)):
+        keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
+        state = jax.vmap(lambda r: training.init_state(model, tx, r, cfg.batch))(keys)
+        fn = jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
+        rngs = [jax.random.split(jax.random.PRNGKey(i), n_seeds) for i in range(len(batches))]
+        scratch = fn.lower(state, batches[0], rngs[0]).compile().memory_analysis()
         state, _ = fn(state, batches[0], rngs[0])  # compile
         jax.block_until_ready(state)
-        times = []
-        for _ in range(3):  # best of three passes, for both, to damp the machine's noise
+        runs[label] = {"fn": fn, "state": state, "rngs": rngs, "times": [], "faults": 0,
+                       "scratch_mb": scratch.temp_size_in_bytes / 2**20 if scratch else float("nan")}
+    for _ in range(passes):
+        for r in runs.values():
+            state, faults = r["state"], _minor_faults()
             start = time.perf_counter()
-            for b, r in zip(batches, rngs):
-                state, metrics = fn(state, b, r)
+            for b, rng in zip(batches, r["rngs"]):
+                state, _ = r["fn"](state, b, rng)
             jax.block_until_ready(state)
-            times.append((time.perf_counter() - start) / len(batches))
-        out[label] = min(times)
+            r["times"].append((time.perf_counter() - start) / len(batches))
+            r["faults"] += _minor_faults() - faults
+            r["state"] = state
+    out = {f"{label}_seconds": min(r["times"]) for label, r in runs.items()}
+    out["ratio"] = out["eight_seconds"] / out["one_seconds"]
+    out["faults_per_call"] = {label: r["faults"] / (passes * len(batches))
+                              for label, r in runs.items()}
+    out["scratch_mb"] = {label: r["scratch_mb"] for label, r in runs.items()}
     return out
 
 
@@ -113,7 +130,11 @@ def main(argv=None):
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's malloc as it is (default: hrnn_jax.cpu.keep_freed_memory)")
     args = ap.parse_args(argv)
+    args.keep_freed_memory = False if args.default_malloc else cpu.keep_freed_memory()
+    print(f"keep_freed_memory: {args.keep_freed_memory}")
     cfg = compare.Config(hidden=100, batch=50, window=20, loss="top1")
     out = {"models": {}, "seeds": {}, "catalogue": {}, "config": vars(args)}
 
@@ -133,7 +154,9 @@ def main(argv=None):
     out["seeds"] = seeds_timing(prep, cfg)
     s = out["seeds"]
     print(f"seeds: 1 seed {s['one_seconds'] * 1e3:.1f} ms/step, 8 seeds vmapped "
-          f"{s['eight_seconds'] * 1e3:.1f} ms/step ({s['eight_seconds'] / s['one_seconds']:.2f}x)")
+          f"{s['eight_seconds'] * 1e3:.1f} ms/step ({s['ratio']:.2f}x); scratch "
+          f"{s['scratch_mb']['one']:.1f} / {s['scratch_mb']['eight']:.1f} MB, page faults per call "
+          f"{s['faults_per_call']['one']:.0f} / {s['faults_per_call']['eight']:.0f}")
 
     for items in (1000, 10_000, 100_000):
         p = prep if items == 1000 else prepared(args.users, items)

@@ -52,7 +52,9 @@ def ranking_loss(kind: str, scores, target, negatives):
     ce: -log softmax over {positive} + negatives.
     """
     B = target.shape[0]
-    pos = jnp.diagonal(scores[:, :, :B], axis1=0, axis2=2).T  # [B, L]
+    # the positive of lane b is column b: a masked sum (its gradient is a select, not a scatter)
+    own = jnp.eye(B, scores.shape[-1], dtype=bool)[:, None, :]  # [B, 1, B + S]
+    pos = jnp.where(own, scores, 0.0).sum(-1)  # [B, L]
     neg = candidate_mask(target, negatives)
     n_neg = jnp.maximum(neg.sum(-1), 1)
     diff = scores - pos[..., None]

@@ -6,7 +6,7 @@ parts. Clipping is not part of it: the train step clips the dense gradients and 
 together by their global norm (``optax.clip_by_global_norm``).
 
 ``row_update`` applies any such optax rule to the rows ``ids`` of an embedding table only: gather the
-rows and their optimiser state, run the rule on them, scatter both back. The cost per step then
+rows' optimiser state, run the rule on them, add the updates to the rows and scatter the state back. The cost per step then
 depends on the batch, not on the catalogue. For rules whose state only changes where the gradient is
 non-zero (plain Adagrad), it equals the dense update (tested). With momentum (and Adam), untouched
 rows keep their momentum unapplied until they are touched again: the *lazy* variant, as GRU4Rec's
@@ -42,18 +42,18 @@ def _is_row_leaf(leaf, table) -> bool:
 def row_update(tx: optax.GradientTransformation, table, state, ids, row_grads):
     """Apply ``tx`` to rows ``ids [M]`` of ``table [N, ...]`` given their gradients ``[M, ...]``.
 
-    ``ids`` must not repeat a row, except for rows whose gradient is zero in every copy (the padding
-    fill of ``jnp.unique(..., size=...)``): such copies compute and write identical values.
-    ``state`` is ``tx.init(table)``; leaves shaped like the table are gathered and scattered by row,
-    the others (step counts) are updated as a whole.
+    ``ids`` must not repeat a row; ids >= N are padding (``jnp.unique(..., size=M, fill_value=N)``)
+    and are skipped, whatever their gradient. ``state`` is ``tx.init(table)``; leaves shaped like the
+    table are gathered and scattered by row, the others (step counts) are updated as a whole. The
+    rows themselves are only read if the rule needs them (``params``); otherwise the step adds the
+    updates in place without gathering them.
     """
-    get = lambda a: a.at[ids].get(mode="promise_in_bounds")  # noqa: E731  ids are valid rows
-    put = lambda a, rows: a.at[ids].set(rows, mode="promise_in_bounds")  # noqa: E731
+    get = lambda a: a.at[ids].get(mode="clip")  # noqa: E731  padding ids read a row they never write
     rows = get(table)
     row_state = jax.tree_util.tree_map(lambda s: get(s) if _is_row_leaf(s, table) else s, state)
     updates, new_row_state = tx.update(row_grads, row_state, rows)
-    table = put(table, rows + updates)
+    new_table = table.at[ids].add(updates, mode="drop")
     state = jax.tree_util.tree_map(
-        lambda full, part: put(full, part) if _is_row_leaf(full, table) else part,
-        state, new_row_state)
-    return table, state
+        lambda full, part: full.at[ids].set(part, mode="drop") if _is_row_leaf(full, table)
+        else part, state, new_row_state)
+    return new_table, state

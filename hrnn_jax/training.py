@@ -59,9 +59,10 @@ def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.
     return (np.cumsum(p) / p.sum()).astype(np.float32)
 
 
-def _unique_rows(ids):
-    """Distinct ids (padded with 0 to a fixed size) and each id's position among them."""
-    uniq, inv = jnp.unique(ids.ravel(), size=ids.size, fill_value=0, return_inverse=True)
+def _unique_rows(ids, n_rows: int):
+    """Distinct ids, padded to a fixed size with ``n_rows`` (out of range: ``row_update`` skips it),
+    and each id's position among them."""
+    uniq, inv = jnp.unique(ids.ravel(), size=ids.size, fill_value=n_rows, return_inverse=True)
     return uniq, inv.reshape(ids.shape)
 
 
@@ -95,14 +96,16 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top
         # the batch's ids become positions in the gathered rows (`uniq`).
         l_item, l_target, l_neg, uniq = item, target, neg, {}
         if "item_in" in rows:
-            u, l_item = _unique_rows(item)
+            u, l_item = _unique_rows(item, params["item_in"].shape[0])
             uniq["item_in"] = u
         if "item_out" in rows:
-            u, inv = _unique_rows(jnp.concatenate([target.ravel(), neg]))
+            u, inv = _unique_rows(jnp.concatenate([target.ravel(), neg]),
+                                  params["item_out"].shape[0])
             l_target, l_neg = inv[:target.size].reshape(target.shape), inv[target.size:]
             uniq["item_out"] = uniq["item_bias"] = u
         dense = {k: v for k, v in params.items() if k not in rows}
-        gathered = {k: params[k].at[uniq[k]].get(mode="promise_in_bounds") for k in rows}
+        # padding ids read a clipped row that no step refers to
+        gathered = {k: params[k].at[uniq[k]].get(mode="clip") for k in rows}
 
         def loss_fn(dense, gathered):
             p = {**dense, **gathered}

@@ -39,6 +39,31 @@ def test_gru_matches_numpy_and_flax_grucell():
     flax_new, _ = flax_cell.apply({"params": fp}, h, x)
     np.testing.assert_allclose(new, flax_new, rtol=1e-5, atol=1e-6)
 
+    # The hand-written gradient of the gates (cells.gru_gates) equals autodiff through flax's
+    # GRUCell: for the state, the input and every weight block, also under vmap (seeds).
+    w = jax.random.normal(jax.random.PRNGKey(3), (3, H))
+    ours = jax.grad(lambda p, h, x: (cell.apply({"params": p}, h, x)[0] * w).sum(),
+                    argnums=(0, 1, 2))(p, h, x)
+    theirs = jax.grad(lambda p, h, x: (flax_cell.apply({"params": p}, h, x)[0] * w).sum(),
+                      argnums=(0, 1, 2))(fp, h, x)
+    tol = dict(rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ours[1], theirs[1], **tol)
+    np.testing.assert_allclose(ours[2], theirs[2], **tol)
+    gp, fg = ours[0], theirs[0]
+    for g, name in enumerate("rzn"):
+        blk = slice(g * H, (g + 1) * H)
+        np.testing.assert_allclose(gp["input"]["kernel"][:, blk], fg["i" + name]["kernel"], **tol)
+        np.testing.assert_allclose(gp["input"]["bias"][blk], fg["i" + name]["bias"], **tol)
+        np.testing.assert_allclose(gp["hidden"]["kernel"][:, blk], fg["h" + name]["kernel"],
+                                   **tol)
+    np.testing.assert_allclose(gp["b_hn"], fg["hn"]["bias"], **tol)
+    assert np.abs(gp["hidden"]["kernel"]).max() > 1e-3  # the comparison is not between zeros
+    seeds = jax.vmap(jax.grad(lambda p, h: (cell.apply({"params": p}, h, x)[0] * w).sum()),
+                     in_axes=(None, 0))(p, jnp.stack([h, 2 * h]))
+    again = jax.grad(lambda p: (cell.apply({"params": p}, 2 * h, x)[0] * w).sum())(p)
+    np.testing.assert_allclose(seeds["b_hn"][1], again["b_hn"], **tol)
+    np.testing.assert_allclose(seeds["hidden"]["kernel"][1], again["hidden"]["kernel"], **tol)
+
 
 def test_lanes_layout():
     frame = small_frame()
