@@ -74,7 +74,7 @@ class GRU(nn.RNNCellBase):
 @jax.custom_vjp
 def gru_gates(xp, hp, h, b_hn):
     """The GRU's gates given both projections, ``xp = W_x x + b_x`` and ``hp = W_h h`` (``[..., 3H]``,
-    blocks r, z, n): returns h'. Same function as plain JAX code; its hand-written gradient keeps
+    blocks r, z, n), the state ``h [..., H]`` and the bias ``b_hn [H]``: returns h'. Same function as plain JAX code; its hand-written gradient keeps
     only r, z, n, W_hn h + b_hn and h for the backward pass (autodiff kept about twice as many
     ``[B, H]`` arrays per step), which is what a scan over many steps and seeds stores."""
     return _gates(xp, hp, h, b_hn)[0]
