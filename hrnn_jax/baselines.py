@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .evaluation import EvalRows
+from .evaluation import EvalRows, _csr_gather
 
 
 def _train_events(train: pl.DataFrame, n_items: int) -> pl.DataFrame:
@@ -85,9 +85,7 @@ class PersonalPop:
         index = np.asarray(index, dtype=np.int64)
         scores = np.repeat(self.tiebreak[None, :].astype(np.float32), len(index), axis=0)
         starts = rows.seen_ptr[index]
-        lengths = rows.seen_ptr[index + 1] - starts
-        row = np.repeat(np.arange(len(index)), lengths)
-        flat = np.repeat(starts, lengths) + (np.arange(row.size) - np.repeat(np.cumsum(lengths) - lengths, lengths))
+        flat, row = _csr_gather(starts, rows.seen_ptr[index + 1] - starts)
         items = rows.seen_items[flat]
         scores[row, items] = (rows.seen_counts[flat] + self.tiebreak[items]).astype(np.float32)
         return _finish(scores)

@@ -99,8 +99,12 @@ def _steps(frame: pl.DataFrame, targets: str):
 def auto_slots(frame: pl.DataFrame, batch_size: int, targets: str = "session") -> int:
     """A cap on session boundaries per step: 1.5x their mean rate over B lanes, plus one."""
     st = _steps(frame, targets)
-    closing = int((st["session_start"] & ~st["user_start"]).sum())
-    rate = closing / max(len(st["src"]), 1)
+    return _slots_for(st["session_start"] & ~st["user_start"], batch_size)
+
+
+def _slots_for(closing: np.ndarray, batch_size: int) -> int:
+    """:func:`auto_slots` from the steps' closing flags."""
+    rate = int(closing.sum()) / max(len(closing), 1)
     return int(min(batch_size, np.ceil(1.5 * rate * batch_size) + 1))
 
 
@@ -145,10 +149,11 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: st
     """
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, got {batch_size} and {window}")
-    K = boundary_slots or auto_slots(frame, batch_size, targets)
+    st = _steps(frame, targets)
+    closing = st["session_start"] & ~st["user_start"]
+    K = boundary_slots or _slots_for(closing, batch_size)
     if not 1 <= K <= batch_size:
         raise ValueError(f"boundary_slots must be in 1..{batch_size}, got {K}")
-    st = _steps(frame, targets)
     n = len(st["src"])
     starts = np.flatnonzero(st["user_start"])
     lengths = np.diff(np.append(starts, n))
@@ -163,7 +168,6 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: st
         users_of[lane].append(starts[u] + np.arange(lengths[u]))
         heapq.heappush(heap, (t + int(lengths[u]), lane))
     seqs = [np.concatenate(us) if us else np.zeros(0, np.int64) for us in users_of]
-    closing = st["session_start"] & ~st["user_start"]
     placed = _place(seqs, closing, K)
     T = max(window, -(-placed.shape[1] // window) * window)
     grid_ids = np.full((batch_size, T), -1, np.int64)

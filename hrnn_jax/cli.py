@@ -27,7 +27,7 @@ SPLITS = data.PROTOCOLS
 OPTIMIZERS = optim.OPTIMIZERS
 LOSSES = losses.LOSSES
 TIES = evaluation.TIES
-TIME_UNITS = ("s", "ms", "us", "ns")
+TIME_UNITS = tuple(data.TIME_UNITS)
 DEFAULT_MODELS = ",".join(cmp.MODELS)
 DEMO_EPOCHS = 10
 CHECK_K = 5  # the demo's claim: HRNN Init > GRU > POP on recall@5 and mrr@5
@@ -343,11 +343,6 @@ def run(args, out=None, err=None) -> int:
     return 0
 
 
-def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 500 else text[:500] + " ..."
-
-
 def main(argv=None) -> int:
     """Entry point of ``hrnn-jax``; returns the exit status (0 ok, 2 bad input)."""
     import polars as pl
@@ -362,7 +357,7 @@ def main(argv=None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  nothing more can reach the reader
         return 141  # 128 + SIGPIPE, as shell tools report it
     except (ValueError, OSError, pl.exceptions.PolarsError) as exc:  # DataError is a ValueError
-        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: error: {data.one_line(exc, limit=500)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

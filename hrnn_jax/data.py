@@ -18,15 +18,16 @@ import numpy as np
 import polars as pl
 
 PROTOCOLS = ("last-session", "leave-one-out", "temporal")
-_TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}
+TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}  # divisors to seconds
 
 
 class DataError(ValueError):
     """Bad input data; message names the column(s) or rows at fault."""
 
 
-def _one_line(err: Exception, limit: int = 300) -> str:
-    text = " ".join(str(err).split())
+def one_line(err: BaseException, limit: int = 300) -> str:
+    """An error's message on one line, cut at ``limit`` characters (its type name if empty)."""
+    text = " ".join(str(err).split()) or type(err).__name__
     return text if len(text) <= limit else text[:limit] + " ..."
 
 
@@ -52,7 +53,7 @@ def _load(path, sep, id_cols) -> pl.DataFrame:
     except pl.exceptions.NoDataError:
         raise DataError(f"empty file: {path}") from None
     except (pl.exceptions.PolarsError, OSError) as err:
-        raise DataError(f"cannot parse {path}: {_one_line(err)}") from None
+        raise DataError(f"cannot parse {path}: {one_line(err)}") from None
 
 
 def read_interactions(path, *, user_col="user", item_col="item", time_col="time", sep=None,
@@ -65,8 +66,8 @@ def read_interactions(path, *, user_col="user", item_col="item", time_col="time"
     Datetime/Date columns become epoch seconds), and ``event`` (String) / ``value`` (Float64)
     when ``event_col`` / ``value_col`` are given. Raises DataError on any problem.
     """
-    if time_unit not in _TIME_UNITS:
-        raise DataError(f"bad time_unit {time_unit!r}; valid: {', '.join(_TIME_UNITS)}")
+    if time_unit not in TIME_UNITS:
+        raise DataError(f"bad time_unit {time_unit!r}; valid: {', '.join(TIME_UNITS)}")
     if isinstance(path, pl.DataFrame):
         df, where = path, "frame"
     else:
@@ -87,7 +88,7 @@ def read_interactions(path, *, user_col="user", item_col="item", time_col="time"
     if isinstance(dtype, (pl.Datetime, pl.Date)):
         time = pl.col("time").dt.epoch("us").cast(pl.Float64) / 1e6
     elif dtype.is_numeric():
-        time = pl.col("time").cast(pl.Float64) / _TIME_UNITS[time_unit]
+        time = pl.col("time").cast(pl.Float64) / TIME_UNITS[time_unit]
     else:
         raise DataError(f"time column {time_col!r} is not numeric (dtype {dtype})")
     df = df.with_columns(time, pl.col("user", "item").cast(pl.String))

@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
+from hrnn_jax.batching import TARGETS
+
 TIES = ("optimistic", "pessimistic", "average")
-TARGETS = ("session", "user")
 
 
 # --------------------------------------------------------------------------------------------
