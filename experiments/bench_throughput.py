@@ -1,6 +1,7 @@
 """Training and evaluation throughput of the Quadrana et al. models, measured in one run.
 
     python experiments/bench_throughput.py [--json PATH] [--users 1000] [--epochs 2] [--default-malloc]
+        [--sections models,seeds,catalogue,eval] [--precision default|high|highest] [--deterministic]
 
 Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with in-batch negatives):
 
@@ -12,6 +13,10 @@ Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with i
   the step's scratch memory and page faults per call;
 * session-GRU training events/s at 1k, 10k and 100k items (row-sparse table updates);
 * full-catalogue evaluation speed at 100k items: item scores per second, ranking included.
+
+Every figure is printed with the backend, the matmul precision and whether XLA's deterministic
+GPU kernels were asked for (``hrnn_jax.precision``); ``--precision`` and ``--deterministic`` set
+them.
 
 It first calls ``hrnn_jax.cpu.keep_freed_memory()`` (glibc keeps XLA's large scratch buffers mapped
 between calls; see that module), unless ``--default-malloc`` is given.
@@ -27,10 +32,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnn_jax import compare, cpu, data, evaluation, optim, predict, synthetic, training
+from hrnn_jax import compare, cpu, data, evaluation, optim, precision, predict, synthetic, training
 from hrnn_jax.batching import make_lanes
 
 MODELS = ("gru", "concat", "hrnn-init", "hrnn-all")
+SECTIONS = ("models", "seeds", "catalogue", "eval")
+
+
+def setting() -> dict:
+    """Backend, matmul precision and deterministic flag: printed beside every figure."""
+    return {"backend": jax.default_backend(), "device": str(jax.devices()[0].device_kind),
+            "precision": precision.current_matmul_precision(),
+            "deterministic": precision.is_deterministic()}
+
+
+def tag(s: dict) -> str:
+    return (f"  [{s['backend']}, precision={s['precision']}, "
+            f"deterministic={'on' if s['deterministic'] else 'off'}]")
 
 
 def prepared(users: int, items: int, seed: int = 0):
@@ -130,43 +148,64 @@ def main(argv=None):
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help=f"comma list from {','.join(SECTIONS)} (default: all)")
+    ap.add_argument("--precision", choices=precision.MATMUL_PRECISIONS, default="default",
+                    help="matmul precision of the approximate products (hrnn_jax.precision)")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="ask XLA for deterministic GPU kernels (hrnn_jax.precision)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's malloc as it is (default: hrnn_jax.cpu.keep_freed_memory)")
     args = ap.parse_args(argv)
+    sections = args.sections.split(",")
+    if args.deterministic:
+        precision.deterministic_mode()
+    with precision.matmul_precision(args.precision):
+        run(args, sections)
+
+
+def run(args, sections):
     args.keep_freed_memory = False if args.default_malloc else cpu.keep_freed_memory()
     print(f"keep_freed_memory: {args.keep_freed_memory}")
     cfg = compare.Config(hidden=100, batch=50, window=20, loss="top1")
-    out = {"models": {}, "seeds": {}, "catalogue": {}, "config": vars(args)}
+    env = setting()
+    t = tag(env)
+    out = {"setting": env, "models": {}, "seeds": {}, "catalogue": {}, "config": vars(args)}
+    print(f"setting: {env}")
 
     prep = prepared(args.users, 1000)
     print(f"data: {prep.info['train_events']} training events, {prep.info['items']} items")
-    for name in MODELS:
-        model, eps = fit_speed(name, prep, cfg, args.epochs)
-        out["models"][name] = {"events_per_second": eps,
-                               "step_memory_mb": step_memory_mb(model, prep, cfg)}
-    gru = out["models"]["gru"]["events_per_second"]
-    print(f"{'model':<10}{'events/s':>12}{'ratio_to_gru':>14}{'step MB':>10}")
-    for name, r in out["models"].items():
-        r["ratio_to_gru"] = gru / r["events_per_second"]
-        print(f"{name:<10}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
-              f"{r['step_memory_mb']:>10.1f}")
+    if "models" in sections:
+        for name in MODELS:
+            model, eps = fit_speed(name, prep, cfg, args.epochs)
+            out["models"][name] = {"events_per_second": eps,
+                                   "step_memory_mb": step_memory_mb(model, prep, cfg)}
+        gru = out["models"]["gru"]["events_per_second"]
+        print(f"{'model':<10}{'events/s':>12}{'ratio_to_gru':>14}{'step MB':>10}")
+        for name, r in out["models"].items():
+            r["ratio_to_gru"] = gru / r["events_per_second"]
+            print(f"{name:<10}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
+                  f"{r['step_memory_mb']:>10.1f}{t}")
 
-    out["seeds"] = seeds_timing(prep, cfg)
-    s = out["seeds"]
-    print(f"seeds: 1 seed {s['one_seconds'] * 1e3:.1f} ms/step, 8 seeds vmapped "
-          f"{s['eight_seconds'] * 1e3:.1f} ms/step ({s['ratio']:.2f}x); scratch "
-          f"{s['scratch_mb']['one']:.1f} / {s['scratch_mb']['eight']:.1f} MB, page faults per call "
-          f"{s['faults_per_call']['one']:.0f} / {s['faults_per_call']['eight']:.0f}")
+    if "seeds" in sections:
+        out["seeds"] = seeds_timing(prep, cfg)
+        s = out["seeds"]
+        print(f"seeds: 1 seed {s['one_seconds'] * 1e3:.1f} ms/step, 8 seeds vmapped "
+              f"{s['eight_seconds'] * 1e3:.1f} ms/step ({s['ratio']:.2f}x); scratch "
+              f"{s['scratch_mb']['one']:.1f} / {s['scratch_mb']['eight']:.1f} MB, page faults per "
+              f"call {s['faults_per_call']['one']:.0f} / {s['faults_per_call']['eight']:.0f}{t}")
 
-    for items in (1000, 10_000, 100_000):
-        p = prep if items == 1000 else prepared(args.users, items)
-        _, eps = fit_speed("gru", p, cfg, 1 if items != 1000 else args.epochs)
-        out["catalogue"][str(items)] = eps
-        print(f"catalogue {items:>6} items: {eps:.0f} events/s "
-              f"({eps / out['catalogue']['1000']:.2f}x of 1k)")
+    if "catalogue" in sections:
+        for items in (1000, 10_000, 100_000):
+            p = prep if items == 1000 else prepared(args.users, items)
+            _, eps = fit_speed("gru", p, cfg, 1 if items != 1000 else args.epochs)
+            out["catalogue"][str(items)] = eps
+            print(f"catalogue {items:>6} items: {eps:.0f} events/s "
+                  f"({eps / out['catalogue']['1000']:.2f}x of 1k){t}")
 
-    out["eval_scores_per_second"] = eval_speed()
-    print(f"evaluation at 100k items: {out['eval_scores_per_second']:.3g} item scores/s")
+    if "eval" in sections:
+        out["eval_scores_per_second"] = eval_speed()
+        print(f"evaluation at 100k items: {out['eval_scores_per_second']:.3g} item scores/s{t}")
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS: {out['peak_rss_mb']:.0f} MB")
     if args.json:

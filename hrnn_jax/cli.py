@@ -6,7 +6,9 @@ on an interaction log read with ``data.read_interactions``, ``demo`` on the synt
 silences it), and ``--json PATH`` writes data summary, metrics and configuration.
 
 Any bad input (file, column, flag value) ends with one line ``hrnn-jax: error: <message>`` on
-stderr and exit status 2. ``main(argv)`` returns the exit status instead of exiting.
+stderr and exit status 2; a training loss that becomes NaN or infinite
+(``training.NonFiniteLossError``: not bad input, but a run that diverged) ends the same way with
+exit status 1. ``main(argv)`` returns the exit status instead of exiting.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import time
 import numpy as np
 
 from hrnn_jax import compare as cmp
-from hrnn_jax import data, evaluation, losses, optim
+from hrnn_jax import choices, data, evaluation, losses, models, optim, precision, training
 
 PROG = "hrnn-jax"
 SPLITS = data.PROTOCOLS
@@ -141,10 +143,17 @@ def _add_protocol(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
 
 
-def _add_common(p: argparse.ArgumentParser, *, models: str, epochs: int) -> None:
+def _add_dedupe(g) -> None:
+    g.add_argument("--dedupe", action="store_true",
+                   help="drop repeated interactions with the same item (and type, with "
+                        "--event-col) within a session, keeping the first, before the filters, "
+                        "as Quadrana et al. 4.1 (default: off)")
+
+
+def _add_common(p: argparse.ArgumentParser, *, default_models: str, epochs: int) -> None:
     g = p.add_argument_group("models and training")
-    g.add_argument("--models", type=_models, default=_models(models),
-                   help=f"comma list from {', '.join(cmp.MODELS)} (default: {models})")
+    g.add_argument("--models", type=_models, default=_models(default_models),
+                   help=f"comma list from {', '.join(cmp.MODELS)} (default: {default_models})")
     g.add_argument("--epochs", type=_int_at_least(1), default=epochs,
                    help="training epochs (default: %(default)s)")
     g.add_argument("--hidden", type=_int_at_least(1), default=100,
@@ -173,6 +182,30 @@ def _add_common(p: argparse.ArgumentParser, *, models: str, epochs: int) -> None
     g.add_argument("--neighbours", type=_int_at_least(1), default=100,
                    help="Item-KNN neighbours per item (default: %(default)s)")
     g.add_argument("--seed", type=_int_at_least(0), default=0, help="(default: %(default)s)")
+    g.add_argument("--activation", choices=choices.options(losses.Activation), default="linear",
+                   help="output activation g(.) of the scores in the training loss; tanh as the "
+                        "authors' code (measured worse here) (default: %(default)s)")
+
+    h = p.add_argument_group("HRNN options (models.HRNN; defaults chosen by measurement, the "
+                             "alternatives are the authors' hgru4rec choices or ours before)")
+    h.add_argument("--context-gates", choices=choices.options(models.ContextGates), default="rz",
+                   help="HRNN All: gates of the session GRU that receive W_c c: reset and update "
+                        "(rz, as hgru4rec) or also the candidate (rzn) (default: %(default)s)")
+    h.add_argument("--first-session", choices=choices.options(models.FirstSession),
+                   default="init", help="a user's first session starts from Eq. 4 with c = 0, "
+                   "tanh(b_init) (init), or zeros (zero, as hgru4rec) (default: %(default)s)")
+    h.add_argument("--context-grad", choices=choices.options(models.ContextGrad), default="step",
+                   help="HRNN All: W_c learns from every step (step, as hgru4rec) or only within "
+                        "the window where its session starts (session) (default: %(default)s)")
+
+    x = p.add_argument_group("precision and determinism (hrnn_jax.precision)")
+    x.add_argument("--precision", choices=precision.MATMUL_PRECISIONS, default="default",
+                   help="precision of the approximate matrix products; on a GPU 'default' is "
+                        "TF32, 'highest' full float32; lane copies and row gradients are exact "
+                        "in every case (default: %(default)s)")
+    x.add_argument("--deterministic", action="store_true",
+                   help="ask XLA for deterministic GPU kernels (--xla_gpu_deterministic_ops); "
+                        "CPU runs are deterministic anyway")
 
     e = p.add_argument_group("evaluation and output")
     e.add_argument("--k", type=_ks, default=(5, 20),
@@ -203,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV separator ('\\t' or 'tab' for tab; default: ',' or tab for .tsv)")
     f.add_argument("--time-unit", choices=TIME_UNITS, default="s",
                    help="unit of a numeric time column (default: %(default)s)")
+    f.add_argument("--event-col", default=None,
+                   help="column of the interaction type (click, bookmark, ...); --dedupe then "
+                        "drops only repeats of the same item AND type (default: none, the type "
+                        "is ignored)")
     s = c.add_argument_group("sessions and filters")
     s.add_argument("--session-gap", type=_float_in(0.0, lo_open=True), default=1800.0,
                    help="idle seconds that start a new session (default: %(default)g)")
@@ -212,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop sessions with fewer events (default: %(default)s)")
     s.add_argument("--min-sessions", type=_int_at_least(1), default=1,
                    help="drop users with fewer sessions (default: %(default)s)")
+    _add_dedupe(s)
     _add_protocol(c)
-    _add_common(c, models=DEFAULT_MODELS, epochs=10)
+    _add_common(c, default_models=DEFAULT_MODELS, epochs=10)
 
     d = sub.add_parser("demo", help="compare models on built-in synthetic data",
                        description="Generate a synthetic log with session and user structure "
@@ -222,8 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = d.add_argument_group("synthetic data")
     g.add_argument("--users", type=_int_at_least(1), default=1000, help="(default: %(default)s)")
     g.add_argument("--items", type=_int_at_least(20), default=1000, help="(default: %(default)s)")
+    _add_dedupe(g)
     _add_protocol(d)
-    _add_common(d, models=DEFAULT_MODELS, epochs=DEMO_EPOCHS)
+    _add_common(d, default_models=DEFAULT_MODELS, epochs=DEMO_EPOCHS)
     return parser
 
 
@@ -236,7 +275,9 @@ def _config(args) -> cmp.Config:
                       momentum=args.momentum, loss=args.loss, n_negatives=args.negatives,
                       clip=args.clip, dropout=tuple(args.dropout), patience=args.patience,
                       neighbours=args.neighbours, ks=tuple(args.k), ties=args.ties,
-                      exclude_seen=args.exclude_seen, seed=args.seed)
+                      exclude_seen=args.exclude_seen, seed=args.seed, activation=args.activation,
+                      context_gates=args.context_gates, first_session=args.first_session,
+                      context_grad=args.context_grad)
 
 
 def to_jsonable(obj):
@@ -266,6 +307,10 @@ def summary_line(info: dict) -> str:
         parts.append(f" ({info['evaluated']} predictions scored)")
     if dropped:
         parts.append("; dropped rows: " + ", ".join(f"{k}={v}" for k, v in dropped.items()))
+    if "catalogue" in info:
+        cat = info["catalogue"]
+        parts.append(f"; catalogue: {cat['items']} items of the training part "
+                     f"({cat['removed_items']} items found only outside it removed)")
     return "".join(parts)
 
 
@@ -287,6 +332,14 @@ def check_line(results: dict, k: int = CHECK_K) -> str:
     return f"check HRNN Init > GRU > POP: {verdict} ({'; '.join(parts)})"
 
 
+def setting() -> dict:
+    """Where and how the numbers were computed: backend, matmul precision, deterministic flag."""
+    import jax
+
+    return {"backend": jax.default_backend(), "precision": precision.current_matmul_precision(),
+            "deterministic": precision.is_deterministic()}
+
+
 def _check_json_path(path: str | None) -> None:
     if path is None:
         return
@@ -301,7 +354,7 @@ def _load(args):
     if args.command == "compare":
         raw = data.read_interactions(args.data, user_col=args.user_col, item_col=args.item_col,
                                      time_col=args.time_col, sep=args.sep,
-                                     time_unit=args.time_unit)
+                                     time_unit=args.time_unit, event_col=args.event_col)
         filters = dict(session_gap=args.session_gap, min_item_support=args.min_item_support,
                        min_session_len=args.min_session_len, min_sessions=args.min_sessions)
     else:
@@ -310,11 +363,26 @@ def _load(args):
                                                         seed=args.seed))
         filters = dict(session_gap=1800.0, min_item_support=1, min_session_len=2,
                        min_sessions=1)
-    return cmp.prepare(raw, protocol=args.split, test_fraction=args.test_fraction, **filters)
+    return cmp.prepare(raw, protocol=args.split, test_fraction=args.test_fraction,
+                       dedupe=args.dedupe, **filters)
 
 
 def run(args, out=None, err=None) -> int:
-    """Run a parsed command; prints to ``out``/``err`` (default: the current stdout/stderr)."""
+    """Run a parsed command; prints to ``out``/``err`` (default: the current stdout/stderr).
+
+    ``--deterministic`` needs a process in which JAX has not computed anything yet (the command
+    line's); ``--precision`` applies to everything the command computes.
+    """
+    if args.deterministic:
+        try:
+            precision.deterministic_mode()
+        except RuntimeError as exc:
+            raise UsageError(f"--deterministic: {exc}") from None
+    with precision.matmul_precision(args.precision):
+        return _run(args, out, err)
+
+
+def _run(args, out, err) -> int:
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     _check_json_path(args.json)
@@ -331,11 +399,13 @@ def run(args, out=None, err=None) -> int:
     if args.command == "demo":
         print(check_line(results), file=out)
     if not args.quiet:
-        log(f"total {time.perf_counter() - start:.1f} s")
+        log(f"total {time.perf_counter() - start:.1f} s; {setting()}")
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
-        payload = {"data": {k: prep.info[k] for k in ("users", "items", "sessions", "events",
-                                                       "train_events", "test_events", "dropped")},
+        payload = {"setting": setting(),
+                   "data": {k: prep.info[k] for k in ("users", "items", "sessions", "events",
+                                                       "train_events", "test_events", "dropped",
+                                                       "catalogue")},
                    "models": results, "config": config}
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(to_jsonable(payload), fh, indent=2)
@@ -344,7 +414,8 @@ def run(args, out=None, err=None) -> int:
 
 
 def main(argv=None) -> int:
-    """Entry point of ``hrnn-jax``; returns the exit status (0 ok, 2 bad input)."""
+    """Entry point of ``hrnn-jax``; returns the exit status (0 ok, 1 diverged training, 2 bad
+    input)."""
     import polars as pl
 
     parser = build_parser()
@@ -359,6 +430,9 @@ def main(argv=None) -> int:
     except (ValueError, OSError, pl.exceptions.PolarsError) as exc:  # DataError is a ValueError
         print(f"{PROG}: error: {data.one_line(exc, limit=500)}", file=sys.stderr)
         return 2
+    except training.NonFiniteLossError as exc:  # not bad input: the training diverged
+        print(f"{PROG}: error: {data.one_line(exc, limit=500)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -1,8 +1,10 @@
 """The whole experiment of the paper as two functions: ``prepare`` a log, ``compare`` models on it.
 
-``prepare``: sessionise, filter (with a report of every dropped row), encode, split, and build the
-evaluation rows. ``compare``: train the neural models with ``training.fit``, fit the baselines, and
-rank every evaluation row against the whole catalogue with the same code for all of them.
+``prepare``: sessionise, optionally drop repeated interactions within sessions, filter (with a
+report of every dropped row), encode, split, restrict the catalogue to the training part's items,
+and build the evaluation rows. ``compare``: train the neural models with ``training.fit``, fit the
+baselines, and rank every evaluation row against the whole catalogue with the same code for all of
+them.
 
 Lane layouts (``targets``): the session GRU and the HRNNs learn within-session targets under the
 last-session protocol, as the paper; RNN Concat treats a user's sessions as one sequence, so it
@@ -40,6 +42,10 @@ class Config:
     n_negatives: int = 0
     clip: float | None = None
     dropout: tuple[float, float, float] = (0.0, 0.1, 0.0)  # user GRU, session GRU, init (Table 2)
+    activation: str = "linear"  # output activation in the training loss (losses.activate)
+    context_gates: str = "rz"  # HRNN All: gates that receive W_c c (models.HRNN)
+    first_session: str = "init"  # HRNN: a user's first session starts from tanh(b_init) or zeros
+    context_grad: str = "step"  # HRNN All: W_c learns from every step or from the session's first
     patience: int = 0  # > 0: early stopping on a validation split of the training part
     neighbours: int = 100
     ks: tuple[int, ...] = (5, 20)
@@ -69,21 +75,38 @@ def lane_targets(name: str, protocol: str) -> str:
 
 def prepare(raw: pl.DataFrame, *, protocol: str = "last-session", session_gap: float = 1800.0,
             min_item_support: int = 5, min_session_len: int = 2, min_sessions: int = 1,
-            test_fraction: float = 0.05) -> Prepared:
-    """From a validated log (``data.read_interactions``) to train/test parts and evaluation rows."""
+            test_fraction: float = 0.05, dedupe: bool = False) -> Prepared:
+    """From a validated log (``data.read_interactions``) to train/test parts and evaluation rows.
+
+    Sessionise, drop repeated interactions within sessions (``dedupe``; off by default), filter,
+    encode, split, and restrict the catalogue to the items of the training part
+    (``data.restrict_items``): every model ranks the same N items.
+
+    ``info``: summary of the filtered log before the split (users, items, sessions, events),
+    train/test sizes, ``dropped`` (events per reason) and ``catalogue`` = {"items": N,
+    "removed_items": number of ITEMS of the filtered log that occur only outside the training
+    part, e.g. only in removed test events}; so ``items`` = N + ``removed_items``.
+    """
+    frame = data.sessionize(raw, session_gap)
+    repeats = {}
+    if dedupe:
+        frame, repeats["repeated_in_session"] = data.dedupe_sessions(frame)
     frame, dropped = data.filter_interactions(
-        data.sessionize(raw, session_gap), min_item_support=min_item_support,
-        min_session_len=min_session_len, min_sessions=min_sessions)
+        frame, min_item_support=min_item_support, min_session_len=min_session_len,
+        min_sessions=min_sessions)
     encoded = data.encode(frame)
     train, test, split_report = data.split(encoded.events, protocol, test_fraction=test_fraction)
     if test.height == 0:
         raise data.DataError(f"the {protocol} split left no test events; users need more history")
+    restricted, train, test = data.restrict_items(encoded, train, test)
     stream = data.combine(train, test)
     rows = evaluation.make_eval_rows(stream, rows_targets(protocol))
     info = {**data.summary(encoded.events), "train_events": train.height,
             "test_events": test.height, "evaluated": len(rows),
-            "dropped": {**dropped, **split_report}}
-    return Prepared(encoded, protocol, train, test, stream, rows, info)
+            "dropped": {**repeats, **dropped, **split_report},
+            "catalogue": {"items": restricted.n_items,
+                          "removed_items": encoded.n_items - restricted.n_items}}
+    return Prepared(restricted, protocol, train, test, stream, rows, info)
 
 
 def build_model(name: str, n_items: int, cfg: Config):
@@ -97,7 +120,9 @@ def build_model(name: str, n_items: int, cfg: Config):
     if name in ("hrnn-init", "hrnn-all"):
         return models.HRNN(n_items, cells.GRU(cfg.hidden), user_cell=cells.GRU(cfg.hidden),
                            mode=name.split("-")[1], dropout_session=d_session,
-                           dropout_user=d_user, dropout_init=d_init)
+                           dropout_user=d_user, dropout_init=d_init,
+                           context_gates=cfg.context_gates, first_session=cfg.first_session,
+                           context_grad=cfg.context_grad)
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
 
 
@@ -119,7 +144,7 @@ def _fit(name, prep: Prepared, cfg: Config, log):
     result = training.fit(model, train, epochs=cfg.epochs, batch_size=cfg.batch,
                           window=cfg.window, optimizer=cfg.optimizer, learning_rate=cfg.lr,
                           momentum=cfg.momentum, loss=cfg.loss, n_negatives=cfg.n_negatives,
-                          clip=cfg.clip, targets=targets, seed=cfg.seed, validate=validate,
+                          clip=cfg.clip, activation=cfg.activation, targets=targets, seed=cfg.seed, validate=validate,
                           patience=max(cfg.patience, 1), log=log)
     ranks = predict.model_ranks(model, result.params, prep.stream, prep.rows,
                                 batch_size=cfg.batch, window=EVAL_WINDOW, targets=targets,

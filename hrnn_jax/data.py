@@ -2,11 +2,13 @@
 
 Data flow (every step a pure function of its inputs)::
 
-    read_interactions -> sessionize -> filter_interactions -> encode -> split -> combine
+    read_interactions -> sessionize -> [dedupe_sessions] -> filter_interactions -> encode
+        -> split -> restrict_items -> combine
 
 Frames after ``encode`` use the *encoded schema*: ``user`` Int32 (0..U-1), ``item`` Int32
 (1..N, 0 is padding), ``time`` Float64 seconds, ``session`` Int32, plus ``event`` / ``value``
 when present, sorted by (user, time). All report dictionaries count dropped *events* (rows).
+After ``restrict_items`` the catalogue (codes 1..N) is exactly the items of the training part.
 """
 from __future__ import annotations
 
@@ -127,6 +129,29 @@ def sessionize(df: pl.DataFrame, gap: float = 1800.0) -> pl.DataFrame:
     new = ((pl.col("user") != pl.col("user").shift(1))
            | ((pl.col("time") - pl.col("time").shift(1)) > gap)).fill_null(True)
     return df.with_columns(session=new.cast(pl.Int64).cum_sum() - 1)
+
+
+def dedupe_sessions(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Drop repeated interactions of the same type within a session (Quadrana et al. 4.1).
+
+    An event is dropped when an earlier row of the same session has the same item and, if there
+    is an ``event`` column, the same interaction type (without one, the type is ignored); the
+    first occurrence is kept, repeats need not be adjacent, and repeats in other sessions are
+    kept. Row order is kept. Run it after ``sessionize`` (rows in (user, time) order, so "first"
+    is the earliest) and before ``filter_interactions``; once is enough, as removing repeats
+    cannot create new ones.
+
+    Args:
+      df: events with ``session`` and ``item`` columns (``event`` optional).
+
+    Returns:
+      (the events without repeats, number of events dropped).
+    """
+    if "session" not in df.columns:
+        raise DataError("dedupe_sessions needs a 'session' column; call sessionize first")
+    key = ["session", "item"] + (["event"] if "event" in df.columns else [])
+    kept = df.unique(subset=key, keep="first", maintain_order=True)
+    return kept, df.height - kept.height
 
 
 def filter_interactions(df: pl.DataFrame, *, min_item_support: int = 5, min_session_len: int = 2,
@@ -311,6 +336,39 @@ def validation_split(train: pl.DataFrame, protocol: str, *, test_fraction: float
             raise DataError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
         test_fraction = test_fraction / (1.0 - test_fraction)
     return split(train, protocol, test_fraction=test_fraction)
+
+
+def restrict_items(encoded: Encoded, train: pl.DataFrame, test: pl.DataFrame
+                   ) -> tuple[Encoded, pl.DataFrame, pl.DataFrame]:
+    """Make the catalogue exactly the items of the training part.
+
+    Items that occur only outside ``train`` (e.g. only in test events removed as unseen) leave
+    the catalogue: the training items are renumbered 1..N in their current order, and ``train``
+    and ``test`` are remapped, so every model scores and ranks the same N items.
+
+    Args:
+      encoded: the ``Encoded`` that ``train`` and ``test`` were split from.
+      train: training events (encoded schema).
+      test: test events (encoded schema); every item must occur in ``train`` (the splits remove
+        unseen test items), otherwise DataError.
+
+    Returns:
+      (encoded, train, test) with the new codes; ``encoded.events`` keeps only the events of
+      catalogue items, ``encoded.item_ids`` maps the new codes back to raw ids.
+    """
+    kept = np.unique(train["item"].to_numpy())                   # old codes, ascending
+    known = pl.col("item").is_in(pl.Series(kept).implode())
+    n, rows = _bad_rows(test, ~known)
+    if n:
+        raw = encoded.item_ids[test["item"].to_numpy()[rows]].tolist()
+        raise DataError(f"{n} test event(s) have items that are not in the training part (test "
+                        f"rows {rows}, raw item ids {raw}); remove unseen test items first")
+    new = pl.col("item").replace_strict(kept, np.arange(1, len(kept) + 1), return_dtype=pl.Int32)
+    events = encoded.events.filter(known)
+    item_ids = np.concatenate([np.array([None], dtype=object), encoded.item_ids[kept]])
+    restricted = Encoded(events=events.with_columns(new), user_ids=encoded.user_ids,
+                         item_ids=item_ids)
+    return restricted, train.with_columns(new), test.with_columns(new)
 
 
 def combine(train: pl.DataFrame, test: pl.DataFrame) -> pl.DataFrame:

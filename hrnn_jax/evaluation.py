@@ -190,7 +190,10 @@ def rank_targets(scores, targets, *, ties: str = "optimistic", exclude=None) -> 
       * "optimistic":  rank = 1 + above                (ties in the target's favour)
       * "pessimistic": rank = 1 + above + equal        (ties against the target)
       * "average":     rank = 1 + above + equal / 2    (expected rank under random tie-breaking)
-    NaN scores compare false and are never counted.
+    A target whose score is not finite (NaN, +inf or -inf) ranks last among the counted items,
+    rank = 1 + (number of counted items), under every tie policy: a model that scores its
+    target NaN or infinite gets no credit for it. Other items with a NaN score compare false and
+    are never counted above (or equal to) a finite target.
     """
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
@@ -208,7 +211,8 @@ def rank_targets(scores, targets, *, ties: str = "optimistic", exclude=None) -> 
     if ties != "optimistic":
         equal = jnp.sum(counted & (scores == target_score), axis=1, dtype=jnp.int32)
         rank = rank + equal.astype(jnp.float32) * (1.0 if ties == "pessimistic" else 0.5)
-    return rank
+    last = 1.0 + jnp.sum(counted, axis=1, dtype=jnp.int32).astype(jnp.float32)
+    return jnp.where(jnp.isfinite(target_score[:, 0]), rank, last)
 
 
 _rank_jit = jax.jit(rank_targets, static_argnames=("ties",))

@@ -13,11 +13,29 @@ local to the gathered rows; equality between ids is preserved by that remapping.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
+from hrnn_jax import choices
+from hrnn_jax.precision import take_rows
+
 LOSSES = ("top1", "bpr", "ce", "full-ce")
 NEG_INF = -1e30
+Activation = Literal["linear", "tanh"]
+
+
+def activate(name: Activation, scores):
+    """The output activation g(.) of Quadrana et al. Eq. 2 applied to raw scores before a loss.
+
+    ``"linear"``: none. ``"tanh"``: as the authors' code (hgru4rec's default for TOP1 and BPR;
+    for cross-entropy its optional ``softmaxth``). Training only: evaluation and ``recommend`` rank
+    the raw scores, which tanh (monotone) would order the same way except where it saturates into
+    ties in float32.
+    """
+    choices.check("activation", name, Activation)
+    return jnp.tanh(scores) if name == "tanh" else scores
 
 
 def candidate_scores(params, y, lookup_target, lookup_neg):
@@ -26,10 +44,9 @@ def candidate_scores(params, y, lookup_target, lookup_neg):
     Column c < B is lane c's target at the same step; column B + s is the s-th sampled negative.
     """
     out, bias = params["item_out"], params["item_bias"]
-    rows = lambda table, ids: table.at[ids].get(mode="promise_in_bounds")  # noqa: E731
-    o_t = rows(out, lookup_target)  # [B, L, H]
-    s_batch = jnp.einsum("blh,clh->blc", y, o_t) + rows(bias, lookup_target).T[None]
-    s_neg = y @ rows(out, lookup_neg).T + rows(bias, lookup_neg)  # [B, L, S]
+    o_t = take_rows(out, lookup_target)  # [B, L, H]
+    s_batch = jnp.einsum("blh,clh->blc", y, o_t) + take_rows(bias, lookup_target).T[None]
+    s_neg = y @ take_rows(out, lookup_neg).T + take_rows(bias, lookup_neg)  # [B, L, S]
     return jnp.concatenate([s_batch, s_neg], axis=-1)
 
 
@@ -73,11 +90,15 @@ def ranking_loss(kind: str, scores, target, negatives):
     return jnp.where(has, row, 0.0).sum() / jnp.maximum(has.sum(), 1)
 
 
-def full_cross_entropy(params, y, target):
-    """Softmax cross-entropy against the whole catalogue (padding column excluded)."""
-    logits = y @ params["item_out"].T + params["item_bias"]
-    logits = logits.at[..., 0].set(NEG_INF)
+def full_cross_entropy(params, y, target, activation: Activation = "linear"):
+    """Softmax cross-entropy against the whole catalogue (padding column excluded).
+
+    The target's log-probability is picked by a mask (no gather, whose gradient is a scatter).
+    """
+    logits = activate(activation, y @ params["item_out"].T + params["item_bias"])
+    cols = jnp.arange(logits.shape[-1])
+    logits = jnp.where(cols == 0, NEG_INF, logits)
     logp = jax.nn.log_softmax(logits, axis=-1)
-    row = -jnp.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+    row = -jnp.where(cols == target[..., None], logp, 0.0).sum(-1)
     has = target > 0
     return jnp.where(has, row, 0.0).sum() / jnp.maximum(has.sum(), 1)

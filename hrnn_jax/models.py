@@ -25,7 +25,7 @@ all steps at once, outside ``jax.lax.scan``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 import chex
 import jax
@@ -33,9 +33,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from hrnn_jax import cells
+from hrnn_jax import cells, choices, precision
 
 Params = dict[str, Any]
+Mode = Literal["init", "all"]
+Reset = Literal["session", "user"]
+ContextGates = Literal["rz", "rzn"]
+FirstSession = Literal["init", "zero"]
+ContextGrad = Literal["step", "session"]
 
 
 def _uniform(rng, shape, fan_in, fan_out):
@@ -103,7 +108,7 @@ class _Base:
 
     def _inputs(self, params, items):
         """Per-step inputs of the session cell, outside the scan: ``[B, L] -> [B, L, D]``."""
-        x = params["item_in"].at[items].get(mode="promise_in_bounds")
+        x = precision.take_rows(params["item_in"], items)
         if cells.is_split(self.session_cell) and not self.one_hot:
             x = self.session_cell.apply({"params": params["session"]}, x, method="project")
         return x
@@ -131,12 +136,11 @@ class SessionRNN(_Base):
     recurrent connection.
     """
 
-    reset: str = "session"
+    reset: Reset = "session"
     unroll: int = 2  # scan steps per loop iteration: measured ~1.4x faster than 1 on 2 CPU cores
 
     def __post_init__(self):
-        if self.reset not in ("session", "user"):
-            raise ValueError(f"reset must be 'session' or 'user', got {self.reset!r}")
+        choices.check("reset", self.reset, Reset)
 
     def init(self, rng) -> Params:
         return self._init_common(rng)
@@ -170,33 +174,58 @@ class HRNN(_Base):
     Any two cells compose: ``session_cell`` (e.g. ``cells.GRU(100)`` or flax's ``LSTMCell``) and
     ``user_cell`` (e.g. ``cells.GRU(100)``).
 
-    Choices where the paper is silent, all tested:
+    Options where the paper is silent, each with the choice of the authors' Theano code
+    (mquad/hgru4rec, ``hgru4rec.py``) available and the default chosen by measurement (see the
+    README and ``experiments/hrnn_all_ablation.py``):
+
+    * ``context_gates`` (HRNN All with a split cell): which gates of the session GRU receive
+      W_c c in Eq. 5. ``"rz"`` (default, as hgru4rec): the reset and update gates only; ``"rzn"``:
+      also the candidate. A constant per-session shift of the candidate swamps the item signal in
+      long sessions (HRNN All fell to about half the session GRU's Recall@5 with ``"rzn"``).
+      A cell that projects its own input (flax cells) receives ``[item, c]`` concatenated.
+    * ``first_session``: the session state at a user's first session. ``"init"`` (default): Eq. 4
+      with c_{u,0} = 0, i.e. tanh(b_init); ``"zero"``: zeros, as hgru4rec.
+    * ``context_grad``: how W_c learns. ``"step"`` (default, as hgru4rec, which computes W_c c at
+      every step): the carry holds c and W_c c is recomputed at every window start with the
+      current W_c, so W_c receives a gradient from every step of a session, also with windows of
+      one step. ``"session"``: W_c c is computed once at the session boundary; with truncated
+      BPTT, W_c then learns only from the steps of the window in which its session started.
+
+    Other choices, all tested:
 
     * The user cell's input is the hidden state of the session cell after the session's last step
       (with ``targets="session"`` lanes: after its second-to-last event, the last one being a target
       only, as in the original code).
-    * The first session of a user starts from Eq. 4 with c_{u,0} = 0, i.e. tanh(b_init).
-    * Dropout: ``dropout_user`` on the user cell's output c, ``dropout_init`` on the initial
-      session state of Eq. 4, ``dropout_session`` on the session outputs before scoring
-      (Table 2's three rates, in that order).
+    * Dropout: ``dropout_user`` on the user cell's output c (kept for the whole session, as
+      hgru4rec keeps its dropped-out user state), ``dropout_init`` on the initial session state of
+      Eq. 4, ``dropout_session`` on the session outputs before scoring (Table 2's three rates).
     * For a session cell with a tuple carry (LSTM), Eq. 4 sets the hidden part; the memory is zero.
 
-    Speed. Eq. 3 and 4 (and HRNN All's projection W_c c of Eq. 5) run once per session, only for the
-    lanes whose session ends at this step: the batcher caps them at K slots per step
-    (``batching.make_lanes(boundary_slots=K)``, about 1.5x their mean rate) and lists them in
-    ``closing``; the scan gathers those K rows, updates them and scatters them back, with no control
-    flow. The per-step cost is the session GRU plus K rows of user-level work, not B.
+    Carry: ``{"session": s, "user": u, "context": c}``, c ``[B, U]`` being the user output that
+    initialised the current session (width 0 in ``mode="init"``).
+
+    Speed. Eq. 3 and 4 (and HRNN All's W_c c) run once per session, only for the lanes whose
+    session ends at this step: the batcher caps them at K slots per step
+    (``batching.make_lanes(boundary_slots=K)``, about 1.2x their mean rate) and lists them in
+    ``closing``; the scan gathers those K rows, updates them and scatters them back (exact copies,
+    ``hrnn_jax.precision.take_lanes``), with no control flow. The per-step cost
+    is the session GRU plus K rows of user-level work, not B.
     """
 
     user_cell: nn.Module = None
-    mode: str = "init"
+    mode: Mode = "init"
+    context_gates: ContextGates = "rz"
+    first_session: FirstSession = "init"
+    context_grad: ContextGrad = "step"
     dropout_user: float = 0.0
     dropout_init: float = 0.0
-    unroll: int = 1  # unrolling measured no faster for this larger scan body
+    unroll: int = 2  # scan steps per loop iteration: 2 measured ~4% faster than 1 on 2 CPU cores
 
     def __post_init__(self):
-        if self.mode not in ("init", "all"):
-            raise ValueError(f"mode must be 'init' or 'all', got {self.mode!r}")
+        choices.check("mode", self.mode, Mode)
+        choices.check("context_gates", self.context_gates, ContextGates)
+        choices.check("first_session", self.first_session, FirstSession)
+        choices.check("context_grad", self.context_grad, ContextGrad)
         if self.user_cell is None:
             raise ValueError("HRNN needs a user_cell (e.g. hrnn_jax.cells.GRU(100))")
 
@@ -204,15 +233,18 @@ class HRNN(_Base):
     def user_hidden(self) -> int:
         return cells.hidden_size(self.user_cell)
 
+    @property
+    def _split(self) -> bool:
+        return cells.is_split(self.session_cell)
+
     def _extra_input(self) -> int:
         # HRNN All with a cell that projects its own input: c is concatenated to the item input.
-        return self.user_hidden if self.mode == "all" and not cells.is_split(self.session_cell) else 0
+        return self.user_hidden if self.mode == "all" and not self._split else 0
 
     @property
-    def _context_width(self) -> int:
-        if self.mode == "init":
-            return 0
-        return 3 * self.hidden if cells.is_split(self.session_cell) else self.user_hidden
+    def _gate_width(self) -> int:
+        """Width of W_c c in the projected input space of a split cell (r, z[, n] blocks)."""
+        return len(self.context_gates) * self.hidden
 
     def init(self, rng) -> Params:
         k_common, k_user, k_init, k_ctx = jax.random.split(rng, 4)
@@ -222,24 +254,24 @@ class HRNN(_Base):
         params["user"] = self.user_cell.init(k_user, u0, jnp.zeros((1, H)))["params"]
         params["init"] = {"kernel": _uniform(k_init, (U, H), U, H),
                           "bias": jnp.zeros((H,), jnp.float32)}
-        if self.mode == "all" and cells.is_split(self.session_cell):
-            params["context"] = {"kernel": _uniform(k_ctx, (U, 3 * H), U, 3 * H)}
+        if self.mode == "all" and self._split:
+            # one U x H block per gate, each initialised as hgru4rec's
+            params["context"] = {"kernel": _uniform(k_ctx, (U, self._gate_width), U, H)}
         return params
 
     def init_carry(self, batch_size: int):
         return {
             "session": cells.zero_carry(self.session_cell, batch_size),
             "user": cells.zero_carry(self.user_cell, batch_size),
-            "context": jnp.zeros((batch_size, self._context_width), jnp.float32),
+            "context": jnp.zeros((batch_size, self.user_hidden if self.mode == "all" else 0),
+                                 jnp.float32),
         }
 
-    def _context(self, params, c):
-        """What HRNN All adds to the session input for a user state c (Eq. 5)."""
+    def _gate_input(self, c, W_c):
+        """What HRNN All adds to the session cell's input for user outputs ``c [., U]`` (Eq. 5)."""
         if self.mode == "init":
             return jnp.zeros((c.shape[0], 0), c.dtype)
-        if cells.is_split(self.session_cell):
-            return c @ params["context"]["kernel"]  # W_c c: once per session, not per step
-        return c
+        return c @ W_c if self._split else c
 
     def apply(self, params, carry, batch, *, rng=None, train=False):
         chex.assert_rank([batch["item"], batch["session_start"], batch["user_start"]], 2)
@@ -247,59 +279,72 @@ class HRNN(_Base):
         H, U = self.hidden, self.user_hidden
         x = self._inputs(params, batch["item"])
         # Lanes that close a session (not a new user) run Eq. 3-4 at this step. The batcher lists
-        # them in `closing [L, K]` (padded with B); without it every lane is a slot (K = B).
-        # One-hot selection matrices gather and scatter their rows (matmuls, no control flow).
+        # them in `closing [L, K]` (ascending, padded with distinct values >= B); without it every
+        # lane is a slot (K = B). Their rows are gathered and scattered back (exact copies).
         closing = batch.get("closing")
         if closing is None:
             boundary = (batch["session_start"] & ~batch["user_start"]).T  # [L, B]
-            closing = jnp.where(boundary, jnp.arange(B), B)
-        select = jax.nn.one_hot(closing, B)  # [L, K, B]; the padding index B gives a zero row
-        K = select.shape[1]
+            closing = jnp.sort(jnp.where(boundary, jnp.arange(B), B + jnp.arange(B)), axis=1)
+        K = closing.shape[1]
         # Dropout masks (drawn outside the scan) for the K slots and, for Eq. 4 at a new user, the
         # B lanes; None when the rate is 0 or not training.
         r_user, r_init, r_new, r_out = jax.random.split(rng, 4) if train else (None,) * 4
         m_user = _mask(r_user, self.dropout_user, (L, K, U), train)
         m_init = _mask(r_init, self.dropout_init, (L, K, H), train)
-        m_new = _mask(r_new, self.dropout_init, (L, B, H), train)
+        zero_start = self.first_session == "zero"
+        m_new = None if zero_start else _mask(r_new, self.dropout_init, (L, B, H), train)
         zero_s = cells.zero_carry(self.session_cell, B)
         zero_u = cells.zero_carry(self.user_cell, B)
         W_init, b_init = params["init"]["kernel"], params["init"]["bias"]
+        W_c = params["context"]["kernel"] if "context" in params else None
+        W_user = W_init if W_c is None else jnp.concatenate([W_init, W_c], axis=1)
         p_user = {"params": params["user"]}
+        # HRNN All's gate input of the sessions in progress, from the carried c with the current
+        # W_c: once per window, outside the scan ("step": W_c learns from every step).
+        W_c0 = W_c if self.context_grad == "step" or W_c is None else jax.lax.stop_gradient(W_c)
+        gate0 = self._gate_input(carry["context"], W_c0)
+        pad_n = (3 * H - gate0.shape[1]) if self.mode == "all" and self._split else 0
 
-        keep = 1.0 - select.sum(axis=1)  # [L, B]: 0 on the lanes that close a session
-
-        def close_sessions(s, u, ctx, P, keep_t, mu_t, mi_t):
-            take = lambda a: P @ a  # noqa: E731  [B, ...] -> [K, ...]
-            put = lambda full, part: full * keep_t[:, None] + P.T @ part  # noqa: E731
-            u_k, c = self.user_cell.apply(p_user, jax.tree_util.tree_map(take, u),
-                                          take(cells.hidden_of(s)))  # Eq. 3
+        def close_sessions(st, idx, mu_t, mi_t):
+            s, u = precision.take_lanes(idx, (st["session"], st["user"]))  # [B, ...] -> [K, ...]
+            u_k, c = self.user_cell.apply(p_user, u, cells.hidden_of(s))  # Eq. 3
             c = c if mu_t is None else c * mu_t
-            s0 = jnp.tanh(c @ W_init + b_init)  # Eq. 4
+            proj = c @ W_user  # [W_init | W_c] in one product
+            s0 = jnp.tanh(proj[:, :H] + b_init)  # Eq. 4
             s0 = s0 if mi_t is None else s0 * mi_t
-            s_k = cells.with_hidden(jax.tree_util.tree_map(take, s), s0)
-            s = jax.tree_util.tree_map(put, s, s_k)
-            u = jax.tree_util.tree_map(put, u, u_k)
-            return s, u, put(ctx, self._context(params, c))
+            new = {"session": cells.with_hidden(s, s0), "user": u_k}
+            if self.mode == "all":  # Eq. 5: W_c c (a split cell) or c itself (a flax cell)
+                new.update(context=c, gate=proj[:, H:] if self._split else c)
+            return {**st, **precision.put_lanes({k: st[k] for k in new}, idx, new)}
 
-        def body(state, inp):
-            s, u, ctx = state["session"], state["user"], state["context"]
-            x_t, ustart_t, valid_t, P, keep_t, mu_t, mi_t, mn_t = inp
-            s, u, ctx = close_sessions(s, u, ctx, P, keep_t, mu_t, mi_t)
-            # A new user: c_{u,0} = 0, so Eq. 4 gives tanh(b_init); the user state restarts.
-            s_new_user = jnp.broadcast_to(jnp.tanh(b_init), (B, H))
-            s_new_user = s_new_user if mn_t is None else s_new_user * mn_t
-            s = cells.select(ustart_t, cells.with_hidden(zero_s, s_new_user), s)
-            u = cells.select(ustart_t, zero_u, u)
-            ctx = jnp.where(ustart_t[:, None], 0.0, ctx)
-            if self.mode == "all" and cells.is_split(self.session_cell):
-                x_t = x_t + ctx  # Eq. 5: W_x i + W_c c_{u,m-1}
+        def body(st, inp):
+            x_t, ustart_t, valid_t, idx, mu_t, mi_t, mn_t = inp
+            st = close_sessions(st, idx, mu_t, mi_t)
+            # A new user: the user state restarts (c_{u,0} = 0) and the session state is Eq. 4
+            # with c = 0, tanh(b_init), or zeros (first_session="zero", as hgru4rec).
+            if zero_start:
+                s_new_user = zero_s
+            else:
+                h0 = jnp.broadcast_to(jnp.tanh(b_init), (B, H))
+                s_new_user = cells.with_hidden(zero_s, h0 if mn_t is None else h0 * mn_t)
+            new_user = lambda fresh, old: cells.select(ustart_t, fresh, old)  # noqa: E731
+            st = {"session": new_user(s_new_user, st["session"]),
+                  "user": new_user(zero_u, st["user"]),
+                  "context": new_user(jnp.zeros_like(st["context"]), st["context"]),
+                  "gate": new_user(jnp.zeros_like(st["gate"]), st["gate"])}
+            if pad_n:
+                x_t = x_t + jnp.pad(st["gate"], ((0, 0), (0, pad_n)))  # Eq. 5: W_c c on r, z
+            elif self.mode == "all" and self._split:
+                x_t = x_t + st["gate"]  # Eq. 5: W_x i + W_c c on every gate
             elif self.mode == "all":
-                x_t = jnp.concatenate([x_t, ctx], axis=-1)  # Eq. 5 for a cell that projects [i, c]
-            s_new, y = self._session_step(params, s, x_t)  # Eq. 1 / 5
-            s = cells.select(valid_t, s_new, s)  # hold and padding steps keep the state
-            return {"session": s, "user": u, "context": ctx}, y
+                x_t = jnp.concatenate([x_t, st["gate"]], axis=-1)  # Eq. 5: the cell projects [i, c]
+            s_new, y = self._session_step(params, st["session"], x_t)  # Eq. 1 / 5
+            st["session"] = cells.select(valid_t, s_new, st["session"])  # hold/padding: unchanged
+            return st, y
 
-        inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, batch["valid"].T, select, keep, m_user,
-                  m_init, m_new)
-        carry, ys = jax.lax.scan(body, carry, inputs, unroll=self.unroll)
-        return carry, self._output(ys, r_out, train)
+        inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, batch["valid"].T, closing,
+                  m_user, m_init, m_new)
+        state = {**carry, "gate": gate0}
+        state, ys = jax.lax.scan(body, state, inputs, unroll=self.unroll)
+        state.pop("gate")
+        return state, self._output(ys, r_out, train)

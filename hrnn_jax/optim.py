@@ -42,8 +42,9 @@ def _is_row_leaf(leaf, table) -> bool:
 def row_update(tx: optax.GradientTransformation, table, state, ids, row_grads):
     """Apply ``tx`` to rows ``ids [M]`` of ``table [N, ...]`` given their gradients ``[M, ...]``.
 
-    ``ids`` must not repeat a row; ids >= N are padding (``jnp.unique(..., size=M, fill_value=N)``)
-    and are skipped, whatever their gradient. ``state`` is ``tx.init(table)``; leaves shaped like the
+    ``ids`` must be sorted and distinct, padding included (``hrnn_jax.precision.unique_rows``);
+    ids >= N are padding and are skipped, whatever their gradient. The writes declare their
+    indices unique and sorted, so they need no atomics on any backend. ``state`` is ``tx.init(table)``; leaves shaped like the
     table are gathered and scattered by row, the others (step counts) are updated as a whole. The
     rows themselves are only read if the rule needs them (``params``); otherwise the step adds the
     updates in place without gathering them.
@@ -52,8 +53,9 @@ def row_update(tx: optax.GradientTransformation, table, state, ids, row_grads):
     rows = get(table)
     row_state = jax.tree_util.tree_map(lambda s: get(s) if _is_row_leaf(s, table) else s, state)
     updates, new_row_state = tx.update(row_grads, row_state, rows)
-    new_table = table.at[ids].add(updates, mode="drop")
+    at = dict(mode="drop", unique_indices=True, indices_are_sorted=True)
+    new_table = table.at[ids].add(updates, **at)
     state = jax.tree_util.tree_map(
-        lambda full, part: full.at[ids].set(part, mode="drop") if _is_row_leaf(full, table)
+        lambda full, part: full.at[ids].set(part, **at) if _is_row_leaf(full, table)
         else part, state, new_row_state)
     return new_table, state

@@ -22,7 +22,7 @@ import numpy as np
 import optax
 import polars as pl
 
-from hrnn_jax import losses, optim
+from hrnn_jax import choices, losses, optim, precision
 from hrnn_jax.batching import make_lanes
 
 TABLES = ("item_in", "item_out", "item_bias")
@@ -59,26 +59,25 @@ def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.
     return (np.cumsum(p) / p.sum()).astype(np.float32)
 
 
-def _unique_rows(ids, n_rows: int):
-    """Distinct ids, padded to a fixed size with ``n_rows`` (out of range: ``row_update`` skips it),
-    and each id's position among them."""
-    uniq, inv = jnp.unique(ids.ravel(), size=ids.size, fill_value=n_rows, return_inverse=True)
-    return uniq, inv.reshape(ids.shape)
-
-
 def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top1",
                     n_negatives: int = 0, negative_cdf: np.ndarray | None = None,
-                    clip: float | None = None, sparse: bool = True) -> Callable:
+                    clip: float | None = None, sparse: bool = True,
+                    activation: losses.Activation = "linear") -> Callable:
     """``train_step(state, batch, rng) -> (state, {"loss", "events"})``, pure; jit it once.
 
     loss: ``top1`` | ``bpr`` | ``ce`` (in-batch negatives plus ``n_negatives`` items drawn from
       ``negative_cdf``, see :func:`popularity_cdf`) | ``full-ce`` (softmax over every item).
     clip: clip the global gradient norm (dense and row gradients together) to this value.
+    activation: output activation applied to the scores before the loss (``losses.activate``).
+
+    Row gradients are accumulated without atomics (``hrnn_jax.precision``): the step is
+    deterministic on every backend as far as the library's own ops go.
     """
     if loss not in losses.LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose from {losses.LOSSES}")
     if n_negatives and negative_cdf is None:
         raise ValueError("n_negatives > 0 needs negative_cdf (see popularity_cdf)")
+    choices.check("activation", activation, losses.Activation)
     rows = _sparse_tables(loss, sparse)
     cdf = None if negative_cdf is None else jnp.asarray(negative_cdf)
     clipper = optax.clip_by_global_norm(clip) if clip else None
@@ -96,11 +95,11 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top
         # the batch's ids become positions in the gathered rows (`uniq`).
         l_item, l_target, l_neg, uniq = item, target, neg, {}
         if "item_in" in rows:
-            u, l_item = _unique_rows(item, params["item_in"].shape[0])
+            u, l_item = precision.unique_rows(item, params["item_in"].shape[0])
             uniq["item_in"] = u
         if "item_out" in rows:
-            u, inv = _unique_rows(jnp.concatenate([target.ravel(), neg]),
-                                  params["item_out"].shape[0])
+            u, inv = precision.unique_rows(jnp.concatenate([target.ravel(), neg]),
+                                           params["item_out"].shape[0])
             l_target, l_neg = inv[:target.size].reshape(target.shape), inv[target.size:]
             uniq["item_out"] = uniq["item_bias"] = u
         dense = {k: v for k, v in params.items() if k not in rows}
@@ -112,9 +111,9 @@ def make_train_step(model, tx: optax.GradientTransformation, *, loss: str = "top
             carry, y = model.apply(p, state.carry, {**batch, "item": l_item}, rng=r_model,
                                    train=True)
             if loss == "full-ce":
-                value = losses.full_cross_entropy(p, y, target)
+                value = losses.full_cross_entropy(p, y, target, activation)
             else:
-                scores = losses.candidate_scores(p, y, l_target, l_neg)
+                scores = losses.activate(activation, losses.candidate_scores(p, y, l_target, l_neg))
                 value = losses.ranking_loss(loss, scores, target, neg)
             return value, carry
 
@@ -156,6 +155,42 @@ def scan_steps(train_step: Callable) -> Callable:
     return run
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss of ``fit`` became NaN or infinite; training stopped at that epoch.
+
+    Attributes: ``epoch`` (1-based), ``step`` (1-based index of the training step, i.e. the
+    window, within that epoch where the loss first was not finite), ``n_steps`` (windows in the
+    epoch) and ``loss`` (the value found there). The usual causes are a learning rate that is
+    too large or gradients that explode: lower the learning rate or clip gradients.
+    """
+
+    def __init__(self, epoch: int, step: int, n_steps: int, loss: float):
+        self.epoch, self.step, self.n_steps, self.loss = epoch, step, n_steps, loss
+        super().__init__(f"training loss is not finite ({loss}) at epoch {epoch}, step {step} of "
+                         f"{n_steps}; lower the learning rate or clip gradients (fit's clip, "
+                         f"the CLI's --clip)")
+
+
+def check_finite_loss(step_losses, events, active, epoch: int) -> None:
+    """Raise :class:`NonFiniteLossError` at the first non-finite loss of an epoch.
+
+    Args:
+      step_losses: float [S], the loss of each step of the epoch, in order (S >= the epoch's
+        windows; the tail is padding).
+      events: int [S], events (targets) of each step; steps without any are not checked.
+      active: bool [S], the steps that ran (False on padding steps).
+      epoch: the 1-based epoch, for the message.
+
+    Returns:
+      None; raises on the first active step with events whose loss is NaN or infinite.
+    """
+    step_losses, active = np.asarray(step_losses), np.asarray(active, bool)
+    bad = np.flatnonzero(active & (np.asarray(events) > 0) & ~np.isfinite(step_losses))
+    if bad.size:
+        first = int(bad[0])
+        raise NonFiniteLossError(epoch, first + 1, int(active.sum()), float(step_losses[first]))
+
+
 class FitResult(NamedTuple):
     params: Any
     history: list[dict]
@@ -166,7 +201,8 @@ class FitResult(NamedTuple):
 def fit(model, train: pl.DataFrame, *, epochs: int = 10, batch_size: int = 50, window: int = 20,
         optimizer: str = "adagrad", learning_rate: float = 0.1, momentum: float = 0.0,
         loss: str = "top1", n_negatives: int = 0, clip: float | None = None, sparse: bool = True,
-        targets: str = "session", seed: int = 0, steps_per_call: int | None = None,
+        activation: losses.Activation = "linear", targets: str = "session", seed: int = 0,
+        steps_per_call: int | None = None,
         validate: Callable[[Any], float] | None = None, patience: int = 2,
         log: Callable[[str], None] | None = print) -> FitResult:
     """Train ``model`` on the encoded ``train`` frame (user, item, session columns).
@@ -175,13 +211,16 @@ def fit(model, train: pl.DataFrame, *, epochs: int = 10, batch_size: int = 50, w
     is called after every epoch: the best parameters are kept and training stops after ``patience``
     epochs without improvement. ``events_per_second`` counts training events (steps with a target)
     per second of training calls, leaving out the first call, which includes compilation.
+
+    The per-step losses are checked at the end of every epoch (no host sync inside it): a NaN or
+    infinite loss raises :class:`NonFiniteLossError` naming the epoch and the first bad step.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     tx = optim.make_optimizer(optimizer, learning_rate, momentum)
     cdf = popularity_cdf(train, model.n_items) if n_negatives else None
     step = make_train_step(model, tx, loss=loss, n_negatives=n_negatives, negative_cdf=cdf,
-                           clip=clip, sparse=sparse)
+                           clip=clip, sparse=sparse, activation=activation)
     K = steps_per_call or max(1, 20 // window)
     if K == 1:
         one = jax.jit(step, donate_argnums=0)
@@ -220,6 +259,7 @@ def fit(model, train: pl.DataFrame, *, epochs: int = 10, batch_size: int = 50, w
         t_end = time.perf_counter()
         ev = np.concatenate([np.asarray(m["events"]) for m in collected])
         lo = np.concatenate([np.asarray(m["loss"]) for m in collected])
+        check_finite_loss(lo, ev, active, epoch + 1)
         ev_sum = int(ev.sum())
         loss_sum = float((lo * ev).sum())
         seconds += t_end - (t_first if epoch == 0 else t_epoch)

@@ -53,11 +53,13 @@ def user_steps(frame, targets="session"):
     return out
 
 
-def run_user(params, steps, kind, H):
+def run_user(params, steps, kind, H, context_gates="rz", first_session="init"):
     """Hidden outputs of one user's steps for kind in gru|concat|init|all (one-hot GRU cells).
 
     Eq. 1 (session GRU), Eq. 3 (user GRU at each session end), Eq. 4 (tanh init),
-    Eq. 5 (HRNN All: W_c c added to the input of every step of the next session).
+    Eq. 5 (HRNN All: W_c c added to the input of every step of the next session, on the reset and
+    update gates only (``context_gates="rz"``, as hgru4rec) or on all three (``"rzn"``)).
+    ``first_session``: the first session starts from tanh(b_init) (``"init"``) or zeros.
     """
     P = {k: (np.asarray(v) if not isinstance(v, dict) else v) for k, v in params.items()}
     item_in = np.asarray(P["item_in"])
@@ -71,6 +73,8 @@ def run_user(params, steps, kind, H):
             if kind in ("init", "all"):
                 c_state = np.zeros(np.asarray(P["init"]["kernel"]).shape[0])
                 s = np.tanh(np.asarray(P["init"]["bias"]))  # Eq. 4 with c_{u,0} = 0
+                if first_session == "zero":
+                    s = np.zeros(H)
                 ctx = 0.0
             else:
                 s = np.zeros(H)
@@ -83,6 +87,8 @@ def run_user(params, steps, kind, H):
                             + np.asarray(P["init"]["bias"]))  # Eq. 4
                 if kind == "all":
                     ctx = c_state @ np.asarray(P["context"]["kernel"])  # Eq. 5
+                    if context_gates == "rz":
+                        ctx = np.concatenate([ctx, np.zeros(H)])  # no shift of the candidate
         prev_session = session
         s = gru_step(P["session"], s, item_in[item] + ctx)  # Eq. 1 / 5
         ys[row] = s.copy()

@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -13,7 +14,8 @@ from hrnn_jax import cli, synthetic
 
 TINY = ["--hidden", "16", "--batch", "8", "--window", "5", "--epochs", "1", "--quiet"]
 METRICS = ("recall", "mrr", "precision", "hit", "ndcg")
-DATA_KEYS = {"users", "items", "sessions", "events", "train_events", "test_events", "dropped"}
+DATA_KEYS = {"users", "items", "sessions", "events", "train_events", "test_events", "dropped",
+             "catalogue"}
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +62,12 @@ def test_compare_csv_table_and_json(compare_run, csv_path):
     lines = out.splitlines()
     assert lines[0].startswith("data: 60 users")
     assert "dropped rows:" in lines[0]
+    assert f"catalogue: {res['data']['catalogue']['items']} items of the training part" in lines[0]
+    assert "repeated_in_session" not in lines[0]  # --dedupe is opt-in
     assert "recall@3" in lines[1] and "mrr@10" in lines[1]
     assert [ln.split()[0] for ln in lines[2:6]] == ["pop", "ppop", "itemknn", "gru"]
-    assert set(res) == {"data", "models", "config"}
+    assert set(res) == {"setting", "data", "models", "config"}
+    assert res["setting"] == {"backend": "cpu", "precision": "default", "deterministic": False}
     assert set(res["data"]) == DATA_KEYS
     assert res["data"]["users"] == 60
     assert res["data"]["train_events"] + res["data"]["test_events"] <= res["data"]["events"]
@@ -91,6 +96,38 @@ def test_same_seed_same_metrics(capsys, tmp_path, csv_path, compare_run):
     assert first["gru"]["recall@3"] != first["pop"]["recall@3"]
 
 
+def test_deterministic_and_precision_flags_in_a_fresh_process(tmp_path, csv_path, compare_run):
+    """--deterministic must reach XLA before JAX starts: the command line's own process. On CPU
+    the figures are those of the default run, and the JSON says how they were computed."""
+    argv = [a if a != "pop,ppop,itemknn,gru" else "gru" for a in COMPARE]
+    proc = subprocess.run([sys.executable, "-m", "hrnn_jax", "compare", str(csv_path), *argv,
+                           "--deterministic", "--precision", "highest", "--json",
+                           str(tmp_path / "d.json")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((tmp_path / "d.json").read_text())
+    assert res["setting"] == {"backend": "cpu", "precision": "highest", "deterministic": True}
+    first = compare_run[3]["models"]["gru"]
+    for k in ("recall@3", "mrr@10"):
+        assert res["models"]["gru"][k] == first[k]
+
+
+def test_hrnn_options_reach_the_model(capsys, tmp_path, csv_path):
+    base = ["--models", "hrnn-all", "--k", "5", "--min-item-support", "2", *TINY]
+    got = {}
+    for extra in ([], ["--context-gates", "rzn"], ["--first-session", "zero"],
+                  ["--context-grad", "session"], ["--activation", "tanh"]):
+        path = tmp_path / f"{len(got)}.json"
+        code, _, err = run_cli(capsys, "compare", csv_path, *base, *extra, "--json", path)
+        assert code == 0, err
+        res = json.loads(path.read_text())
+        got[" ".join(extra)] = res["models"]["hrnn-all"]["mrr@5"]
+        if extra:
+            assert res["config"][extra[0][2:].replace("-", "_")] == extra[1]
+    assert len(set(got.values())) == len(got), got  # every option changes the model
+    code, _, err = run_cli(capsys, "compare", csv_path, *base, "--context-gates", "n")
+    assert code == 2 and err.count("\n") == 1 and "--context-gates" in err
+
+
 def test_custom_columns_separator_and_ms(capsys, tmp_path, log_frame):
     path = tmp_path / "log.txt"
     (log_frame.rename({"user": "uid", "item": "sku", "time": "ts"})
@@ -112,6 +149,59 @@ def test_custom_columns_separator_and_ms(capsys, tmp_path, log_frame):
     ref = json.loads(out_json.read_text())
     assert ms["data"] == ref["data"]
     assert ms["models"]["pop"]["recall@5"] == ref["models"]["pop"]["recall@5"]
+
+
+def test_dedupe_and_event_col_end_to_end(capsys, tmp_path, log_frame):
+    """--dedupe drops repeats within a session (the type from --event-col counts); the summary
+    line and the JSON report the drop, before the other filters."""
+    # every event is doubled 1 s later: once as the same type, once as another type
+    kinds = log_frame.with_columns(kind=pl.lit("click"))
+    doubled = pl.concat([kinds, kinds.with_columns(pl.col("time") + 1.0),
+                         kinds.with_columns(pl.col("time") + 2.0, kind=pl.lit("cart"))])
+    path = tmp_path / "dup.csv"
+    doubled.write_csv(path)
+    argv = ["compare", path, "--models", "pop", "--min-item-support", "2", "--quiet"]
+
+    def dropped(*extra):
+        code, out, err = run_cli(capsys, *argv, "--json", tmp_path / "r.json", *extra)
+        assert code == 0, err
+        res = json.loads((tmp_path / "r.json").read_text())
+        return out.splitlines()[0], res["data"]["dropped"]
+
+    # repeats within 1-2 s never open a new session, and the original log's (session, item)
+    # repeats add to them
+    n = log_frame.height
+    line, d = dropped("--dedupe")
+    assert d["repeated_in_session"] >= 2 * n
+    first = f"repeated_in_session={d['repeated_in_session']},"
+    assert line.split("dropped rows: ")[1].startswith(first)
+    line_t, d_t = dropped("--dedupe", "--event-col", "kind")
+    assert n <= d_t["repeated_in_session"] < d["repeated_in_session"]  # "cart" copies stay
+    line_0, d_0 = dropped()
+    assert "repeated_in_session" not in d_0 and "repeated_in_session" not in line_0
+    code, _, err = run_cli(capsys, *argv, "--event-col", "type")
+    assert code == 2 and "type" in err
+
+
+def test_demo_dedupe_flag(capsys):
+    code, out, err = run_cli(capsys, "demo", "--users", "60", "--items", "80", "--models", "pop",
+                             "--dedupe", "--quiet")
+    assert code == 0, err
+    assert "repeated_in_session=" in out.splitlines()[0]
+
+
+def test_non_finite_training_loss_exits_1(capsys, csv_path):
+    """A learning rate of 1e38 makes the GRU's loss NaN within the first epoch: one error line
+    naming the epoch and the step, exit status 1 (a diverged run, not bad input)."""
+    code, out, err = run_cli(capsys, "compare", csv_path, "--models", "gru", "--lr", "1e38",
+                             "--min-item-support", "2", *TINY)
+    assert code == 1
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.fullmatch(r"hrnn-jax: error: training loss is not finite \((nan|inf|-inf)\) at "
+                        r"epoch 1, step \d+ of \d+; lower the learning rate or clip gradients.*",
+                        lines[0]), lines[0]
 
 
 def test_demo_tiny_writes_json(capsys, tmp_path):

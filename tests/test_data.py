@@ -150,6 +150,43 @@ def test_filters_remove_everything():
         data.filter_interactions(df, min_item_support=10)
 
 
+# ---------------------------------------------------------------- repeats within sessions
+def test_dedupe_without_event_column_keeps_first_in_session():
+    # u1: session 0 = a b a c b (10 s apart), session 1 (an hour later) = a a
+    df = data.sessionize(raw(["u1"] * 7 + ["u2"] * 2, ["a", "b", "a", "c", "b", "a", "a", "a", "a"],
+                             [0.0, 10, 20, 30, 40, 4000, 4010, 5.0, 6.0], n=list(range(9))))
+    out, dropped = data.dedupe_sessions(df)
+    assert dropped == 4
+    # non-adjacent repeats (a, b) go, the first of each stays; session 1 keeps one a (repeats
+    # across sessions are kept); u2's session is another session
+    assert out["n"].to_list() == [0, 1, 3, 5, 7]
+    assert out.select("user", "item").rows() == [("u1", "a"), ("u1", "b"), ("u1", "c"),
+                                                 ("u1", "a"), ("u2", "a")]
+    assert out.columns == df.columns
+    again, none = data.dedupe_sessions(out)
+    assert none == 0 and again.equals(out)
+
+
+def test_dedupe_with_event_column_uses_the_type():
+    df = data.read_interactions(raw(["u"] * 6, ["a", "a", "a", "b", "a", "b"],
+                                    [0.0, 1, 2, 3, 4, 5],
+                                    kind=["click", "bookmark", "click", "click", "bookmark",
+                                          "click"]), event_col="kind")
+    out, dropped = data.dedupe_sessions(data.sessionize(df))
+    assert dropped == 3
+    assert out.select("item", "event", "time").rows() == [
+        ("a", "click", 0.0), ("a", "bookmark", 1.0), ("b", "click", 3.0)]
+
+
+def test_dedupe_keeps_the_earliest_and_needs_sessions():
+    # rows out of time order: sessionize sorts, so the kept row is the earliest one
+    df = data.sessionize(raw(["u", "u", "u"], ["a", "b", "a"], [9.0, 5.0, 1.0], n=[0, 1, 2]))
+    out, dropped = data.dedupe_sessions(df)
+    assert dropped == 1 and out["n"].to_list() == [2, 1]
+    with pytest.raises(DataError, match="session"):
+        data.dedupe_sessions(SMALL)
+
+
 # ---------------------------------------------------------------- encode
 def test_encode_codes_and_round_trip():
     df = data.sessionize(raw(["10", "9", "10", "9"], ["b", "a", "c", "b"], [3.0, 1.0, 2.0, 9e4]))
@@ -239,6 +276,44 @@ def test_validation_split_disjoint(protocol):
 def test_bad_protocol():
     with pytest.raises(DataError, match="last-session, leave-one-out, temporal"):
         data.split(enc([0], [1], [0], [0]), "random")
+
+
+# ---------------------------------------------------------------- catalogue
+def test_restrict_items_renumbers_to_the_training_items():
+    # u0: session a d b, then the last session c d b (test; "c" occurs nowhere else, so it is
+    # removed from test as unseen); u1: one session e b (train only)
+    df = data.sessionize(raw(["u0"] * 6 + ["u1"] * 2,
+                             ["a", "d", "b", "c", "d", "b", "e", "b"],
+                             [0.0, 10, 20, 9000, 9010, 9020, 0, 10]))
+    encoded = data.encode(df)
+    assert list(encoded.item_ids[1:]) == ["a", "b", "c", "d", "e"]
+    train, test, report = data.split(encoded.events, "last-session")
+    assert report["test_unseen_items"] == 1
+    before = (encoded.decode_items(train["item"].to_numpy()).tolist(),
+              encoded.decode_items(test["item"].to_numpy()).tolist())
+    out, train2, test2 = data.restrict_items(encoded, train, test)
+    assert list(out.item_ids[1:]) == ["a", "b", "d", "e"]  # relative order kept, "c" gone
+    assert out.n_items == 4 == train2["item"].n_unique()
+    assert sorted(train2["item"].unique().to_list()) == [1, 2, 3, 4]
+    # the same raw items, event by event, and the same frames otherwise
+    assert out.decode_items(train2["item"].to_numpy()).tolist() == before[0]
+    assert out.decode_items(test2["item"].to_numpy()).tolist() == before[1] == ["d", "b"]
+    assert train2.drop("item").equals(train.drop("item"))
+    assert train2.schema == train.schema and test2.schema == test.schema
+    assert out.decode_items(out.events["item"].to_numpy()).tolist() == [
+        "a", "d", "b", "d", "b", "e", "b"]  # the event of "c" left with its item
+    assert list(out.user_ids) == list(encoded.user_ids)
+    with pytest.raises(DataError, match="unknown item id"):
+        out.encode_items(["c"])
+
+
+def test_restrict_items_rejects_test_items_missing_from_train():
+    encoded = data.encode(data.sessionize(raw(["u", "u", "v", "v"], ["a", "b", "a", "c"],
+                                              [0.0, 1, 0, 1])))
+    ev = encoded.events
+    train, test = ev.filter(pl.col("user") == 0), ev.filter(pl.col("user") == 1)
+    with pytest.raises(DataError, match=r"1 test event.*not in the training part.*'c'"):
+        data.restrict_items(encoded, train, test)
 
 
 def test_combine_order_and_summary():

@@ -163,6 +163,37 @@ def test_rank_targets_jit_and_padding():
         rank_targets(scores, t, ties="random")
 
 
+@pytest.mark.parametrize("ties", ["optimistic", "pessimistic", "average"])
+@pytest.mark.parametrize("with_exclude", [False, True])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_target_ranks_last(ties, with_exclude, bad):
+    """A NaN / +inf / -inf target ranks 1 + (number of counted items), whatever the policy."""
+    scores = np.array([[9.0, 1.0, 2.0, 2.0, 3.0, np.nan, np.inf, -np.inf]] * 3, np.float32)
+    targets = np.array([2, 5, 7])  # finite; NaN; -inf (replaced by ``bad`` below)
+    scores[0, 2] = bad
+    scores[1, 5] = bad
+    scores[2, 7] = bad
+    exclude = np.zeros(scores.shape, bool)
+    if with_exclude:
+        exclude[:, [1, 6]] = True      # two other items removed from the ranking
+        exclude[0, 2] = True           # the target itself is marked: it is still ranked
+    n_counted = 7 - 1 - (2 if with_exclude else 0)  # real items, less the target, less excluded
+    got = np.asarray(rank_targets(scores, targets, ties=ties,
+                                  exclude=exclude if with_exclude else None))
+    np.testing.assert_array_equal(got, np.full(3, 1.0 + n_counted, np.float32))
+    jitted = jax.jit(rank_targets, static_argnames="ties")
+    np.testing.assert_array_equal(np.asarray(jitted(scores, targets, ties=ties)),
+                                  np.full(3, 1.0 + 7 - 1, np.float32))
+    m = metrics_from_ranks(got, ks=(1, 4))  # last = rank 5 or 7: no credit at these cut-offs
+    assert m["recall@4"] == 0.0 and m["mrr@4"] == 0.0 and m["ndcg@4"] == 0.0
+
+
+def test_nan_items_other_than_the_target_never_count():
+    scores = np.array([[0.0, np.nan, 2.0, np.nan, 1.0]], np.float32)
+    for ties in ("optimistic", "pessimistic", "average"):
+        assert float(rank_targets(scores, np.array([4]), ties=ties)[0]) == 2.0  # only item 2
+
+
 def random_rows(rng, n_rows, n_items, max_seen=6):
     lengths = rng.integers(0, max_seen, size=n_rows)
     ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)

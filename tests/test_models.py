@@ -8,6 +8,7 @@ from flax import linen as nn
 from hrnn_jax import cells, losses, models
 from hrnn_jax.batching import make_lanes
 from tests import reference as ref
+from tests.tolerance import approx
 
 H = 6
 N_ITEMS = 15
@@ -26,7 +27,7 @@ def test_gru_matches_numpy_and_flax_grucell():
     p = jax.tree_util.tree_map(lambda a: a + 0.1, p)  # non-zero biases
     new, y = cell.apply({"params": p}, h, x)
     want = np.stack([ref.gru_call(p, np.asarray(h[i]), np.asarray(x[i])) for i in range(3)])
-    np.testing.assert_allclose(new, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new, want, **approx())
     np.testing.assert_array_equal(new, y)
     # The same function as flax's GRUCell with the blocks of the fused kernels moved over.
     flax_cell = nn.GRUCell(H)
@@ -37,7 +38,7 @@ def test_gru_matches_numpy_and_flax_grucell():
         fp["h" + name] = {"kernel": Wh[:, g * H:(g + 1) * H]}
     fp["hn"]["bias"] = p["b_hn"]
     flax_new, _ = flax_cell.apply({"params": fp}, h, x)
-    np.testing.assert_allclose(new, flax_new, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new, flax_new, **approx())
 
     # The hand-written gradient of the gates (cells.gru_gates) equals autodiff through flax's
     # GRUCell: for the state, the input and every weight block, also under vmap (seeds).
@@ -46,7 +47,7 @@ def test_gru_matches_numpy_and_flax_grucell():
                     argnums=(0, 1, 2))(p, h, x)
     theirs = jax.grad(lambda p, h, x: (flax_cell.apply({"params": p}, h, x)[0] * w).sum(),
                       argnums=(0, 1, 2))(fp, h, x)
-    tol = dict(rtol=1e-5, atol=1e-6)
+    tol = approx()
     np.testing.assert_allclose(ours[1], theirs[1], **tol)
     np.testing.assert_allclose(ours[2], theirs[2], **tol)
     gp, fg = ours[0], theirs[0]
@@ -91,19 +92,25 @@ def test_lanes_layout():
     assert not np.array_equal(other.user, lanes.user)
 
 
-def make_model(kind):
+def make_model(kind, **options):
     if kind == "gru":
         return models.SessionRNN(N_ITEMS, cells.GRU(H))
     if kind == "concat":
         return models.SessionRNN(N_ITEMS, cells.GRU(H), reset="user")
-    return models.HRNN(N_ITEMS, cells.GRU(H), user_cell=cells.GRU(H + 1), mode=kind)
+    return models.HRNN(N_ITEMS, cells.GRU(H), user_cell=cells.GRU(H + 1), mode=kind, **options)
 
 
-@pytest.mark.parametrize("kind", ["gru", "concat", "init", "all"])
-def test_scan_matches_per_user_loop(kind):
+HRNN_OPTIONS = [({}), dict(context_gates="rzn"), dict(first_session="zero"),
+                dict(context_gates="rzn", first_session="zero", context_grad="session")]
+
+
+@pytest.mark.parametrize("kind,options", [("gru", {}), ("concat", {})]
+                         + [("init", o) for o in HRNN_OPTIONS[::2]]
+                         + [("all", o) for o in HRNN_OPTIONS])
+def test_scan_matches_per_user_loop(kind, options):
     frame = small_frame()
     targets = "user" if kind == "concat" else "session"
-    model = make_model(kind)
+    model = make_model(kind, **options)
     params = model.init(jax.random.PRNGKey(0))
     params = jax.tree_util.tree_map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size)).reshape(a.shape), params)
     # boundary_slots=1 forces hold steps in the middle of lanes
@@ -121,17 +128,19 @@ def test_scan_matches_per_user_loop(kind):
         loss_got.append(float(losses.full_cross_entropy(params, jnp.asarray(y), batch["target"])))
     want = {}
     for steps in ref.user_steps(frame, targets).values():
-        want.update(ref.run_user(params, steps, kind, H))
+        want.update(ref.run_user(params, steps, kind, H,
+                                 context_gates=options.get("context_gates", "rz"),
+                                 first_session=options.get("first_session", "init")))
     assert got.keys() == want.keys()
     for row in want:
-        np.testing.assert_allclose(got[row], want[row], rtol=2e-5, atol=2e-6, err_msg=f"row {row}")
+        np.testing.assert_allclose(got[row], want[row], **approx(2e-5, 2e-6), err_msg=f"row {row}")
     # losses from the reference states, laid out in the same windows
     for batch, value in zip(lanes, loss_got):
         yw = np.zeros(batch["item"].shape + (H,))
         for b, t in zip(*np.nonzero(batch["valid"])):
             yw[b, t] = want[int(batch["event"][b, t])]
         loss_want.append(float(losses.full_cross_entropy(params, jnp.asarray(yw), batch["target"])))
-    np.testing.assert_allclose(loss_got, loss_want, rtol=1e-5)
+    np.testing.assert_allclose(loss_got, loss_want, **approx(1e-5, 0))
 
 
 @pytest.mark.parametrize("kind", ["top1", "bpr", "ce"])
@@ -187,7 +196,52 @@ def test_hrnn_boundary_slots_match_every_lane_update():
         carry_a, ya = model.apply(params, carry_a, batch)
         every = {k: v for k, v in batch.items() if k != "closing"}
         carry_b, yb = model.apply(params, carry_b, every)
-        np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(ya, yb, **approx())
+
+
+def test_hrnn_options_are_checked():
+    with pytest.raises(ValueError, match="context_gates must be one of 'rz', 'rzn'; got 'n'"):
+        make_model("all", context_gates="n")
+    with pytest.raises(ValueError, match="first_session"):
+        make_model("init", first_session="tanh")
+    with pytest.raises(ValueError, match="context_grad"):
+        make_model("all", context_grad="never")
+    with pytest.raises(ValueError, match="mode"):
+        make_model("both")
+    # "rz" leaves the candidate's input alone: W_c has two blocks instead of three
+    p_rz = make_model("all").init(jax.random.PRNGKey(0))["context"]["kernel"]
+    p_rzn = make_model("all", context_gates="rzn").init(jax.random.PRNGKey(0))["context"]["kernel"]
+    assert p_rz.shape == (H + 1, 2 * H) and p_rzn.shape == (H + 1, 3 * H)
+
+
+@pytest.mark.parametrize("context_grad", ["step", "session"])
+def test_context_grad_reaches_w_c_from_every_step(context_grad):
+    """With one-step windows, a step in the middle of a session (no session closes in the window)
+    gives W_c a gradient with ``context_grad="step"`` (W_c c recomputed from the carried c, as
+    hgru4rec computes it at every step) and none with ``"session"``."""
+    frame = ref.random_log(3, 6, N_ITEMS, session_len=(4, 7))
+    model = make_model("all", context_grad=context_grad)
+    params = model.init(jax.random.PRNGKey(0))
+    lanes = make_lanes(frame, batch_size=2, window=1, boundary_slots=2)
+    apply = jax.jit(model.apply)
+    carry = model.init_carry(2)
+    checked = 0
+    for batch in lanes:
+        boundary = batch["session_start"].any()
+        has_context = bool(np.abs(np.asarray(carry["context"])).max() > 0)
+        if not boundary and has_context and batch["valid"].all():
+            def loss(p):
+                _, y = model.apply(p, carry, batch)
+                return losses.full_cross_entropy(p, y, batch["target"])
+
+            g = np.asarray(jax.grad(loss)(params)["context"]["kernel"])
+            if context_grad == "step":
+                assert np.abs(g).max() > 1e-6
+            else:
+                assert np.abs(g).max() == 0.0
+            checked += 1
+        carry, _ = apply(params, carry, batch)
+    assert checked >= 3
 
 
 def test_hrnn_dropout_only_in_training():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from hrnn_jax import cells, compare, data, evaluation, models, predict, synthetic
+from tests.tolerance import approx, max_rank_changes
 
 H = 8
 SHAPES = [(1, 1), (3, 4), (7, 2), (16, 9)]  # (batch_size, window)
@@ -75,11 +76,12 @@ def test_ranks_do_not_depend_on_lanes_or_window(prep, model_params):
     assert ranks[0].shape == (len(prep.rows),)
     assert len(np.unique(ranks[0])) > 3  # random parameters: a spread of ranks, not all ties
     for shape, y, r, m in zip(SHAPES[1:], ys[1:], ranks[1:], metrics[1:]):
-        np.testing.assert_allclose(y, ys[0], rtol=1e-5, atol=1e-6, err_msg=str(shape))
-        np.testing.assert_array_equal(r, ranks[0], err_msg=str(shape))
+        np.testing.assert_allclose(y, ys[0], **approx(), err_msg=str(shape))
+        assert (r != ranks[0]).sum() <= max_rank_changes(len(r)), shape
         assert m.keys() == metrics[0].keys()
         for k in m:
-            assert m[k] == pytest.approx(metrics[0][k], abs=1e-12), (shape, k)
+            tol = 0.02 if max_rank_changes(len(r)) else 1e-12
+            assert m[k] == pytest.approx(metrics[0][k], abs=tol), (shape, k)
     assert metrics[0] == evaluation.metrics_from_ranks(ranks[0], (3, 10))
 
 
@@ -104,6 +106,30 @@ def test_model_ranks_match_brute_force(prep, model_params, exclude_seen):
     assert m["mrr@5"] == pytest.approx(np.mean(np.where(want <= 5, 1 / want, 0)))
 
 
+@pytest.mark.parametrize("exclude_seen", [False, True])
+def test_model_ranks_put_a_nan_scored_target_last(prep, exclude_seen):
+    """A NaN row of ``item_out`` scores that item NaN: as a target it ranks last (no credit), and
+    as another item it is never counted above a target (the fused path ranks with rank_targets)."""
+    model = build("gru", prep.encoded.n_items)
+    params = random_params(model, 4)
+    bad = int(np.bincount(prep.rows.target).argmax())  # the most frequent target
+    params = {**params, "item_out": params["item_out"].at[bad].set(np.nan)}
+    kw = dict(batch_size=3, window=4, exclude_seen=exclude_seen)
+    got = predict.model_ranks(model, params, prep.stream, prep.rows, **kw)
+    y = predict.hidden_states(model, params, prep.stream, prep.rows, batch_size=3, window=4)
+    want = brute_ranks(y, params, prep.rows, exclude_seen)  # NaN compares false: never above
+    is_bad = prep.rows.target == bad
+    assert is_bad.sum() >= 2
+    n_seen = np.diff(prep.rows.seen_ptr) - np.array(
+        [bad in prep.rows.seen_of(r) for r in range(len(prep.rows))])
+    last = 1 + (prep.encoded.n_items - 1) - (n_seen if exclude_seen else 0)
+    np.testing.assert_array_equal(got[is_bad], last[is_bad] if exclude_seen
+                                  else np.full(is_bad.sum(), last, np.float32))
+    np.testing.assert_array_equal(got[~is_bad], want[~is_bad])
+    m = predict.evaluate_model(model, params, prep.stream, prep.rows, ks=(5,), **kw)
+    assert m["recall@5"] == pytest.approx(np.mean((got <= 5) & ~is_bad))
+
+
 def test_hidden_states_are_the_output_before_each_target(prep):
     """Row r's state is the model's output after its input item: rerun each user alone."""
     model = build("all", prep.encoded.n_items)
@@ -118,7 +144,7 @@ def test_hidden_states_are_the_output_before_each_target(prep):
         y_u = predict.hidden_states(model, params, sub, rows, batch_size=1, window=50)
         idx = np.searchsorted(prep.rows.event, rows.event + first)
         np.testing.assert_array_equal(prep.rows.event[idx], rows.event + first)
-        np.testing.assert_allclose(y[idx], y_u, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(y[idx], y_u, **approx())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 """Training: sparse rows vs dense updates, lazy momentum, vmapped seeds, scan_steps, fit."""
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import polars as pl
 import pytest
 
 from hrnn_jax import cells, compare, data, models, optim, synthetic, training
 from hrnn_jax.batching import make_lanes
 from tests.reference import random_log
+from tests.tolerance import approx
 
 H = 8
 N_ITEMS = 20
@@ -38,7 +41,11 @@ def change(a, b):
     return float(np.sqrt(sum(((x - y) ** 2).sum() for x, y in zip(leaves(a), leaves(b)))))
 
 
-def assert_tree_allclose(a, b, rtol=1e-5, atol=1e-6, msg=""):
+def assert_tree_allclose(a, b, rtol=None, atol=None, msg=""):
+    """Leaf-wise allclose; without tolerances, ``tests.tolerance.approx()`` (1e-5, 1e-6 in full
+    float32). ``rtol=atol=0`` asserts exact equality."""
+    if rtol is None:
+        rtol, atol = approx()["rtol"], approx()["atol"]
     ta, tb = jax.tree_util.tree_structure(a), jax.tree_util.tree_structure(b)
     assert ta == tb, f"{msg}: tree structures differ"
     for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree_util.tree_leaves(b)):
@@ -127,7 +134,7 @@ def test_row_update_equals_dense_update():
     tx = optim.make_optimizer("adagrad", 0.3, momentum=0.0)
     rng = np.random.default_rng(0)
     table = jnp.asarray(rng.normal(size=(7, 3)), jnp.float32)
-    ids = jnp.array([0, 2, 5, 7, 7], jnp.int32)  # 7 (out of range): jnp.unique's padding fill
+    ids = jnp.array([0, 2, 5, 8, 9], jnp.int32)  # 8, 9 (out of range): unique_rows' padding
     g_rows = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)  # padding gradients are ignored
     s_table, s_state = table, tx.init(table)
     d_table, d_state = table, tx.init(table)
@@ -209,9 +216,9 @@ def test_vmapped_seeds_match_single_seed_training(lanes):
         for w in range(n_windows):
             state, m = single(state, lanes.window(w), step_keys[w][s])
             got.append(float(m["loss"]))
-        np.testing.assert_allclose(v_losses[s], got, rtol=1e-5, atol=1e-6, err_msg=f"seed {s}")
+        np.testing.assert_allclose(v_losses[s], got, **approx(), err_msg=f"seed {s}")
         one = jax.tree_util.tree_map(lambda a: a[s], states.params)
-        assert_tree_allclose(one, state.params, rtol=1e-5, atol=1e-6, msg=f"seed {s}")
+        assert_tree_allclose(one, state.params, **approx(), msg=f"seed {s}")
     # the seeds really differ
     assert not np.allclose(v_losses[0], v_losses[1])
 
@@ -314,6 +321,57 @@ def test_fit_is_deterministic(fitted, synth_train):
     for a, b in zip(again_seen, first_seen):
         assert_tree_allclose(a, b, rtol=0, atol=0, msg="same seed")
     assert_tree_allclose(again.params, first.params, rtol=0, atol=0, msg="same seed")
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. fit stops on a non-finite loss
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class NaNInputRows(models.SessionRNN):
+    """A session GRU whose initial input rows of ``nan_items`` are NaN."""
+
+    nan_items: tuple[int, ...] = ()
+
+    def init(self, rng):
+        params = super().init(rng)
+        rows = jnp.asarray(self.nan_items, jnp.int32)
+        return {**params, "item_in": params["item_in"].at[rows].set(jnp.nan)}
+
+
+def test_fit_raises_on_nan_params_at_epoch_1_step_1(synth_train):
+    train, n = synth_train
+    model = NaNInputRows(n, cells.GRU(H), nan_items=tuple(range(1, n + 1)))
+    with pytest.raises(training.NonFiniteLossError,
+                       match=r"not finite \(nan\) at epoch 1, step 1 of \d+;.*learning rate.*clip"
+                       ) as info:
+        training.fit(model, train, **FIT_KW)
+    assert (info.value.epoch, info.value.step) == (1, 1)
+    assert isinstance(info.value, FloatingPointError)
+
+
+@pytest.mark.parametrize("window, step, n_steps", [(1, 5, 6), (2, 3, 3)])
+def test_fit_names_the_first_non_finite_step(window, step, n_steps):
+    """Two users of 7 events in one session each (6 steps), in two lanes; item 5 (NaN input row)
+    is the input of user 0's 5th step, so the loss is first NaN in window ceil(5 / window)."""
+    train = pl.DataFrame({"user": [0] * 7 + [1] * 7, "item": list(range(1, 8)) + list(range(8, 15)),
+                          "session": [0] * 7 + [1] * 7})
+    model = NaNInputRows(N_ITEMS, cells.GRU(H), nan_items=(5,))
+    with pytest.raises(training.NonFiniteLossError,
+                       match=rf"at epoch 1, step {step} of {n_steps};") as info:
+        training.fit(model, train, epochs=2, batch_size=2, window=window, log=None)
+    assert (info.value.epoch, info.value.step, info.value.n_steps) == (1, step, n_steps)
+
+
+def test_check_finite_loss_skips_padding_and_empty_steps():
+    losses = np.array([0.5, np.nan, 0.4, np.inf, np.nan, np.nan])
+    events = np.array([3, 0, 2, 4, 2, 2])        # step 2 has no events: not checked
+    active = np.array([1, 1, 1, 1, 1, 0], bool)  # step 6 is padding: not checked
+    with pytest.raises(training.NonFiniteLossError,
+                       match=r"\(inf\) at epoch 2, step 4 of 5;") as info:
+        training.check_finite_loss(losses, events, active, epoch=2)
+    assert (info.value.epoch, info.value.step, info.value.n_steps) == (2, 4, 5)
+    training.check_finite_loss(losses[:3], events[:3], active[:3], epoch=1)  # no raise
+    training.check_finite_loss(losses[4:], events[4:], [False, False], epoch=1)
 
 
 # ---------------------------------------------------------------------------------------------

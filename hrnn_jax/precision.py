@@ -1,0 +1,187 @@
+"""Precision and determinism: what the library computes exactly, on every backend, and how.
+
+Policy
+------
+On an accelerator, float32 matrix products may run at reduced precision for speed: with JAX's
+default setting an NVIDIA GPU (Ampere and later) uses TF32 (10-bit mantissa) and a TPU bfloat16
+passes. The library splits its arithmetic in two:
+
+* **Follows the configurable matmul precision** (``jax_default_matmul_precision``; set it with
+  :func:`matmul_precision` or ``hrnn-jax compare --precision``): the recurrent cells' matrix
+  products, the input projections, the output scores and the losses. These are approximations by
+  design; at ``"default"`` a GPU trades about three decimal digits for speed, ``"highest"`` gives
+  full float32. Ranks computed from scores inherit their precision.
+* **Exact on every backend, whatever the setting** (never TF32, bf16 or atomics):
+
+  - copies of recurrent states between lanes and slots (:func:`take_lanes`, :func:`put_lanes`):
+    gathers and scatters with distinct indices, exact for every value (a one-hot matrix product
+    would round in TF32 at the default precision, flush subnormals, and spread a NaN or inf of
+    one lane to all rows; it also measured about 8% slower on CPU);
+  - row gathers of embedding tables (:func:`take_rows`): their gradient is accumulated by
+    :func:`segment_sum`, a sort and a segmented tree sum with a fixed order, instead of an atomic
+    scatter-add, so it is the same from run to run;
+  - the rows a batch touches (:func:`unique_rows`): sorts and binary searches, no scatter;
+  - the row-sparse optimiser's writes (``hrnn_jax.optim.row_update``): scatters whose indices are
+    distinct and declared so (``unique_indices=True``), which need no atomics.
+
+Determinism
+-----------
+On CPU every run with the same seed is bit-identical. On a GPU, the ops above remove the library's
+own sources of run-to-run variation (atomic scatter-adds of row gradients). XLA may still choose
+kernels by timing (autotuning) or use atomics inside its own reductions; :func:`deterministic_mode`
+asks XLA for deterministic kernels (``--xla_gpu_deterministic_ops=true``). It must be called before
+JAX starts its backend. Because the train step has no scatter-add with repeated indices, the
+deterministic kernels XLA substitutes for those (the cause of a 4x slow-down measured before this
+change) are not needed.
+"""
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+MATMUL_PRECISIONS = ("default", "high", "highest")
+_DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+# ------------------------------------------------------------------------------------------
+# Settings
+# ------------------------------------------------------------------------------------------
+def matmul_precision(name: str):
+    """Context manager: the precision of the approximate matrix products (see the module policy).
+
+    ``"default"`` (backend's fastest: TF32 on recent NVIDIA GPUs), ``"high"`` or ``"highest"``
+    (full float32). Exact ops ignore it. A jitted function traced inside the context keeps it.
+    """
+    if name not in MATMUL_PRECISIONS:
+        raise ValueError(f"matmul precision must be one of {MATMUL_PRECISIONS}; got {name!r}")
+    return jax.default_matmul_precision(name)
+
+
+def current_matmul_precision() -> str:
+    """The matmul precision in effect (``"default"`` when JAX's setting is unset)."""
+    return jax.config.jax_default_matmul_precision or "default"
+
+
+def deterministic_mode() -> None:
+    """Ask XLA for deterministic GPU kernels (``--xla_gpu_deterministic_ops=true`` in XLA_FLAGS).
+
+    Call it before the first JAX computation of the process; afterwards XLA has read its flags and
+    the call raises RuntimeError. Does nothing to results on CPU, which is deterministic already.
+    """
+    from jax._src import xla_bridge
+
+    flags = os.environ.get("XLA_FLAGS", "")
+    if _DETERMINISTIC_FLAG in flags.split():
+        return
+    if xla_bridge.backends_are_initialized():
+        raise RuntimeError("deterministic_mode() must be called before the first JAX computation "
+                           f"(or set XLA_FLAGS={_DETERMINISTIC_FLAG} in the environment)")
+    os.environ["XLA_FLAGS"] = f"{flags} {_DETERMINISTIC_FLAG}".strip()
+
+
+def is_deterministic() -> bool:
+    """True when XLA was asked for deterministic GPU kernels (see :func:`deterministic_mode`)."""
+    return _DETERMINISTIC_FLAG in os.environ.get("XLA_FLAGS", "").split()
+
+
+# ------------------------------------------------------------------------------------------
+# Exact lane copies
+# ------------------------------------------------------------------------------------------
+def take_lanes(idx: jax.Array, tree):
+    """Rows ``idx [K]`` of every ``[B, ...]`` array of ``tree``: a tree of ``[K, ...]`` arrays.
+
+    ``idx`` holds distinct lanes in ascending order, padded with distinct values >= B (those rows
+    read as zeros), as ``batching.make_lanes`` lists the closing lanes. A gather: exact for every
+    value on every backend; its gradient is a scatter-add with declared distinct indices.
+    """
+    at = dict(mode="fill", fill_value=0, unique_indices=True, indices_are_sorted=True)
+    return jax.tree_util.tree_map(lambda a: a.at[idx].get(**at), tree)
+
+
+def put_lanes(tree, idx: jax.Array, part):
+    """``tree`` (arrays ``[B, ...]``) with rows ``idx [K]`` replaced by those of ``part`` (the same
+    structure, arrays ``[K, ...]``); padding indices (>= B) write nothing. A scatter with distinct,
+    sorted indices: exact, and needs no atomics.
+    """
+    at = dict(mode="drop", unique_indices=True, indices_are_sorted=True)
+    return jax.tree_util.tree_map(lambda a, p: a.at[idx].set(p, **at), tree, part)
+
+
+# ------------------------------------------------------------------------------------------
+# Row gathers with a deterministic gradient
+# ------------------------------------------------------------------------------------------
+def segment_sum(data: jax.Array, ids: jax.Array, num_segments: int) -> jax.Array:
+    """Sum of the rows of ``data [n, ...]`` with the same id ``ids [n]`` (in 0..num_segments-1;
+    others are dropped): ``[num_segments, ...]``.
+
+    Deterministic on every backend: the rows are sorted by id (stable) and summed within each run
+    of equal ids by a segmented tree sum (``jax.lax.associative_scan``), whose order of additions
+    is fixed by the shape; each segment's total is then read at its last row by binary search.
+    No scatter, so no atomics.
+    """
+    n = ids.shape[0]
+    shape = data.shape
+    if n == 0:
+        return jnp.zeros((num_segments,) + shape[1:], data.dtype)
+    x = data.reshape(n, -1)
+    order = jnp.argsort(ids, stable=True)
+    sid, x = ids[order], x[order]
+    first = jnp.concatenate([jnp.ones((1,), bool), sid[1:] != sid[:-1]])
+
+    def combine(a, b):
+        (va, fa), (vb, fb) = a, b
+        return jnp.where(fb[..., None], vb, va + vb), fa | fb
+
+    sums, _ = jax.lax.associative_scan(combine, (x, first))
+    seg = jnp.arange(num_segments, dtype=sid.dtype)
+    last = jnp.clip(jnp.searchsorted(sid, seg, side="right") - 1, 0, n - 1)
+    out = jnp.where((sid[last] == seg)[:, None], sums[last], 0.0)
+    return out.reshape((num_segments,) + shape[1:]).astype(data.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _take_rows(num_rows, table, ids):
+    return table.at[ids].get(mode="promise_in_bounds")
+
+
+def _take_rows_fwd(num_rows, table, ids):
+    return _take_rows(num_rows, table, ids), ids
+
+
+def _take_rows_bwd(num_rows, ids, g):
+    flat = ids.reshape(-1)
+    grad = segment_sum(g.reshape((flat.shape[0],) + g.shape[ids.ndim:]), flat, num_rows)
+    return grad, None
+
+
+_take_rows.defvjp(_take_rows_fwd, _take_rows_bwd)
+
+
+def take_rows(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """``table[ids]`` (ids promised in bounds): ``[M, ...], [...] -> [..., ...]``.
+
+    The same values as a plain gather; its gradient with respect to ``table`` is accumulated by
+    :func:`segment_sum` (deterministic) instead of a scatter-add (atomic on GPUs).
+    """
+    return _take_rows(table.shape[0], table, ids)
+
+
+def unique_rows(ids: jax.Array, num_rows: int) -> tuple[jax.Array, jax.Array]:
+    """The distinct values of ``ids`` and each id's position among them, with no scatter.
+
+    Returns ``(uniq [n], inverse ids.shape)``, ``n = ids.size``: ``uniq`` holds the distinct ids
+    sorted ascending, then the padding values ``num_rows + 1, num_rows + 2, ...`` (distinct, out of
+    range: scatters with ``mode="drop"`` skip them and may declare ``unique_indices``), and
+    ``uniq[inverse] == ids``. Sorts and binary searches only, so it is deterministic everywhere.
+    """
+    flat = ids.reshape(-1)
+    n = flat.shape[0]
+    s = jnp.sort(flat)
+    first = jnp.concatenate([jnp.ones((1,), bool), s[1:] != s[:-1]])
+    pad = num_rows + 1 + jnp.arange(n, dtype=s.dtype)
+    uniq = jnp.sort(jnp.where(first, s, pad))
+    inverse = jnp.searchsorted(uniq, flat).astype(jnp.int32)
+    return uniq, inverse.reshape(ids.shape)
