@@ -20,7 +20,7 @@ from typing import Callable
 
 import polars as pl
 
-from hrnn_jax import baselines, cells, data, evaluation, models, predict, training
+from hrnn_jax import baselines, cells, data, evaluation, losses, models, predict, training
 
 NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all")
 MODELS = ("pop", "ppop", "itemknn") + NEURAL
@@ -42,10 +42,11 @@ class Config:
     n_negatives: int = 0
     clip: float | None = None
     dropout: tuple[float, float, float] = (0.0, 0.1, 0.0)  # user GRU, session GRU, init (Table 2)
-    activation: str = "linear"  # output activation in the training loss (losses.activate)
-    context_gates: str = "rz"  # HRNN All: gates that receive W_c c (models.HRNN)
-    first_session: str = "init"  # HRNN: a user's first session starts from tanh(b_init) or zeros
-    context_grad: str = "step"  # HRNN All: W_c learns from every step or from the session's first
+    activation: losses.Activation = "linear"  # g(.) of the scores in the training loss
+    # models.HRNN's options (defaults chosen by experiments/hrnn_all_ablation.py)
+    context_gates: models.ContextGates = "rz"
+    first_session: models.FirstSession = "init"
+    context_grad: models.ContextGrad = "step"
     patience: int = 0  # > 0: early stopping on a validation split of the training part
     neighbours: int = 100
     ks: tuple[int, ...] = (5, 20)
@@ -144,7 +145,8 @@ def _fit(name, prep: Prepared, cfg: Config, log):
     result = training.fit(model, train, epochs=cfg.epochs, batch_size=cfg.batch,
                           window=cfg.window, optimizer=cfg.optimizer, learning_rate=cfg.lr,
                           momentum=cfg.momentum, loss=cfg.loss, n_negatives=cfg.n_negatives,
-                          clip=cfg.clip, activation=cfg.activation, targets=targets, seed=cfg.seed, validate=validate,
+                          clip=cfg.clip, activation=cfg.activation, targets=targets,
+                          seed=cfg.seed, validate=validate,
                           patience=max(cfg.patience, 1), log=log)
     ranks = predict.model_ranks(model, result.params, prep.stream, prep.rows,
                                 batch_size=cfg.batch, window=EVAL_WINDOW, targets=targets,

@@ -200,7 +200,7 @@ def test_vmapped_seeds_match_single_seed_training(lanes):
     vstep = jit(jax.vmap(step, in_axes=(0, None, 0)))
     single = jit(step)
     n_windows = 3
-    # the windows close sessions (Eq. 3-4 through lax.switch) and start users mid-lane
+    # the windows close sessions (Eq. 3-4 on the closing slots) and start users mid-lane
     assert (lanes.session_start[:n_windows] & ~lanes.user_start[:n_windows]).sum() >= 3
     assert lanes.user_start[1:n_windows].any()
     step_keys = [jax.random.split(jax.random.PRNGKey(50 + w), 4) for w in range(n_windows)]
