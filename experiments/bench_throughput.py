@@ -24,6 +24,7 @@ between calls; see that module), unless ``--default-malloc`` is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
 import time
@@ -34,6 +35,7 @@ import numpy as np
 
 from hrnn_jax import compare, cpu, data, evaluation, optim, precision, predict, synthetic, training
 from hrnn_jax.batching import make_lanes
+from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
 
 MODELS = ("gru", "concat", "hrnn-init", "hrnn-all")
 SECTIONS = ("models", "seeds", "catalogue", "eval")
@@ -53,21 +55,22 @@ def tag(s: dict) -> str:
 
 def prepared(users: int, items: int, seed: int = 0):
     raw = data.read_interactions(synthetic.generate(n_users=users, n_items=items, seed=seed))
-    return compare.prepare(raw, min_item_support=1)
+    return compare.prepare(raw, DataConfig(min_item_support=1))
 
 
 def fit_speed(name, prep, cfg, epochs):
-    model = compare.build_model(name, prep.encoded.n_items, cfg)
-    result = training.fit(model, prep.train, epochs=epochs, batch_size=cfg.batch,
-                          window=cfg.window, learning_rate=cfg.lr, loss=cfg.loss,
-                          targets=compare.lane_targets(name, prep.protocol), seed=0, log=None)
+    model = compare.build_model(name, prep.encoded.n_items, cfg.model)
+    train_cfg = dataclasses.replace(cfg.train, epochs=epochs, seed=0)
+    result = training.fit(model, prep.train, train_cfg,
+                          targets=compare.lane_targets(name, prep.protocol), log=None)
     return model, result.events_per_second
 
 
 def step_memory_mb(model, prep, cfg) -> float:
-    tx = optim.make_optimizer("adagrad", cfg.lr)
-    state = training.init_state(model, tx, jax.random.PRNGKey(0), cfg.batch)
-    batch = make_lanes(prep.train, batch_size=cfg.batch, window=cfg.window).window(0)
+    t = cfg.train
+    tx = optim.make_optimizer("adagrad", t.learning_rate)
+    state = training.init_state(model, tx, jax.random.PRNGKey(0), t.batch_size)
+    batch = make_lanes(prep.train, batch_size=t.batch_size, window=t.window).window(0)
     step = jax.jit(training.make_train_step(model, tx), donate_argnums=0)
     mem = step.lower(state, batch, jax.random.PRNGKey(0)).compile().memory_analysis()
     if mem is None:
@@ -88,15 +91,16 @@ def seeds_timing(prep, cfg, n_calls=20, passes=5):
     that a slow spell of this noisy machine does not fall on one of them only. Also the page faults
     per call (see ``hrnn_jax.cpu``).
     """
-    model = compare.build_model("gru", prep.encoded.n_items, cfg)
-    tx = optim.make_optimizer("adagrad", cfg.lr)
-    lanes = make_lanes(prep.train, batch_size=cfg.batch, window=cfg.window, seed=0)
+    model = compare.build_model("gru", prep.encoded.n_items, cfg.model)
+    t = cfg.train
+    tx = optim.make_optimizer("adagrad", t.learning_rate)
+    lanes = make_lanes(prep.train, batch_size=t.batch_size, window=t.window, seed=0)
     batches = [lanes.window(w) for w in range(min(n_calls, len(lanes)))]
     step = training.make_train_step(model, tx)
     runs = {}
     for label, n_seeds in (("one", 1), ("eight", 8)):
         keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
-        state = jax.vmap(lambda r: training.init_state(model, tx, r, cfg.batch))(keys)
+        state = jax.vmap(lambda r: training.init_state(model, tx, r, t.batch_size))(keys)
         fn = jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
         rngs = [jax.random.split(jax.random.PRNGKey(i), n_seeds) for i in range(len(batches))]
         scratch = fn.lower(state, batches[0], rngs[0]).compile().memory_analysis()
@@ -167,7 +171,8 @@ def main(argv=None):
 def run(args, sections):
     args.keep_freed_memory = False if args.default_malloc else cpu.keep_freed_memory()
     print(f"keep_freed_memory: {args.keep_freed_memory}")
-    cfg = compare.Config(hidden=100, batch=50, window=20, loss="top1")
+    cfg = Config(model=ModelConfig(hidden=100),
+                 train=TrainConfig(batch_size=50, window=20, loss="top1"))
     env = setting()
     t = tag(env)
     out = {"setting": env, "models": {}, "seeds": {}, "catalogue": {}, "config": vars(args)}

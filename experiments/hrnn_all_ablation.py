@@ -4,7 +4,7 @@
 
 The setting of the fidelity issue: ``synthetic.generate(n_users=300, n_items=1100,
 sessions_per_user=(3, 10), session_length=(4, 60), seed=3)``, prepared with
-``min_item_support=5, min_session_len=2, min_sessions=3`` and trained with ``compare.Config``
+``min_item_support=5, min_session_len=2, min_sessions=3`` and trained with ``TrainConfig``
 (10 epochs, seed 1). It prints Recall@5 and MRR@5 of POP, the session GRU and HRNN Init, then of
 HRNN All under each variant:
 
@@ -24,6 +24,7 @@ import json
 import time
 
 from hrnn_jax import compare, data, synthetic
+from hrnn_jax.config import Config, DataConfig, TrainConfig
 
 BEFORE = dict(context_gates="rzn", context_grad="session", first_session="init",
               activation="linear")
@@ -42,7 +43,7 @@ VARIANTS = {
 def prepared(seed: int = 3):
     raw = data.read_interactions(synthetic.generate(
         n_users=300, n_items=1100, sessions_per_user=(3, 10), session_length=(4, 60), seed=seed))
-    return compare.prepare(raw, min_item_support=5, min_session_len=2, min_sessions=3)
+    return compare.prepare(raw, DataConfig(min_item_support=5, min_session_len=2, min_sessions=3))
 
 
 def main(argv=None):
@@ -54,7 +55,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     prep = prepared()
     print(f"data: {prep.info}", flush=True)
-    base = compare.Config(epochs=args.epochs, seed=args.seed)
+    base = Config(train=TrainConfig(epochs=args.epochs, seed=args.seed))
     rows = [("pop", "pop", {}), ("gru", "gru", {}), ("hrnn-init", "hrnn-init", {}),
             ("hrnn-init hgru4rec", "hrnn-init", HGRU4REC)]
     rows += [(f"hrnn-all {v}", "hrnn-all", kw) for v, kw in VARIANTS.items()]
@@ -64,7 +65,10 @@ def main(argv=None):
     results = {}
     print(f"{'model':<28}{'recall@5':>10}{'mrr@5':>10}{'r/gru':>8}{'m/gru':>8}{'train s':>9}")
     for label, name, kw in rows:
-        cfg = dataclasses.replace(base, **kw)
+        train_kw = {k: v for k, v in kw.items() if k == "activation"}
+        model_kw = {k: v for k, v in kw.items() if k != "activation"}
+        cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, **model_kw),
+                                  train=dataclasses.replace(base.train, **train_kw))
         start = time.perf_counter()
         r = compare.compare(prep, [name], cfg, log=None)[name]
         r["wall_seconds"] = time.perf_counter() - start

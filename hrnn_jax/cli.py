@@ -1,20 +1,22 @@
-"""Command-line interface: ``hrnn-jax compare DATA`` and ``hrnn-jax demo``.
+"""Command-line interface: ``hrnn-jax compare DATA``, ``hrnn-jax demo`` (and the commands that
+the other modules register here).
 
-Both commands run the pipeline of ``hrnn_jax.compare`` (prepare -> compare -> table): ``compare``
-on an interaction log read with ``data.read_interactions``, ``demo`` on the synthetic log of
-``synthetic.generate``. The table goes to stdout, per-epoch progress to stderr (``--quiet``
-silences it), and ``--json PATH`` writes data summary, metrics and configuration.
+Every setting is a field of ``hrnn_jax.config`` and its flag is generated from it (``--batch-size``
+for ``TrainConfig.batch_size``); ``--config run.toml`` sets fields by section and flags override
+the file. ``compare`` and ``demo`` run the pipeline of ``hrnn_jax.compare`` (prepare -> compare ->
+table): the table goes to stdout, per-epoch progress to stderr (``--quiet`` silences it), and
+``--json PATH`` writes the setting, data summary, metrics and the configuration (``Config.to_dict``).
 
-Any bad input (file, column, flag value) ends with one line ``hrnn-jax: error: <message>`` on
-stderr and exit status 2; a training loss that becomes NaN or infinite
-(``training.NonFiniteLossError``: not bad input, but a run that diverged) ends the same way with
-exit status 1. ``main(argv)`` returns the exit status instead of exiting.
+Errors. Bad input (a file, a column, a flag or config value) ends with one line
+``hrnn-jax: error: <message>`` on stderr and exit status 2; a training loss that becomes NaN or
+infinite (``training.NonFiniteLossError``: a run that diverged) ends the same way with status 1.
+Anything else is a bug of the library: it shows its traceback (status 1). ``main(argv)`` returns
+the exit status instead of exiting.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -22,21 +24,21 @@ import time
 import numpy as np
 
 from hrnn_jax import compare as cmp
-from hrnn_jax import choices, data, evaluation, losses, models, optim, precision, training
+from hrnn_jax import config as conf
+from hrnn_jax import data, precision, training
 
 PROG = "hrnn-jax"
-SPLITS = data.PROTOCOLS
-OPTIMIZERS = optim.OPTIMIZERS
-LOSSES = losses.LOSSES
-TIES = evaluation.TIES
-TIME_UNITS = tuple(data.TIME_UNITS)
 DEFAULT_MODELS = ",".join(cmp.MODELS)
-DEMO_EPOCHS = 10
 CHECK_K = 5  # the demo's claim: HRNN Init > GRU > POP on recall@5 and mrr@5
+# The demo's log has no rare items to filter: its own default, before any file or flag.
+DEMO_BASE = {"data": {"min_item_support": 1}}
 
 
 class UsageError(ValueError):
     """A bad command-line value (reported like any other input error)."""
+
+
+INPUT_ERRORS = (data.DataError, conf.ConfigError, UsageError, OSError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -47,68 +49,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 # ------------------------------------------------------------------------------------------
-# Value types (raise ArgumentTypeError -> "argument --x: <message>")
+# Parser
 # ------------------------------------------------------------------------------------------
-def _int_at_least(lo: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {value}")
-        return value
-    parse.__name__ = "int"
-    return parse
-
-
-def _float_in(lo: float, hi: float = math.inf, *, lo_open=False, hi_open=True):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        too_low = value <= lo if lo_open else value < lo
-        too_high = value >= hi if hi_open else value > hi
-        if math.isnan(value) or too_low or too_high:
-            left, right = "(" if lo_open else "[", ")" if hi_open else "]"
-            raise argparse.ArgumentTypeError(f"must be in {left}{lo:g}, {hi:g}{right}, got {text}")
-        return value
-    parse.__name__ = "float"
-    return parse
-
-
-def _ks(text: str) -> tuple[int, ...]:
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise argparse.ArgumentTypeError(f"expected a comma list of positive integers, got {text!r}")
-    ks = []
-    for p in parts:
-        try:
-            k = int(p)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma list of positive integers, got {text!r}") from None
-        if k < 1:
-            raise argparse.ArgumentTypeError(f"cut-offs must be >= 1, got {k}")
-        ks.append(k)
-    return tuple(sorted(set(ks)))
-
-
-def _dropout(text: str) -> tuple[float, float, float]:
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        values = tuple(float(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise argparse.ArgumentTypeError(
-            f"expected three comma-separated numbers user,session,init, got {text!r}")
-    if not all(0.0 <= v < 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"each dropout rate must be in [0, 1), got {text!r}")
-    return values
-
-
 def _models(text: str) -> tuple[str, ...]:
     names = []
     for p in text.split(","):
@@ -124,99 +66,24 @@ def _models(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _sep(text: str) -> str:
-    text = {"\\t": "\t", "tab": "\t"}.get(text, text)
-    if len(text) != 1:
-        raise argparse.ArgumentTypeError(f"separator must be one character, got {text!r}")
-    return text
+READING = ("user_col", "item_col", "time_col", "sep", "columns", "time_unit", "event_col",
+           "value_col")
 
 
-# ------------------------------------------------------------------------------------------
-# Parser
-# ------------------------------------------------------------------------------------------
-def _add_protocol(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("evaluation protocol")
-    g.add_argument("--split", choices=SPLITS, default="last-session",
-                   help="train/test split (default: %(default)s)")
-    g.add_argument("--test-fraction", type=_float_in(0.0, 1.0, lo_open=True), default=0.05,
-                   help="share of each user's events in test for --split temporal "
-                        "(default: %(default)s)")
+def add_config(p: argparse.ArgumentParser, sections, *, skip_data=()) -> None:
+    """``--config`` and the flags of the given config sections."""
+    p.add_argument("--config", metavar="TOML", default=None,
+                   help="settings by section ([data], [model], [train], [eval], [synthetic]); "
+                        "flags override them")
+    for section in sections:
+        conf.add_arguments(p, section, skip=skip_data if section == "data" else ())
 
 
-def _add_dedupe(g) -> None:
-    g.add_argument("--dedupe", action="store_true",
-                   help="drop repeated interactions with the same item (and type, with "
-                        "--event-col) within a session, keeping the first, before the filters, "
-                        "as Quadrana et al. 4.1 (default: off)")
-
-
-def _add_common(p: argparse.ArgumentParser, *, default_models: str, epochs: int) -> None:
-    g = p.add_argument_group("models and training")
-    g.add_argument("--models", type=_models, default=_models(default_models),
-                   help=f"comma list from {', '.join(cmp.MODELS)} (default: {default_models})")
-    g.add_argument("--epochs", type=_int_at_least(1), default=epochs,
-                   help="training epochs (default: %(default)s)")
-    g.add_argument("--hidden", type=_int_at_least(1), default=100,
-                   help="GRU units of each layer (default: %(default)s)")
-    g.add_argument("--batch", type=_int_at_least(1), default=50,
-                   help="parallel user lanes per mini-batch (default: %(default)s)")
-    g.add_argument("--window", type=_int_at_least(1), default=1,
-                   help="steps per training step; 1 = one step per mini-batch as in the "
-                        "original code (default: %(default)s)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adagrad",
-                   help="(default: %(default)s)")
-    g.add_argument("--lr", type=_float_in(0.0, lo_open=True), default=0.1,
-                   help="learning rate (default: %(default)s)")
-    g.add_argument("--momentum", type=_float_in(0.0, 1.0), default=0.0,
-                   help="momentum (default: %(default)s)")
-    g.add_argument("--loss", choices=LOSSES, default="top1", help="(default: %(default)s)")
-    g.add_argument("--negatives", type=_int_at_least(0), default=0,
-                   help="extra popularity-sampled negatives per step (default: %(default)s)")
-    g.add_argument("--clip", type=_float_in(0.0, lo_open=True), default=None,
-                   help="clip gradients to this global norm (default: no clipping)")
-    g.add_argument("--dropout", type=_dropout, default=(0.0, 0.1, 0.0),
-                   help="dropout user,session,init (default: 0.0,0.1,0.0)")
-    g.add_argument("--patience", type=_int_at_least(0), default=0,
-                   help="> 0: early stopping on a validation split of the training part after "
-                        "this many epochs without improvement (default: 0, off)")
-    g.add_argument("--neighbours", type=_int_at_least(1), default=100,
-                   help="Item-KNN neighbours per item (default: %(default)s)")
-    g.add_argument("--seed", type=_int_at_least(0), default=0, help="(default: %(default)s)")
-    g.add_argument("--activation", choices=choices.options(losses.Activation), default="linear",
-                   help="output activation g(.) of the scores in the training loss; tanh as the "
-                        "authors' code (measured worse here) (default: %(default)s)")
-
-    h = p.add_argument_group("HRNN options (models.HRNN; defaults chosen by measurement, the "
-                             "alternatives are the authors' hgru4rec choices or ours before)")
-    h.add_argument("--context-gates", choices=choices.options(models.ContextGates), default="rz",
-                   help="HRNN All: gates of the session GRU that receive W_c c: reset and update "
-                        "(rz, as hgru4rec) or also the candidate (rzn) (default: %(default)s)")
-    h.add_argument("--first-session", choices=choices.options(models.FirstSession),
-                   default="init", help="a user's first session starts from Eq. 4 with c = 0, "
-                   "tanh(b_init) (init), or zeros (zero, as hgru4rec) (default: %(default)s)")
-    h.add_argument("--context-grad", choices=choices.options(models.ContextGrad), default="step",
-                   help="HRNN All: W_c learns from every step (step, as hgru4rec) or only within "
-                        "the window where its session starts (session) (default: %(default)s)")
-
-    x = p.add_argument_group("precision and determinism (hrnn_jax.precision)")
-    x.add_argument("--precision", choices=precision.MATMUL_PRECISIONS, default="default",
-                   help="precision of the approximate matrix products; on a GPU 'default' is "
-                        "TF32, 'highest' full float32; lane copies and row gradients are exact "
-                        "in every case (default: %(default)s)")
-    x.add_argument("--deterministic", action="store_true",
-                   help="ask XLA for deterministic GPU kernels (--xla_gpu_deterministic_ops); "
-                        "CPU runs are deterministic anyway")
-
-    e = p.add_argument_group("evaluation and output")
-    e.add_argument("--k", type=_ks, default=(5, 20),
-                   help="comma list of cut-offs (default: 5,20)")
-    e.add_argument("--ties", choices=TIES, default="optimistic",
-                   help="rank of the target among equal scores (default: %(default)s)")
-    e.add_argument("--exclude-seen", action="store_true",
-                   help="never recommend items the user has already interacted with")
-    e.add_argument("--json", metavar="PATH", default=None,
-                   help="also write data summary, metrics and configuration as JSON")
-    e.add_argument("--quiet", action="store_true", help="no per-model/per-epoch progress")
+def add_output(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--json", metavar="PATH", default=None,
+                   help="also write setting, data summary, metrics and configuration as JSON")
+    g.add_argument("--quiet", action="store_true", help="no per-model/per-epoch progress")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,57 +94,32 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare models on an interaction log (CSV/TSV/Parquet)",
                        description="Read an interaction log, sessionise, filter, split, train "
                                    "and evaluate the chosen models, print a table.")
-    c.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet")
-    f = c.add_argument_group("input")
-    f.add_argument("--user-col", default="user", help="(default: %(default)s)")
-    f.add_argument("--item-col", default="item", help="(default: %(default)s)")
-    f.add_argument("--time-col", default="time", help="(default: %(default)s)")
-    f.add_argument("--sep", type=_sep, default=None,
-                   help="CSV separator ('\\t' or 'tab' for tab; default: ',' or tab for .tsv)")
-    f.add_argument("--time-unit", choices=TIME_UNITS, default="s",
-                   help="unit of a numeric time column (default: %(default)s)")
-    f.add_argument("--event-col", default=None,
-                   help="column of the interaction type (click, bookmark, ...); --dedupe then "
-                        "drops only repeats of the same item AND type (default: none, the type "
-                        "is ignored)")
-    s = c.add_argument_group("sessions and filters")
-    s.add_argument("--session-gap", type=_float_in(0.0, lo_open=True), default=1800.0,
-                   help="idle seconds that start a new session (default: %(default)g)")
-    s.add_argument("--min-item-support", type=_int_at_least(1), default=5,
-                   help="drop items with fewer events (default: %(default)s)")
-    s.add_argument("--min-session-len", type=_int_at_least(1), default=2,
-                   help="drop sessions with fewer events (default: %(default)s)")
-    s.add_argument("--min-sessions", type=_int_at_least(1), default=1,
-                   help="drop users with fewer sessions (default: %(default)s)")
-    _add_dedupe(s)
-    _add_protocol(c)
-    _add_common(c, default_models=DEFAULT_MODELS, epochs=10)
+    c.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
+    c.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
+                   help=f"comma list from {', '.join(cmp.MODELS)} (default: all)")
+    add_config(c, ("data", "model", "train", "eval"))
+    add_output(c)
 
     d = sub.add_parser("demo", help="compare models on built-in synthetic data",
                        description="Generate a synthetic log with session and user structure "
                                    "and compare the models on it; reports whether HRNN Init > "
                                    "session GRU > POP on Recall@5 and MRR@5.")
-    g = d.add_argument_group("synthetic data")
-    g.add_argument("--users", type=_int_at_least(1), default=1000, help="(default: %(default)s)")
-    g.add_argument("--items", type=_int_at_least(20), default=1000, help="(default: %(default)s)")
-    _add_dedupe(g)
-    _add_protocol(d)
-    _add_common(d, default_models=DEFAULT_MODELS, epochs=DEMO_EPOCHS)
+    d.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
+                   help=f"comma list from {', '.join(cmp.MODELS)} (default: all)")
+    add_config(d, ("synthetic", "data", "model", "train", "eval"), skip_data=READING)
+    add_output(d)
     return parser
 
 
 # ------------------------------------------------------------------------------------------
 # Running
 # ------------------------------------------------------------------------------------------
-def _config(args) -> cmp.Config:
-    return cmp.Config(hidden=args.hidden, batch=args.batch, window=args.window,
-                      epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
-                      momentum=args.momentum, loss=args.loss, n_negatives=args.negatives,
-                      clip=args.clip, dropout=tuple(args.dropout), patience=args.patience,
-                      neighbours=args.neighbours, ks=tuple(args.k), ties=args.ties,
-                      exclude_seen=args.exclude_seen, seed=args.seed, activation=args.activation,
-                      context_gates=args.context_gates, first_session=args.first_session,
-                      context_grad=args.context_grad)
+def config_of(args) -> conf.Config:
+    """The command's :class:`~hrnn_jax.config.Config`: its defaults, the TOML file, the flags."""
+    base = DEMO_BASE if args.command == "demo" else {}
+    toml = conf.load_toml(args.config) if getattr(args, "config", None) else {}
+    merged = {s: {**base.get(s, {}), **toml.get(s, {})} for s in conf.SECTIONS}
+    return conf.from_sources(args, merged)
 
 
 def to_jsonable(obj):
@@ -320,7 +162,7 @@ def check_line(results: dict, k: int = CHECK_K) -> str:
     metrics = (f"recall@{k}", f"mrr@{k}")
     if not all(n in results for n in need) or not all(m in results["pop"] for m in metrics):
         return (f"check HRNN Init > GRU > POP on recall@{k} and mrr@{k}: not run "
-                f"(needs models {', '.join(need)} and --k including {k})")
+                f"(needs models {', '.join(need)} and --ks including {k})")
     parts, held = [], True
     for m in metrics:
         a, b, c = (results[n][m] for n in need)
@@ -332,6 +174,16 @@ def check_line(results: dict, k: int = CHECK_K) -> str:
     return f"check HRNN Init > GRU > POP: {verdict} ({'; '.join(parts)})"
 
 
+def check_json_path(path: str | None, flag: str = "--json") -> None:
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"{flag}: directory does not exist: {parent}")
+    if os.path.isdir(path):
+        raise UsageError(f"{flag}: is a directory: {path}")
+
+
 def setting() -> dict:
     """Where and how the numbers were computed: backend, matmul precision, deterministic flag."""
     import jax
@@ -340,31 +192,56 @@ def setting() -> dict:
             "deterministic": precision.is_deterministic()}
 
 
-def _check_json_path(path: str | None) -> None:
-    if path is None:
-        return
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise UsageError(f"--json: directory does not exist: {parent}")
-    if os.path.isdir(path):
-        raise UsageError(f"--json: is a directory: {path}")
+def read_log(path, cfg: conf.DataConfig):
+    """The interaction log at ``path`` read with the reading fields of ``cfg``."""
+    return data.read_interactions(path, **{k: getattr(cfg, k) for k in READING})
 
 
-def _load(args):
-    if args.command == "compare":
-        raw = data.read_interactions(args.data, user_col=args.user_col, item_col=args.item_col,
-                                     time_col=args.time_col, sep=args.sep,
-                                     time_unit=args.time_unit, event_col=args.event_col)
-        filters = dict(session_gap=args.session_gap, min_item_support=args.min_item_support,
-                       min_session_len=args.min_session_len, min_sessions=args.min_sessions)
-    else:
+def load_prepared(args, config: conf.Config) -> cmp.Prepared:
+    if args.command == "demo":
         from hrnn_jax import synthetic
-        raw = data.read_interactions(synthetic.generate(n_users=args.users, n_items=args.items,
-                                                        seed=args.seed))
-        filters = dict(session_gap=1800.0, min_item_support=1, min_session_len=2,
-                       min_sessions=1)
-    return cmp.prepare(raw, protocol=args.split, test_fraction=args.test_fraction,
-                       dedupe=args.dedupe, **filters)
+
+        s = config.synthetic
+        raw = data.read_interactions(synthetic.generate(n_users=s.users, n_items=s.items,
+                                                        seed=s.data_seed))
+    else:
+        raw = read_log(args.data, config.data)
+    return cmp.prepare(raw, config.data)
+
+
+def write_json(path: str, payload: dict) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(to_jsonable(payload), fh, indent=2)
+        fh.write("\n")
+
+
+def run_compare(args, config: conf.Config, out, err) -> int:
+    """``compare`` and ``demo``."""
+    check_json_path(args.json)
+    start = time.perf_counter()
+    prep = load_prepared(args, config)
+    print(summary_line(prep.info), file=out, flush=True)
+
+    def log(msg: str) -> None:
+        print(msg, file=err, flush=True)
+
+    results = cmp.compare(prep, list(args.models), config, log=None if args.quiet else log)
+    print(cmp.table(results, config.eval.ks), file=out)
+    if args.command == "demo":
+        print(check_line(results), file=out)
+    if not args.quiet:
+        log(f"total {time.perf_counter() - start:.1f} s; {setting()}")
+    if args.json:
+        info = {k: prep.info[k] for k in ("users", "items", "sessions", "events", "train_events",
+                                          "test_events", "dropped", "catalogue")}
+        write_json(args.json, {"setting": setting(), "data": info, "models": results,
+                               "command": {"name": args.command, "models": list(args.models),
+                                           "data": getattr(args, "data", None)},
+                               "config": config.to_dict()})
+    return 0
+
+
+COMMANDS = {"compare": run_compare, "demo": run_compare}
 
 
 def run(args, out=None, err=None) -> int:
@@ -373,51 +250,21 @@ def run(args, out=None, err=None) -> int:
     ``--deterministic`` needs a process in which JAX has not computed anything yet (the command
     line's); ``--precision`` applies to everything the command computes.
     """
-    if args.deterministic:
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
+    config = config_of(args)
+    if config.train.deterministic:
         try:
             precision.deterministic_mode()
         except RuntimeError as exc:
             raise UsageError(f"--deterministic: {exc}") from None
-    with precision.matmul_precision(args.precision):
-        return _run(args, out, err)
-
-
-def _run(args, out, err) -> int:
-    out = sys.stdout if out is None else out
-    err = sys.stderr if err is None else err
-    _check_json_path(args.json)
-    cfg = _config(args)
-    start = time.perf_counter()
-    prep = _load(args)
-    print(summary_line(prep.info), file=out, flush=True)
-
-    def log(msg: str) -> None:
-        print(msg, file=err, flush=True)
-
-    results = cmp.compare(prep, list(args.models), cfg, log=None if args.quiet else log)
-    print(cmp.table(results, cfg.ks), file=out)
-    if args.command == "demo":
-        print(check_line(results), file=out)
-    if not args.quiet:
-        log(f"total {time.perf_counter() - start:.1f} s; {setting()}")
-    if args.json:
-        config = {k: v for k, v in vars(args).items() if k != "json"}
-        payload = {"setting": setting(),
-                   "data": {k: prep.info[k] for k in ("users", "items", "sessions", "events",
-                                                       "train_events", "test_events", "dropped",
-                                                       "catalogue")},
-                   "models": results, "config": config}
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(to_jsonable(payload), fh, indent=2)
-            fh.write("\n")
-    return 0
+    with precision.matmul_precision(config.train.precision):
+        return COMMANDS[args.command](args, config, out, err)
 
 
 def main(argv=None) -> int:
     """Entry point of ``hrnn-jax``; returns the exit status (0 ok, 1 diverged training, 2 bad
-    input)."""
-    import polars as pl
-
+    input). A bug of the library is not caught: its traceback shows, status 1."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -427,7 +274,7 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # the reader of stdout went away (`hrnn-jax ... | head`): stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  nothing more can reach the reader
         return 141  # 128 + SIGPIPE, as shell tools report it
-    except (ValueError, OSError, pl.exceptions.PolarsError) as exc:  # DataError is a ValueError
+    except INPUT_ERRORS as exc:
         print(f"{PROG}: error: {data.one_line(exc, limit=500)}", file=sys.stderr)
         return 2
     except training.NonFiniteLossError as exc:  # not bad input: the training diverged

@@ -16,43 +16,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
+import jax
+import numpy as np
 import polars as pl
 
-from hrnn_jax import baselines, cells, data, evaluation, losses, models, predict, training
+from hrnn_jax import baselines, cells, data, evaluation, models, predict, training
+from hrnn_jax.config import Config, DataConfig, ModelConfig
 
 NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all")
 MODELS = ("pop", "ppop", "itemknn") + NEURAL
 # Evaluation runs forward only, and its results do not depend on the window (tested), so it
 # always uses long windows: few dispatches whatever the training window.
 EVAL_WINDOW = 20
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    hidden: int = 100
-    batch: int = 50
-    window: int = 1  # the original training: one step per mini-batch (measured best here)
-    epochs: int = 10
-    optimizer: str = "adagrad"
-    lr: float = 0.1
-    momentum: float = 0.0
-    loss: str = "top1"
-    n_negatives: int = 0
-    clip: float | None = None
-    dropout: tuple[float, float, float] = (0.0, 0.1, 0.0)  # user GRU, session GRU, init (Table 2)
-    activation: losses.Activation = "linear"  # g(.) of the scores in the training loss
-    # models.HRNN's options (defaults chosen by experiments/hrnn_all_ablation.py)
-    context_gates: models.ContextGates = "rz"
-    first_session: models.FirstSession = "init"
-    context_grad: models.ContextGrad = "step"
-    patience: int = 0  # > 0: early stopping on a validation split of the training part
-    neighbours: int = 100
-    ks: tuple[int, ...] = (5, 20)
-    ties: str = "optimistic"
-    exclude_seen: bool = False
-    seed: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,126 +51,176 @@ def lane_targets(name: str, protocol: str) -> str:
     return "user" if name == "concat" else rows_targets(protocol)
 
 
-def prepare(raw: pl.DataFrame, *, protocol: str = "last-session", session_gap: float = 1800.0,
-            min_item_support: int = 5, min_session_len: int = 2, min_sessions: int = 1,
-            test_fraction: float = 0.05, dedupe: bool = False) -> Prepared:
+def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
     """From a validated log (``data.read_interactions``) to train/test parts and evaluation rows.
 
-    Sessionise, drop repeated interactions within sessions (``dedupe``; off by default), filter,
-    encode, split, and restrict the catalogue to the items of the training part
-    (``data.restrict_items``): every model ranks the same N items.
+    Sessionise, drop repeated interactions within sessions (``config.dedupe``; off by default),
+    filter, encode, split by ``config.protocol``, and restrict the catalogue to the items of the
+    training part (``data.restrict_items``): every model ranks the same N items.
 
     ``info``: summary of the filtered log before the split (users, items, sessions, events),
     train/test sizes, ``dropped`` (events per reason) and ``catalogue`` = {"items": N,
     "removed_items": number of ITEMS of the filtered log that occur only outside the training
     part, e.g. only in removed test events}; so ``items`` = N + ``removed_items``.
     """
-    frame = data.sessionize(raw, session_gap)
+    cfg = config
+    frame = data.sessionize(raw, cfg.session_gap)
     repeats = {}
-    if dedupe:
+    if cfg.dedupe:
         frame, repeats["repeated_in_session"] = data.dedupe_sessions(frame)
     frame, dropped = data.filter_interactions(
-        frame, min_item_support=min_item_support, min_session_len=min_session_len,
-        min_sessions=min_sessions)
+        frame, min_item_support=cfg.min_item_support, min_session_len=cfg.min_session_len,
+        min_sessions=cfg.min_sessions, min_user_events=cfg.min_user_events)
     encoded = data.encode(frame)
-    train, test, split_report = data.split(encoded.events, protocol, test_fraction=test_fraction)
+    train, test, split_report = data.split(encoded.events, cfg.protocol,
+                                           test_fraction=cfg.test_fraction)
     if test.height == 0:
-        raise data.DataError(f"the {protocol} split left no test events; users need more history")
+        raise data.DataError(f"the {cfg.protocol} split left no test events; users need more "
+                             "history")
     restricted, train, test = data.restrict_items(encoded, train, test)
     stream = data.combine(train, test)
-    rows = evaluation.make_eval_rows(stream, rows_targets(protocol))
+    rows = evaluation.make_eval_rows(stream, rows_targets(cfg.protocol))
     info = {**data.summary(encoded.events), "train_events": train.height,
             "test_events": test.height, "evaluated": len(rows),
             "dropped": {**repeats, **dropped, **split_report},
             "catalogue": {"items": restricted.n_items,
                           "removed_items": encoded.n_items - restricted.n_items}}
-    return Prepared(restricted, protocol, train, test, stream, rows, info)
+    return Prepared(restricted, cfg.protocol, train, test, stream, rows, info)
 
 
-def build_model(name: str, n_items: int, cfg: Config):
-    """The paper's models with GRU cells of ``cfg.hidden`` units (HRNN: 100+100 in 'small')."""
-    d_user, d_session, d_init = cfg.dropout
+def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig()):
+    """The paper's models with GRU cells of ``config.hidden`` units (HRNN: 100+100 'small')."""
+    cfg = config
     if name == "gru":
-        return models.SessionRNN(n_items, cells.GRU(cfg.hidden), dropout_session=d_session)
+        return models.SessionRNN(n_items, cells.GRU(cfg.hidden), dropout_session=cfg.dropout_session)
     if name == "concat":
         return models.SessionRNN(n_items, cells.GRU(cfg.hidden), reset="user",
-                                 dropout_session=d_session)
+                                 dropout_session=cfg.dropout_session)
     if name in ("hrnn-init", "hrnn-all"):
         return models.HRNN(n_items, cells.GRU(cfg.hidden), user_cell=cells.GRU(cfg.hidden),
-                           mode=name.split("-")[1], dropout_session=d_session,
-                           dropout_user=d_user, dropout_init=d_init,
+                           mode=name.split("-")[1], dropout_session=cfg.dropout_session,
+                           dropout_user=cfg.dropout_user, dropout_init=cfg.dropout_init,
                            context_gates=cfg.context_gates, first_session=cfg.first_session,
                            context_grad=cfg.context_grad)
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
 
 
-def _fit(name, prep: Prepared, cfg: Config, log):
-    model = build_model(name, prep.encoded.n_items, cfg)
+class Ranked(NamedTuple):
+    """A model's evaluation: ``ranks [S, R]`` (one row per seed; S = 1 for baselines) of every
+    evaluation row's target, and its training cost."""
+
+    ranks: np.ndarray
+    train_seconds: float
+    events_per_second: float
+
+
+def validation(prep: Prepared, config: Config):
+    """``(train, validate_fn_factory)`` for early stopping: the training part split again by the
+    same protocol and ``test_fraction`` (``data.validation_split``); the factory takes a model
+    and its lane targets and returns ``validate(params) -> MRR@max(ks)`` on the validation rows.
+    """
+    train, valid, _ = data.validation_split(prep.train, prep.protocol,
+                                            test_fraction=config.data.test_fraction)
+    v_stream = data.combine(train, valid)
+    v_rows = evaluation.make_eval_rows(v_stream, rows_targets(prep.protocol))
+    k = max(config.eval.ks)
+
+    def factory(model, targets):
+        def validate(params):
+            ranks = predict.model_ranks(model, params, v_stream, v_rows,
+                                        batch_size=config.train.batch_size, window=EVAL_WINDOW,
+                                        targets=targets, ties=config.eval.ties)
+            return evaluation.metrics_from_ranks(ranks, (k,))[f"mrr@{k}"]
+        return validate
+
+    return train, factory
+
+
+def seed_params(params, n_seeds: int) -> list:
+    """The parameters of each seed: ``params`` itself for one, slices of the seed axis else."""
+    if n_seeds == 1:
+        return [params]
+    return [jax.tree_util.tree_map(lambda a: a[i], params) for i in range(n_seeds)]
+
+
+def fit_neural(name: str, prep: Prepared, config: Config, log=None, progress=None):
+    """Train neural model ``name`` (``config.train.seeds`` seeds at once): (model, FitResult)."""
+    model = build_model(name, prep.encoded.n_items, config.model)
     targets = lane_targets(name, prep.protocol)
     train, validate = prep.train, None
-    if cfg.patience > 0:
-        train, valid, _ = data.validation_split(prep.train, prep.protocol)
-        v_stream = data.combine(train, valid)
-        v_rows = evaluation.make_eval_rows(v_stream, rows_targets(prep.protocol))
-        k = max(cfg.ks)
-
-        def validate(params):
-            ranks = predict.model_ranks(model, params, v_stream, v_rows, batch_size=cfg.batch,
-                                        window=EVAL_WINDOW, targets=targets, ties=cfg.ties)
-            return evaluation.metrics_from_ranks(ranks, (k,))[f"mrr@{k}"]
-
-    result = training.fit(model, train, epochs=cfg.epochs, batch_size=cfg.batch,
-                          window=cfg.window, optimizer=cfg.optimizer, learning_rate=cfg.lr,
-                          momentum=cfg.momentum, loss=cfg.loss, n_negatives=cfg.n_negatives,
-                          clip=cfg.clip, activation=cfg.activation, targets=targets,
-                          seed=cfg.seed, validate=validate,
-                          patience=max(cfg.patience, 1), log=log)
-    ranks = predict.model_ranks(model, result.params, prep.stream, prep.rows,
-                                batch_size=cfg.batch, window=EVAL_WINDOW, targets=targets,
-                                ties=cfg.ties, exclude_seen=cfg.exclude_seen)
-    return ranks, result.train_seconds, result.events_per_second
+    if config.train.patience > 0:
+        train, factory = validation(prep, config)
+        validate = factory(model, targets)
+    result = training.fit(model, train, config.train, targets=targets, validate=validate,
+                          log=log, progress=progress)
+    return model, result
 
 
-def _baseline(name, prep: Prepared, cfg: Config):
-    kw = {"neighbours": cfg.neighbours} if name == "itemknn" else {}
+def evaluate_neural(name: str, model, params, prep: Prepared, config: Config) -> np.ndarray:
+    """Ranks of every evaluation row under ``params`` of one seed: ``[R]``."""
+    return predict.model_ranks(model, params, prep.stream, prep.rows,
+                               batch_size=config.train.batch_size, window=EVAL_WINDOW,
+                               targets=lane_targets(name, prep.protocol), ties=config.eval.ties,
+                               exclude_seen=config.eval.exclude_seen)
+
+
+def run_baseline(name: str, prep: Prepared, config: Config) -> Ranked:
+    kw = {"neighbours": config.model.neighbours} if name == "itemknn" else {}
     start = time.perf_counter()
     model = baselines.make_baseline(name, **kw).fit(prep.train, prep.encoded.n_items)
     seconds = time.perf_counter() - start
     ranks = evaluation.rank_chunks(lambda idx: model.score(prep.rows, idx), prep.rows,
-                                   ties=cfg.ties, exclude_seen=cfg.exclude_seen)
-    return ranks, seconds, prep.train.height / seconds if seconds else 0.0
+                                   ties=config.eval.ties, exclude_seen=config.eval.exclude_seen)
+    return Ranked(ranks[None], seconds, prep.train.height / seconds if seconds else 0.0)
 
 
-def compare(prep: Prepared, names, cfg: Config = Config(),
-            log: Callable[[str], None] | None = print) -> dict:
-    """Train/fit and evaluate each model; ``{name: {metric: value, "train_seconds", ...}}``.
-
-    Also per model: ``"breakdown"`` by user history length and by position in the session
-    (Quadrana et al. 4.3.1 and 4.3.2) at the smallest K.
-    """
+def run_models(prep: Prepared, names, config: Config = Config(),
+               log: Callable[[str], None] | None = print, progress=None) -> dict[str, Ranked]:
+    """Train/fit and rank every evaluation row for each model: ``{name: Ranked}``."""
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
-    results = {}
+    out = {}
     for name in names:
         if log:
             log(f"== {name}")
         if name in NEURAL:
-            ranks, seconds, eps = _fit(name, prep, cfg, log)
+            model, result = fit_neural(name, prep, config, log, progress)
+            ranks = np.stack([evaluate_neural(name, model, p, prep, config)
+                              for p in seed_params(result.params, config.train.seeds)])
+            out[name] = Ranked(ranks, result.train_seconds, result.events_per_second)
         else:
-            ranks, seconds, eps = _baseline(name, prep, cfg)
-        metrics = evaluation.metrics_from_ranks(ranks, cfg.ks)
-        k0 = (min(cfg.ks),)
+            out[name] = run_baseline(name, prep, config)
+    return out
+
+
+def summarise(prep: Prepared, ranked: dict[str, Ranked], config: Config = Config()) -> dict:
+    """``{name: {metric: value, "train_seconds", "events_per_second", "breakdown"}}``.
+
+    Metrics of several seeds are their mean. ``breakdown``: by user history length and by position
+    in the session (Quadrana et al. 4.3.1 and 4.3.2) at the smallest K, of the first seed.
+    """
+    ks, k0 = config.eval.ks, (min(config.eval.ks),)
+    results = {}
+    for name, r in ranked.items():
+        per_seed = [evaluation.metrics_from_ranks(x, ks) for x in r.ranks]
+        metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0] if k != "n"}
         results[name] = {
-            **{k: v for k, v in metrics.items() if k != "n"},
-            "train_seconds": seconds,
-            "events_per_second": eps,
+            **metrics,
+            "train_seconds": r.train_seconds,
+            "events_per_second": r.events_per_second,
             "breakdown": {
-                "history": evaluation.breakdown_by_history(prep.rows, ranks, k0),
-                "position": evaluation.breakdown_by_position(prep.rows, ranks, k0),
+                "history": evaluation.breakdown_by_history(prep.rows, r.ranks[0], k0),
+                "position": evaluation.breakdown_by_position(prep.rows, r.ranks[0], k0),
             },
         }
     return results
+
+
+def compare(prep: Prepared, names, config: Config = Config(),
+            log: Callable[[str], None] | None = print, progress=None) -> dict:
+    """Train/fit and evaluate each model: :func:`summarise` of :func:`run_models`."""
+    return summarise(prep, run_models(prep, names, config, log, progress), config)
 
 
 def table(results: dict, ks=(5, 20)) -> str:

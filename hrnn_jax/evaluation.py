@@ -24,9 +24,11 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
+from hrnn_jax import choices
 from hrnn_jax.batching import TARGETS
+from hrnn_jax.config import Ties
 
-TIES = ("optimistic", "pessimistic", "average")
+TIES = choices.options(Ties)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,17 +13,15 @@ local to the gathered rows; equality between ids is preserved by that remapping.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import jax
 import jax.numpy as jnp
 
 from hrnn_jax import choices
+from hrnn_jax.config import Activation, Loss
 from hrnn_jax.precision import take_rows
 
-LOSSES = ("top1", "bpr", "ce", "full-ce")
+LOSSES = choices.options(Loss)
 NEG_INF = -1e30
-Activation = Literal["linear", "tanh"]
 
 
 def activate(name: Activation, scores):

@@ -34,13 +34,11 @@ import numpy as np
 from flax import linen as nn
 
 from hrnn_jax import cells, choices, precision
+from hrnn_jax.config import ContextGates, ContextGrad, FirstSession
 
 Params = dict[str, Any]
 Mode = Literal["init", "all"]
 Reset = Literal["session", "user"]
-ContextGates = Literal["rz", "rzn"]
-FirstSession = Literal["init", "zero"]
-ContextGrad = Literal["step", "session"]
 
 
 def _uniform(rng, shape, fan_in, fan_out):

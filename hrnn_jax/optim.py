@@ -17,7 +17,10 @@ from __future__ import annotations
 import jax
 import optax
 
-OPTIMIZERS = ("adagrad", "adam")
+from hrnn_jax import choices
+from hrnn_jax.config import Optimizer
+
+OPTIMIZERS = choices.options(Optimizer)
 
 
 def make_optimizer(name: str = "adagrad", learning_rate: float = 0.1, momentum: float = 0.0,

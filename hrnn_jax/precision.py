@@ -44,8 +44,9 @@ import jax
 import jax.numpy as jnp
 
 from hrnn_jax import choices
+from hrnn_jax.config import MatmulPrecision
 
-MATMUL_PRECISIONS = ("default", "high", "highest")
+MATMUL_PRECISIONS = choices.options(MatmulPrecision)
 _DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
 

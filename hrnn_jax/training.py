@@ -23,6 +23,7 @@ import optax
 import polars as pl
 
 from hrnn_jax import choices, losses, optim, precision
+from hrnn_jax.config import TrainConfig
 from hrnn_jax.batching import make_lanes
 
 TABLES = ("item_in", "item_out", "item_bias")
@@ -164,14 +165,15 @@ class NonFiniteLossError(FloatingPointError):
     too large or gradients that explode: lower the learning rate or clip gradients.
     """
 
-    def __init__(self, epoch: int, step: int, n_steps: int, loss: float):
-        self.epoch, self.step, self.n_steps, self.loss = epoch, step, n_steps, loss
-        super().__init__(f"training loss is not finite ({loss}) at epoch {epoch}, step {step} of "
-                         f"{n_steps}; lower the learning rate or clip gradients (fit's clip, "
-                         f"the CLI's --clip)")
+    def __init__(self, epoch: int, step: int, n_steps: int, loss: float, seed: int | None = None):
+        self.epoch, self.step, self.n_steps, self.loss, self.seed = epoch, step, n_steps, loss, seed
+        where = f"epoch {epoch}, step {step} of {n_steps}" + ("" if seed is None else
+                                                               f" (seed {seed})")
+        super().__init__(f"training loss is not finite ({loss}) at {where}; lower the learning "
+                         f"rate or clip gradients (TrainConfig.clip, the CLI's --clip)")
 
 
-def check_finite_loss(step_losses, events, active, epoch: int) -> None:
+def check_finite_loss(step_losses, events, active, epoch: int, seed: int | None = None) -> None:
     """Raise :class:`NonFiniteLossError` at the first non-finite loss of an epoch.
 
     Args:
@@ -180,6 +182,7 @@ def check_finite_loss(step_losses, events, active, epoch: int) -> None:
       events: int [S], events (targets) of each step; steps without any are not checked.
       active: bool [S], the steps that ran (False on padding steps).
       epoch: the 1-based epoch, for the message.
+      seed: the seed of these losses, named in the message when several train together.
 
     Returns:
       None; raises on the first active step with events whose loss is NaN or infinite.
@@ -188,100 +191,189 @@ def check_finite_loss(step_losses, events, active, epoch: int) -> None:
     bad = np.flatnonzero(active & (np.asarray(events) > 0) & ~np.isfinite(step_losses))
     if bad.size:
         first = int(bad[0])
-        raise NonFiniteLossError(epoch, first + 1, int(active.sum()), float(step_losses[first]))
+        raise NonFiniteLossError(epoch, first + 1, int(active.sum()), float(step_losses[first]),
+                                 seed)
+
+
+class FitState(NamedTuple):
+    """Where a :func:`fit` stands after an epoch: everything a resumed fit needs to continue bit
+    for bit (``fit(..., resume=state)``). With several seeds every array has a leading seed axis.
+
+    train_state: parameters, optimiser state, lane carry and step count (:class:`TrainState`).
+    rng: the data-order-independent key stream (init, dropout, negatives), one key per seed.
+    epoch: epochs completed (the next epoch's lanes are shuffled with ``seed * 1_000_003 + epoch``).
+    history: one record per completed epoch.
+    best: best validation score per seed so far (``-inf`` without validation).
+    best_params: the parameters of those best epochs (None until a validation ran).
+    bad: epochs since the last improvement of any seed.
+    """
+
+    train_state: TrainState
+    rng: Any
+    epoch: int
+    history: tuple
+    best: np.ndarray
+    best_params: Any
+    bad: int
 
 
 class FitResult(NamedTuple):
+    """``params`` (the best by validation, else the last; a leading seed axis when ``seeds`` > 1),
+    the per-epoch ``history``, wall ``train_seconds``, training ``events_per_second`` (all seeds
+    together, first compiling call left out) and the final :class:`FitState` (``state``)."""
+
     params: Any
     history: list[dict]
     train_seconds: float
     events_per_second: float
+    state: FitState
 
 
-def fit(model, train: pl.DataFrame, *, epochs: int = 10, batch_size: int = 50, window: int = 20,
-        optimizer: str = "adagrad", learning_rate: float = 0.1, momentum: float = 0.0,
-        loss: str = "top1", n_negatives: int = 0, clip: float | None = None, sparse: bool = True,
-        activation: losses.Activation = "linear", targets: str = "session", seed: int = 0,
-        steps_per_call: int | None = None,
-        validate: Callable[[Any], float] | None = None, patience: int = 2,
+def _per_seed(fn: Callable, n_seeds: int, in_axes=0) -> Callable:
+    """``fn`` itself for one seed, ``jax.vmap(fn)`` for several."""
+    return fn if n_seeds == 1 else jax.vmap(fn, in_axes=in_axes)
+
+
+def _stack(arrays: list[np.ndarray], n: int) -> np.ndarray:
+    """Arrays ``[W_i, ...]`` padded with zeros to ``n`` rows and stacked: ``[len, n, ...]``."""
+    return np.stack([np.concatenate([a, np.zeros((n - len(a),) + a.shape[1:], a.dtype)])
+                     for a in arrays])
+
+
+def fit(model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), *,
+        targets: str = "session", sparse: bool = True, steps_per_call: int | None = None,
+        validate: Callable[[Any], float] | None = None, resume: FitState | None = None,
+        on_epoch: Callable[[FitState], None] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
         log: Callable[[str], None] | None = print) -> FitResult:
     """Train ``model`` on the encoded ``train`` frame (user, item, session columns).
 
-    Users are reshuffled every epoch (seed, epoch). ``validate(params) -> float`` (higher is better)
-    is called after every epoch: the best parameters are kept and training stops after ``patience``
-    epochs without improvement. ``events_per_second`` counts training events (steps with a target)
-    per second of training calls, leaving out the first call, which includes compilation.
+    Args:
+      config: the training settings (``hrnn_jax.config.TrainConfig``). With ``seeds`` = S > 1,
+        seeds ``seed, seed + 1, ...`` train side by side in one vmapped step; seed ``seed + i``
+        sees the same initialisation, dropout and data order as a single run with that seed.
+      targets: the lane layout (``batching.make_lanes``).
+      validate: ``validate(params) -> float`` (higher is better), called after every epoch for
+        each seed; the best parameters are kept and training stops once no seed has improved for
+        ``config.patience`` epochs (which must then be >= 1).
+      resume: a :class:`FitState` from an earlier call (``FitResult.state`` or a checkpoint):
+        training continues from it, and the result equals the uninterrupted run bit for bit.
+      on_epoch: called with the :class:`FitState` after every epoch (e.g. to save a checkpoint).
+        Its arrays are donated to the next step: copy or write what you keep before returning.
+      progress: ``progress(label, done, total)`` after every call of the compiled step.
+      log: one line per epoch.
 
-    The per-step losses are checked at the end of every epoch (no host sync inside it): a NaN or
-    infinite loss raises :class:`NonFiniteLossError` naming the epoch and the first bad step.
+    Users are reshuffled every epoch. The per-step losses are checked at the end of every epoch
+    (no host sync inside it): a NaN or infinite loss raises :class:`NonFiniteLossError`.
+    ``events_per_second`` counts training events of all seeds per second of training calls,
+    leaving out the first call, which includes compilation.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    tx = optim.make_optimizer(optimizer, learning_rate, momentum)
-    cdf = popularity_cdf(train, model.n_items) if n_negatives else None
-    step = make_train_step(model, tx, loss=loss, n_negatives=n_negatives, negative_cdf=cdf,
-                           clip=clip, sparse=sparse, activation=activation)
-    K = steps_per_call or max(1, 20 // window)
-    if K == 1:
+    cfg = config
+    S = cfg.seeds
+    if validate is not None and cfg.patience < 1:
+        raise ValueError("validate needs config.patience >= 1 (epochs without improvement)")
+    tx = optim.make_optimizer(cfg.optimizer, cfg.learning_rate, cfg.momentum)
+    cdf = popularity_cdf(train, model.n_items) if cfg.n_negatives else None
+    step = make_train_step(model, tx, loss=cfg.loss, n_negatives=cfg.n_negatives,
+                           negative_cdf=cdf, clip=cfg.clip, sparse=sparse,
+                           activation=cfg.activation)
+    K = steps_per_call or max(1, 20 // cfg.window)
+    if K == 1 and S == 1:
         one = jax.jit(step, donate_argnums=0)
 
         def run(state, batches, rngs, active):
             state, metrics = one(state, {k: v[0] for k, v in batches.items()}, rngs[0])
             return state, {k: v[None] for k, v in metrics.items()}
     else:
-        run = jax.jit(scan_steps(step), donate_argnums=0)
-    rng = jax.random.PRNGKey(seed)
-    rng, r_init = jax.random.split(rng)
-    state = init_state(model, tx, r_init, batch_size, loss=loss, sparse=sparse)
-    history, best, best_params, bad = [], -np.inf, None, 0
-    events, seconds, start = 0, 0.0, time.perf_counter()
-    for epoch in range(epochs):
-        lanes = make_lanes(train, batch_size=batch_size, window=window, targets=targets,
-                           seed=seed * 1_000_003 + epoch)
-        W = len(lanes)
+        run = jax.jit(_per_seed(scan_steps(step), S), donate_argnums=0)
+    seeds = [cfg.seed + i for i in range(S)]
+    split2 = _per_seed(lambda r: tuple(jax.random.split(r)), S)
+    split_k = _per_seed(lambda r: jax.random.split(r, K), S)
+    if resume is None:
+        keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds]) if S > 1 else \
+            jax.random.PRNGKey(cfg.seed)
+        rng, r_init = split2(keys)
+        init = _per_seed(lambda r: init_state(model, tx, r, cfg.batch_size, loss=cfg.loss,
+                                              sparse=sparse), S)
+        fs = FitState(init(r_init), rng, 0, (), np.full(S, -np.inf), None, 0)
+    else:  # a copy: the arrays of `resume` stay valid for the caller
+        fs = resume._replace(train_state=jax.tree_util.tree_map(jnp.array, resume.train_state),
+                             rng=jnp.array(resume.rng))
+    state, rng, history = fs.train_state, fs.rng, list(fs.history)
+    best, best_params, bad = np.array(fs.best, np.float64), fs.best_params, fs.bad
+    events, seconds, start, first_call = 0, 0.0, time.perf_counter(), True
+    for epoch in range(fs.epoch, cfg.epochs):
+        lanes = [make_lanes(train, batch_size=cfg.batch_size, window=cfg.window, targets=targets,
+                            seed=s * 1_000_003 + epoch) for s in seeds]
+        W = max(len(ln) for ln in lanes)
         groups = -(-W // K)
-        pad = groups * K - W
-        fields = {name: np.concatenate([arr, np.zeros((pad,) + arr.shape[1:], arr.dtype)])
-                  for name, arr in lanes.window_arrays().items()}
-        active = np.arange(groups * K) < W
+        fields = {name: _stack([ln.window_arrays()[name] for ln in lanes], groups * K)
+                  for name in lanes[0].window_arrays()}
+        active = np.stack([np.arange(groups * K) < len(ln) for ln in lanes])
+        if S == 1:
+            fields, active = {k: v[0] for k, v in fields.items()}, active[0]
         t_epoch = time.perf_counter()
         collected = []  # device arrays: no host sync inside the epoch
         for g in range(groups):
             sl = slice(g * K, (g + 1) * K)
-            rng, r = jax.random.split(rng)
-            state, metrics = run(state, {k: v[sl] for k, v in fields.items()},
-                                 jax.random.split(r, K), active[sl])
+            sl = (slice(None), sl) if S > 1 else sl
+            rng_next, r = split2(rng)
+            # a seed whose epoch has fewer windows skips the padding groups: its keys stay put,
+            # as in a single run of that seed
+            live = np.array([g * K < len(ln) for ln in lanes])
+            rng = rng_next if S == 1 else jnp.where(live[:, None], rng_next, rng)
+            state, metrics = run(state, {k: v[sl] for k, v in fields.items()}, split_k(r),
+                                 active[sl])
             collected.append(metrics)
-            if epoch == 0 and g == 0:  # the first call compiles: leave it out of the rate
+            if first_call:  # the first call compiles: leave it out of the rate
                 jax.block_until_ready(state)
-                t_first, first_events = time.perf_counter(), int(metrics["events"].sum())
+                t_first, first_events = time.perf_counter(), int(np.sum(metrics["events"]))
+                first_call = False
+            if progress is not None:
+                progress(f"epoch {epoch + 1}/{cfg.epochs}", g + 1, groups)
         jax.block_until_ready(state)
         t_end = time.perf_counter()
-        ev = np.concatenate([np.asarray(m["events"]) for m in collected])
-        lo = np.concatenate([np.asarray(m["loss"]) for m in collected])
-        check_finite_loss(lo, ev, active, epoch + 1)
-        ev_sum = int(ev.sum())
-        loss_sum = float((lo * ev).sum())
-        seconds += t_end - (t_first if epoch == 0 else t_epoch)
-        events += ev_sum - (first_events if epoch == 0 else 0)
-        record = {"epoch": epoch + 1, "loss": loss_sum / max(ev_sum, 1),
-                  "seconds": t_end - t_epoch, "events_per_second": ev_sum / (t_end - t_epoch)}
+        ev = np.concatenate([np.asarray(m["events"]).reshape(S, -1) for m in collected], axis=1)
+        lo = np.concatenate([np.asarray(m["loss"]).reshape(S, -1) for m in collected], axis=1)
+        act = active.reshape(S, -1)
+        for i in range(S):
+            check_finite_loss(lo[i], ev[i], act[i], epoch + 1, seed=seeds[i] if S > 1 else None)
+        ev_sum = ev.sum(axis=1)
+        seconds += t_end - (t_first if epoch == fs.epoch else t_epoch)
+        events += int(ev_sum.sum()) - (first_events if epoch == fs.epoch else 0)
+        seed_loss = (lo * ev).sum(axis=1) / np.maximum(ev_sum, 1)
+        record = {"epoch": epoch + 1, "loss": float(seed_loss.mean()), "seconds": t_end - t_epoch,
+                  "events_per_second": int(ev_sum.sum()) / (t_end - t_epoch)}
+        if S > 1:
+            record["loss_per_seed"] = seed_loss.tolist()
         if validate is not None:
-            record["valid"] = float(validate(state.params))
+            take = (lambda i: state.params) if S == 1 else \
+                (lambda i: jax.tree_util.tree_map(lambda a: a[i], state.params))
+            scores = np.array([float(validate(take(i))) for i in range(S)])
+            record["valid"] = float(scores.mean())
+            if S > 1:
+                record["valid_per_seed"] = scores.tolist()
+            improved = scores > best
+            host = jax.tree_util.tree_map(np.asarray, state.params)
+            if best_params is None:
+                best_params = host
+            elif improved.any():
+                pick = (lambda new, old: new) if S == 1 else \
+                    (lambda new, old: np.where(improved.reshape((S,) + (1,) * (new.ndim - 1)),
+                                               new, old))
+                best_params = jax.tree_util.tree_map(pick, host, best_params)
+            best = np.where(improved, scores, best)
+            bad = 0 if improved.any() else bad + 1
         history.append(record)
+        fs = FitState(state, rng, epoch + 1, tuple(history), best, best_params, bad)
         if log:
             log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in record.items()))
-        if validate is None:
-            continue
-        if record["valid"] > best:
-            best, bad = record["valid"], 0
-            best_params = jax.tree_util.tree_map(np.asarray, state.params)
-        else:
-            bad += 1
-            if bad >= patience:
-                break
+                         for k, v in record.items() if not k.endswith("_per_seed")))
+        if on_epoch is not None:
+            on_epoch(fs)
+        if validate is not None and bad >= cfg.patience:
+            break
     params = state.params if best_params is None else jax.tree_util.tree_map(jnp.asarray,
                                                                              best_params)
     total = time.perf_counter() - start
-    return FitResult(params, history, total, events / seconds if seconds else 0.0)
+    return FitResult(params, history, total, events / seconds if seconds else 0.0, fs)

@@ -12,7 +12,7 @@ import pytest
 
 from hrnn_jax import cli, synthetic
 
-TINY = ["--hidden", "16", "--batch", "8", "--window", "5", "--epochs", "1", "--quiet"]
+TINY = ["--hidden", "16", "--batch-size", "8", "--window", "5", "--epochs", "1", "--quiet"]
 METRICS = ("recall", "mrr", "precision", "hit", "ndcg")
 DATA_KEYS = {"users", "items", "sessions", "events", "train_events", "test_events", "dropped",
              "catalogue"}
@@ -41,7 +41,7 @@ def model_keys(ks):
             | {"train_seconds", "events_per_second", "breakdown"})
 
 
-COMPARE = ["--models", "pop,ppop,itemknn,gru", "--k", "3,10", "--min-item-support", "2",
+COMPARE = ["--models", "pop,ppop,itemknn,gru", "--ks", "3,10", "--min-item-support", "2",
            "--seed", "7", *TINY]
 
 
@@ -66,7 +66,7 @@ def test_compare_csv_table_and_json(compare_run, csv_path):
     assert "repeated_in_session" not in lines[0]  # --dedupe is opt-in
     assert "recall@3" in lines[1] and "mrr@10" in lines[1]
     assert [ln.split()[0] for ln in lines[2:6]] == ["pop", "ppop", "itemknn", "gru"]
-    assert set(res) == {"setting", "data", "models", "config"}
+    assert set(res) == {"setting", "data", "models", "command", "config"}
     assert res["setting"] == {"backend": "cpu", "precision": "default", "deterministic": False}
     assert set(res["data"]) == DATA_KEYS
     assert res["data"]["users"] == 60
@@ -77,9 +77,10 @@ def test_compare_csv_table_and_json(compare_run, csv_path):
         assert 0.0 <= r["mrr@3"] <= r["recall@3"] <= r["recall@10"] <= 1.0
         assert r["precision@3"] == pytest.approx(r["recall@3"] / 3)
         assert set(r["breakdown"]) == {"history", "position"}
-    assert res["config"]["k"] == [3, 10]
-    assert res["config"]["models"] == ["pop", "ppop", "itemknn", "gru"]
-    assert res["config"]["data"] == str(csv_path)
+    assert res["config"]["eval"]["ks"] == [3, 10]
+    assert res["config"]["train"]["seed"] == 7 and res["config"]["model"]["hidden"] == 16
+    assert res["command"] == {"name": "compare", "models": ["pop", "ppop", "itemknn", "gru"],
+                              "data": str(csv_path)}
 
 
 def test_same_seed_same_metrics(capsys, tmp_path, csv_path, compare_run):
@@ -112,7 +113,7 @@ def test_deterministic_and_precision_flags_in_a_fresh_process(tmp_path, csv_path
 
 
 def test_hrnn_options_reach_the_model(capsys, tmp_path, csv_path):
-    base = ["--models", "hrnn-all", "--k", "5", "--min-item-support", "2", *TINY]
+    base = ["--models", "hrnn-all", "--ks", "5", "--min-item-support", "2", *TINY]
     got = {}
     for extra in ([], ["--context-gates", "rzn"], ["--first-session", "zero"],
                   ["--context-grad", "session"], ["--activation", "tanh"]):
@@ -122,7 +123,8 @@ def test_hrnn_options_reach_the_model(capsys, tmp_path, csv_path):
         res = json.loads(path.read_text())
         got[" ".join(extra)] = res["models"]["hrnn-all"]["mrr@5"]
         if extra:
-            assert res["config"][extra[0][2:].replace("-", "_")] == extra[1]
+            section = "train" if extra[0] == "--activation" else "model"
+            assert res["config"][section][extra[0][2:].replace("-", "_")] == extra[1]
     assert len(set(got.values())) == len(got), got  # every option changes the model
     code, _, err = run_cli(capsys, "compare", csv_path, *base, "--context-gates", "n")
     assert code == 2 and err.count("\n") == 1 and "--context-gates" in err
@@ -193,7 +195,7 @@ def test_demo_dedupe_flag(capsys):
 def test_non_finite_training_loss_exits_1(capsys, csv_path):
     """A learning rate of 1e38 makes the GRU's loss NaN within the first epoch: one error line
     naming the epoch and the step, exit status 1 (a diverged run, not bad input)."""
-    code, out, err = run_cli(capsys, "compare", csv_path, "--models", "gru", "--lr", "1e38",
+    code, out, err = run_cli(capsys, "compare", csv_path, "--models", "gru", "--learning-rate", "1e38",
                              "--min-item-support", "2", *TINY)
     assert code == 1
     assert "Traceback" not in out + err
@@ -214,7 +216,8 @@ def test_demo_tiny_writes_json(capsys, tmp_path):
     assert set(res["data"]) == DATA_KEYS
     assert set(res["models"]) == {"pop", "gru"}
     assert set(res["models"]["gru"]) == model_keys((5, 20))
-    assert res["config"]["command"] == "demo" and res["config"]["users"] == 60
+    assert res["command"]["name"] == "demo" and res["config"]["synthetic"]["users"] == 60
+    assert res["config"]["data"]["min_item_support"] == 1  # the demo's own default
 
 
 def test_check_line():
@@ -237,6 +240,9 @@ def bad_files(tmp_path_factory, log_frame):
     log_frame.write_csv(d / "ok.csv")
     log_frame.with_columns(pl.col("time").cast(pl.String) + "x").write_csv(d / "text_time.csv")
     (d / "empty.csv").write_text("")
+    (d / "typo.toml").write_text("[train]\nepoch = 3\n")
+    (d / "badvalue.toml").write_text("[train]\nbatch_size = 0\n")
+    (d / "section.toml").write_text("[training]\nepochs = 3\n")
     return d
 
 
@@ -246,14 +252,17 @@ def bad_files(tmp_path_factory, log_frame):
     (["compare", "{d}/text_time.csv"], "not numeric"),
     (["compare", "{d}/empty.csv"], "empty file"),
     (["compare", "{d}/ok.csv", "--models", "pop,lstm"], "lstm"),
-    (["compare", "{d}/ok.csv", "--k", "5,x"], "--k"),
-    (["compare", "{d}/ok.csv", "--k", "0"], "--k"),
-    (["compare", "{d}/ok.csv", "--split", "random"], "--split"),
-    (["compare", "{d}/ok.csv", "--dropout", "0.1,0.2"], "--dropout"),
-    (["compare", "{d}/ok.csv", "--dropout", "0,1,0"], "--dropout"),
+    (["compare", "{d}/ok.csv", "--ks", "5,x"], "--ks"),
+    (["compare", "{d}/ok.csv", "--ks", "0"], "--ks"),
+    (["compare", "{d}/ok.csv", "--protocol", "random"], "--protocol"),
+    (["compare", "{d}/ok.csv", "--dropout-user", "1"], "--dropout-user"),
     (["compare", "{d}/ok.csv", "--epochs", "0"], "--epochs"),
-    (["compare", "{d}/ok.csv", "--lr", "-1"], "--lr"),
-    (["compare", "{d}/ok.csv", "--sep", ";;"], "--sep"),
+    (["compare", "{d}/ok.csv", "--learning-rate", "-1"], "--learning-rate"),
+    (["compare", "{d}/ok.csv", "--seeds", "0"], "--seeds"),
+    (["compare", "{d}/ok.csv", "--config", "{d}/missing.toml"], "config file not found"),
+    (["compare", "{d}/ok.csv", "--config", "{d}/typo.toml"], "unknown setting(s) epoch in [train]"),
+    (["compare", "{d}/ok.csv", "--config", "{d}/badvalue.toml"], "batch_size: must be >= 1"),
+    (["compare", "{d}/ok.csv", "--config", "{d}/section.toml"], "unknown section(s) training"),
     (["compare", "{d}/ok.csv", "--min-item-support", "100000"], "removed by the filters"),
     (["compare", "{d}/ok.csv", "--json", "{d}/no/such/dir/x.json"], "--json"),
     (["compare"], "DATA"),

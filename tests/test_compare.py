@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from hrnn_jax import baselines, compare, data, evaluation, models, predict
+from hrnn_jax.config import DataConfig, ModelConfig
 
 ONLY_IN_TEST = "X"
 
@@ -26,8 +27,8 @@ def log_with_item_only_in_test(seed=0):
 
 @pytest.fixture(scope="module", params=data.PROTOCOLS)
 def prep(request):
-    return compare.prepare(log_with_item_only_in_test(), protocol=request.param,
-                           min_item_support=1)
+    return compare.prepare(log_with_item_only_in_test(),
+                           DataConfig(protocol=request.param, min_item_support=1))
 
 
 def test_catalogue_is_the_training_items(prep):
@@ -66,7 +67,7 @@ def test_neural_scores_cover_the_catalogue(prep, name):
     every item of the catalogue: exactly N, the training items (an item only in test would add
     one)."""
     n = n_training_items(prep)
-    model = compare.build_model(name, prep.encoded.n_items, compare.Config(hidden=8))
+    model = compare.build_model(name, prep.encoded.n_items, ModelConfig(hidden=8))
     params = model.init(jax.random.PRNGKey(0))
     assert params["item_out"].shape[0] == n + 1
     params = {**params, "item_out": jnp.zeros_like(params["item_out"]),
@@ -81,7 +82,7 @@ def test_neural_scores_cover_the_catalogue(prep, name):
 
 
 def test_recommend_never_returns_an_item_outside_training(prep):
-    model = compare.build_model("gru", prep.encoded.n_items, compare.Config(hidden=8))
+    model = compare.build_model("gru", prep.encoded.n_items, ModelConfig(hidden=8))
     params = model.init(jax.random.PRNGKey(1))
     history = [prep.encoded.item_ids[1:3].tolist()]
     recs = predict.recommend(model, params, prep.encoded, history, k=10_000)
@@ -97,15 +98,15 @@ def test_prepare_dedupe_reports_repeats_before_the_filters():
         "item": ["a", "b", "a", "g", "g", "b", "c", "a", "g", "b", "a", "g", "c"],
         "time": [0.0, 10, 20, 30, 4000, 4010, 4020, 0, 10, 20, 4000, 4010, 4020]})
     raw = data.read_interactions(frame)
-    plain = compare.prepare(raw, min_item_support=1)
+    plain = compare.prepare(raw, DataConfig(min_item_support=1))
     assert "repeated_in_session" not in plain.info["dropped"]
-    deduped = compare.prepare(raw, min_item_support=1, dedupe=True)
+    deduped = compare.prepare(raw, DataConfig(min_item_support=1, dedupe=True))
     dropped = deduped.info["dropped"]
     assert list(dropped)[0] == "repeated_in_session" and dropped["repeated_in_session"] == 1
     assert deduped.info["events"] == plain.info["events"] - 1 == 12
     # support >= 4 is counted after the repeat is gone: "a" (now 3 events) goes too
     kw = dict(min_item_support=4, min_session_len=1, protocol="leave-one-out")
-    assert compare.prepare(raw, **kw).info["dropped"]["item_support"] == 3 + 2     # b, c
-    strict = compare.prepare(raw, dedupe=True, **kw).info["dropped"]
+    assert compare.prepare(raw, DataConfig(**kw)).info["dropped"]["item_support"] == 3 + 2  # b, c
+    strict = compare.prepare(raw, DataConfig(dedupe=True, **kw)).info["dropped"]
     assert strict["repeated_in_session"] == 1
     assert strict["item_support"] == 3 + 3 + 2                                    # a, b, c

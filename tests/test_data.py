@@ -139,7 +139,7 @@ def test_filters_iterate_until_stable():
                                            min_sessions=2)
     # round 1: z (1 row) by support; session 1 (x) by length; u1 (x, y) by sessions.
     # round 2: x now has support 1 -> dropped; session 2 (y) too short. Round 3: u2 keeps 2.
-    assert report == {"item_support": 2, "session_length": 2, "user_sessions": 2}
+    assert report == {"item_support": 2, "session_length": 2, "user_sessions": 2, "user_events": 0}
     assert out["session"].to_list() == [3, 3, 4, 4]  # not renumbered
     assert out["item"].to_list() == ["y"] * 4
 

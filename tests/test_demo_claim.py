@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from hrnn_jax import cli, compare
+from hrnn_jax.config import Config, TrainConfig
 
 NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all")
 
@@ -38,5 +39,5 @@ def test_hrnn_all_holds_on_long_sessions():
     from hrnn_all_ablation import prepared
 
     prep = prepared()
-    check_bars(compare.compare(prep, ["pop", "gru", "hrnn-init", "hrnn-all"],
-                               compare.Config(epochs=10, seed=1), log=None))
+    config = Config(train=TrainConfig(epochs=10, seed=1))
+    check_bars(compare.compare(prep, ["pop", "gru", "hrnn-init", "hrnn-all"], config, log=None))

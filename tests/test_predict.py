@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from hrnn_jax import cells, compare, data, evaluation, models, predict, synthetic
+from hrnn_jax.config import DataConfig
 from tests.tolerance import approx, max_rank_changes
 
 H = 8
@@ -18,7 +19,7 @@ def synthetic_log(session_length=(2, 5), seed=0):
 
 @pytest.fixture(scope="module")
 def prep():
-    prep = compare.prepare(synthetic_log(), min_item_support=1)
+    prep = compare.prepare(synthetic_log(), DataConfig(min_item_support=1))
     assert len(prep.rows) >= 20
     return prep
 
@@ -151,8 +152,9 @@ def test_hidden_states_are_the_output_before_each_target(prep):
 # 2. lanes that cannot reach the rows
 # ---------------------------------------------------------------------------------------------
 def test_session_lanes_cannot_reach_user_rows():
-    prep = compare.prepare(synthetic_log(session_length=(1, 3), seed=1), min_item_support=1,
-                           min_session_len=1, protocol="leave-one-out")
+    prep = compare.prepare(synthetic_log(session_length=(1, 3), seed=1),
+                           DataConfig(min_item_support=1, min_session_len=1,
+                                      protocol="leave-one-out"))
     rows = evaluation.make_eval_rows(prep.stream, "user")
     assert not rows.same_session.all()  # some test event opens a session
     model = build("gru", prep.encoded.n_items)

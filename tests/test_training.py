@@ -11,6 +11,7 @@ import pytest
 
 from hrnn_jax import cells, compare, data, models, optim, synthetic, training
 from hrnn_jax.batching import make_lanes
+from hrnn_jax.config import DataConfig, TrainConfig
 from tests.reference import random_log
 from tests.tolerance import approx
 
@@ -251,7 +252,7 @@ def test_scan_steps_inactive_steps_leave_state_unchanged(lanes):
 # ---------------------------------------------------------------------------------------------
 # 5, 8. fit: loss decreases, early stopping, determinism
 # ---------------------------------------------------------------------------------------------
-FIT_KW = dict(epochs=4, batch_size=4, window=4, learning_rate=0.1, loss="top1", log=None)
+FIT_KW = dict(epochs=4, batch_size=4, window=4, learning_rate=0.1, loss="top1")
 
 
 def snapshot(params):
@@ -263,7 +264,7 @@ def snapshot(params):
 def synth_train():
     raw = synthetic.generate(n_users=16, n_items=20, n_topics=4, sessions_per_user=(2, 4),
                              session_length=(2, 6), seed=0)
-    prep = compare.prepare(data.read_interactions(raw), min_item_support=1)
+    prep = compare.prepare(data.read_interactions(raw), DataConfig(min_item_support=1))
     return prep.train, prep.encoded.n_items
 
 
@@ -275,7 +276,8 @@ def fit_capturing(model, train, seed, values, **kw):
         seen.append(snapshot(params))
         return values[len(seen) - 1]
 
-    result = training.fit(model, train, seed=seed, validate=validate, **{**FIT_KW, **kw})
+    result = training.fit(model, train, TrainConfig(**{**FIT_KW, "seed": seed, **kw}),
+                          validate=validate, log=None)
     return result, seen
 
 
@@ -344,7 +346,7 @@ def test_fit_raises_on_nan_params_at_epoch_1_step_1(synth_train):
     with pytest.raises(training.NonFiniteLossError,
                        match=r"not finite \(nan\) at epoch 1, step 1 of \d+;.*learning rate.*clip"
                        ) as info:
-        training.fit(model, train, **FIT_KW)
+        training.fit(model, train, TrainConfig(**FIT_KW), log=None)
     assert (info.value.epoch, info.value.step) == (1, 1)
     assert isinstance(info.value, FloatingPointError)
 
@@ -358,7 +360,7 @@ def test_fit_names_the_first_non_finite_step(window, step, n_steps):
     model = NaNInputRows(N_ITEMS, cells.GRU(H), nan_items=(5,))
     with pytest.raises(training.NonFiniteLossError,
                        match=rf"at epoch 1, step {step} of {n_steps};") as info:
-        training.fit(model, train, epochs=2, batch_size=2, window=window, log=None)
+        training.fit(model, train, TrainConfig(epochs=2, batch_size=2, window=window), log=None)
     assert (info.value.epoch, info.value.step, info.value.n_steps) == (1, step, n_steps)
 
 
@@ -424,8 +426,10 @@ def test_bad_arguments_raise_clear_errors(frame):
         optim.make_optimizer("sgd", 0.1)
     with pytest.raises(ValueError, match="learning_rate"):
         optim.make_optimizer("adagrad", 0.0)
-    with pytest.raises(ValueError, match="epochs must be >= 1"):
-        training.fit(model, frame, epochs=0, log=None)
+    with pytest.raises(ValueError, match="epochs: must be >= 1, got 0"):
+        training.fit(model, frame, TrainConfig(epochs=0), log=None)
+    with pytest.raises(ValueError, match="patience >= 1"):
+        training.fit(model, frame, TrainConfig(epochs=1), validate=lambda p: 0.0, log=None)
 
 
 def test_popularity_cdf(frame):

@@ -1,0 +1,358 @@
+"""One configuration: frozen dataclasses that are the single source of defaults and names.
+
+    Config(data=DataConfig(...), model=ModelConfig(...), train=TrainConfig(...),
+           eval=EvalConfig(...))
+
+* The library takes these names: ``data.read_interactions(path, user_col=...)``,
+  ``compare.prepare(raw, DataConfig(...))``, ``training.fit(model, train, TrainConfig(...))``,
+  ``predict.evaluate_model(..., ks=..., ties=...)``.
+* The command line is generated from them (:func:`add_arguments`): field ``batch_size`` is flag
+  ``--batch-size``, its help text is the field's ``help`` metadata, its checks (``choices`` from a
+  ``Literal`` type, ``min``/``max`` bounds) are the field's. A boolean field ``dedupe`` is
+  ``--dedupe`` / ``--no-dedupe``; a tuple is a comma list; ``none`` clears an optional value.
+* A TOML file (``--config run.toml``, read with ``tomllib``) sets fields by section::
+
+      [data]
+      min_item_support = 20
+      [train]
+      epochs = 5
+
+  Flags override the file, which overrides the defaults (:func:`from_sources`).
+* The JSON ``config`` of every result is ``dataclasses.asdict`` of the :class:`Config` used.
+
+Every value is checked by one validator (:func:`check_field`), whichever way it arrives.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import tomllib
+import typing
+from typing import Any, Literal
+
+from hrnn_jax import choices
+
+Protocol = Literal["last-session", "leave-one-out", "temporal"]
+TimeUnit = Literal["s", "ms", "us", "ns"]
+Optimizer = Literal["adagrad", "adam"]
+Loss = Literal["top1", "bpr", "ce", "full-ce"]
+Activation = Literal["linear", "tanh"]
+Ties = Literal["optimistic", "pessimistic", "average"]
+MatmulPrecision = Literal["default", "high", "highest"]
+ContextGates = Literal["rz", "rzn"]
+FirstSession = Literal["init", "zero"]
+ContextGrad = Literal["step", "session"]
+
+
+class ConfigError(ValueError):
+    """A configuration value (flag, file entry or argument) that is not allowed; names the field."""
+
+
+def field(default, help: str, *, min: float | None = None, max: float | None = None,
+          open_min: bool = False, flag: str | None = None):
+    """A dataclass field with its help text and bounds (``min``/``max`` inclusive unless
+    ``open_min``). ``flag`` overrides the generated flag name (without ``--``)."""
+    meta = {"help": help, "min": min, "max": max, "open_min": open_min, "flag": flag}
+    if isinstance(default, (list, dict)):
+        raise TypeError("use a tuple for sequence defaults")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+# ------------------------------------------------------------------------------------------
+# The sections
+# ------------------------------------------------------------------------------------------
+class _Checked:
+    """Every field is checked (and converted: a list to a tuple) when a section is made."""
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, check_field(type(self), f.name, getattr(self, f.name)))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(_Checked):
+    """Reading, sessions, filters and the train/test split (Quadrana et al. Sec. 4.1)."""
+
+    user_col: str = field("user", "column of user ids")
+    item_col: str = field("item", "column of item ids")
+    time_col: str = field("time", "column of timestamps: numbers (see --time-unit), or dates and "
+                                  "ISO-8601 text")
+    sep: str | None = field(None, "field separator, any length ('\\t' or 'tab' for a tab); "
+                                  "default ',', tab for .tsv, '::' for .dat (MovieLens)")
+    columns: tuple[str, ...] | None = field(
+        None, "the file has no header: names of its columns in order, comma-separated "
+              "(e.g. user,item,rating,time)")
+    time_unit: TimeUnit = field("s", "unit of a numeric time column")
+    event_col: str | None = field(None, "column of the interaction type (click, purchase, ...)")
+    value_col: str | None = field(None, "numeric column carried as 'value' (rating, duration)")
+    session_gap: float = field(1800.0, "idle seconds that start a new session", min=0.0,
+                               open_min=True)
+    dedupe: bool = field(False, "drop repeated interactions with the same item (and type, with "
+                                "--event-col) within a session, keeping the first (Quadrana et "
+                                "al. 4.1)")
+    min_item_support: int = field(5, "drop items with fewer events", min=1)
+    min_session_len: int = field(2, "drop sessions with fewer events", min=1)
+    min_sessions: int = field(1, "drop users with fewer sessions", min=1)
+    min_user_events: int = field(1, "drop users with fewer events", min=1)
+    protocol: Protocol = field("last-session", "train/test split: each user's last session, "
+                                               "last event, or last fraction of events")
+    test_fraction: float = field(0.05, "share of each user's events in test (and in validation) "
+                                       "for --protocol temporal", min=0.0, max=0.5,
+                                 open_min=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(_Checked):
+    """The models' sizes and the options of HRNN (``models.HRNN``) and Item-KNN."""
+
+    hidden: int = field(100, "units of each GRU layer (session and user level)", min=1)
+    dropout_user: float = field(0.0, "HRNN: dropout on the user GRU's output", min=0.0, max=0.99)
+    dropout_session: float = field(0.1, "dropout on the session GRU's outputs", min=0.0,
+                                   max=0.99)
+    dropout_init: float = field(0.0, "HRNN: dropout on the session initialisation (Eq. 4)",
+                                min=0.0, max=0.99)
+    context_gates: ContextGates = field(
+        "rz", "HRNN All: gates of the session GRU that receive W_c c: reset and update (rz, as "
+              "hgru4rec) or also the candidate (rzn)")
+    first_session: FirstSession = field(
+        "init", "HRNN: a user's first session starts from Eq. 4 with c = 0 (init) or zeros "
+                "(zero, as hgru4rec)")
+    context_grad: ContextGrad = field(
+        "step", "HRNN All: W_c learns from every step (step, as hgru4rec) or only in the window "
+                "where its session starts (session)")
+    neighbours: int = field(100, "Item-KNN neighbours per item", min=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(_Checked):
+    """Training (``training.fit``)."""
+
+    epochs: int = field(10, "training epochs", min=1)
+    batch_size: int = field(50, "parallel user lanes per mini-batch", min=1)
+    window: int = field(1, "steps per training step; 1 = one step per mini-batch, as the "
+                           "original code", min=1)
+    optimizer: Optimizer = field("adagrad", "update rule")
+    learning_rate: float = field(0.1, "learning rate", min=0.0, open_min=True)
+    momentum: float = field(0.0, "momentum", min=0.0, max=0.99)
+    loss: Loss = field("top1", "ranking loss over in-batch negatives, or full softmax")
+    n_negatives: int = field(0, "extra popularity-sampled negatives per step", min=0)
+    clip: float | None = field(None, "clip gradients to this global norm (none: no clipping)",
+                               min=0.0, open_min=True)
+    activation: Activation = field("linear", "output activation g(.) of the scores in the "
+                                             "training loss; tanh as hgru4rec")
+    patience: int = field(0, "> 0: early stopping on a validation split of the training part "
+                             "after this many epochs without improvement", min=0)
+    seed: int = field(0, "random seed (initialisation, dropout, data order)", min=0)
+    seeds: int = field(1, "train this many seeds (seed, seed+1, ...) of each neural model side "
+                          "by side in one vmapped step", min=1)
+    precision: MatmulPrecision = field("default", "precision of the approximate matrix "
+                                                  "products (hrnn_jax.precision)")
+    deterministic: bool = field(False, "ask XLA for deterministic GPU kernels")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(_Checked):
+    """Evaluation (``predict.evaluate_model``, ``evaluation.rank_chunks``)."""
+
+    ks: tuple[int, ...] = field((5, 20), "cut-offs of the metrics, comma-separated", min=1)
+    ties: Ties = field("optimistic", "rank of the target among equal scores")
+    exclude_seen: bool = field(False, "never recommend items the user has already interacted "
+                                      "with")
+
+
+@dataclasses.dataclass(frozen=True)
+class SyntheticConfig(_Checked):
+    """The demo's generated log (``synthetic.generate``)."""
+
+    users: int = field(1000, "users of the synthetic log", min=1)
+    items: int = field(1000, "items of the synthetic log", min=20)
+    data_seed: int = field(0, "seed of the synthetic log", min=0)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "eval": EvalConfig,
+            "synthetic": SyntheticConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The whole configuration of a command or experiment, one section per concern."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    synthetic: SyntheticConfig = dataclasses.field(default_factory=SyntheticConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """The inverse of :meth:`to_dict` (lists become tuples); every value is checked."""
+        parts = {}
+        for name, section in SECTIONS.items():
+            values = dict(d.get(name, {}))
+            parts[name] = make(section, values, where=name)
+        return cls(**parts)
+
+
+# ------------------------------------------------------------------------------------------
+# Validation
+# ------------------------------------------------------------------------------------------
+@functools.cache
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _base(tp):
+    """(core type, optional): ``X | None`` -> (X, True)."""
+    args = typing.get_args(tp)
+    if type(None) in args and typing.get_origin(tp) is not Literal:
+        rest = [a for a in args if a is not type(None)]
+        return rest[0], True
+    return tp, False
+
+
+def check_field(cls, name: str, value):
+    """``value`` converted and checked for field ``name`` of section ``cls``; ConfigError names
+    the field and says what is allowed."""
+    f = {x.name: x for x in dataclasses.fields(cls)}[name]
+    tp, optional = _base(_hints(cls)[name])
+    meta = f.metadata
+    label = meta.get("flag") or name
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{label}: a value is required")
+    if typing.get_origin(tp) is Literal:
+        try:
+            return choices.check(label, value, tp)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    if typing.get_origin(tp) is tuple:
+        item_tp = typing.get_args(tp)[0]
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ConfigError(f"{label}: expected a non-empty list, got {value!r}")
+        items = tuple(_scalar(label, item_tp, v, meta) for v in value)
+        return tuple(sorted(set(items))) if item_tp is int else items
+    return _scalar(label, tp, value, meta)
+
+
+def _scalar(label, tp, value, meta):
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{label}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{label}: expected a number, got {value!r}")
+        try:
+            number = tp(value)
+        except (TypeError, ValueError):
+            kind = "an integer" if tp is int else "a number"
+            raise ConfigError(f"{label}: expected {kind}, got {value!r}") from None
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ConfigError(f"{label}: expected an integer, got {value!r}")
+        lo, hi, open_lo = meta.get("min"), meta.get("max"), meta.get("open_min")
+        if isinstance(number, float) and math.isnan(number):
+            raise ConfigError(f"{label}: expected a number, got nan")
+        if lo is not None and (number <= lo if open_lo else number < lo):
+            raise ConfigError(f"{label}: must be {'>' if open_lo else '>='} {lo:g}, got {value}")
+        if hi is not None and number > hi:
+            raise ConfigError(f"{label}: must be <= {hi:g}, got {value}")
+        return number
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{label}: expected text, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} for {label}")
+
+
+def make(cls, values: dict, where: str = ""):
+    """Section ``cls`` from a dict of field values (unknown names and bad values: ConfigError)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        place = f" in [{where}]" if where else ""
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}{place}; known: "
+                          f"{', '.join(sorted(names))}")
+    return cls(**values)
+
+
+def load_toml(path) -> dict:
+    """The sections of a TOML config file as nested dicts (ConfigError on a bad file)."""
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    bad = sorted(k for k in raw if k not in SECTIONS or not isinstance(raw[k], dict))
+    if bad:
+        raise ConfigError(f"config file {path}: unknown section(s) {', '.join(bad)}; known: "
+                          f"{', '.join(SECTIONS)}")
+    return raw
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+# ------------------------------------------------------------------------------------------
+def flag_of(f: dataclasses.Field) -> str:
+    return "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
+
+
+def _parse(cls, name):
+    """argparse ``type`` for a field: text -> checked value (``none`` clears optional ones)."""
+    tp, optional = _base(_hints(cls)[name])
+
+    def parse(text: str):
+        if optional and text.strip().lower() == "none":
+            return None
+        if tp in (int, float) or typing.get_origin(tp) is tuple:
+            value = text
+        else:
+            value = {"\\t": "\t", "tab": "\t"}.get(text, text) if name == "sep" else text
+        try:
+            return check_field(cls, name, value)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err).split(": ", 1)[-1]) from None
+
+    parse.__name__ = getattr(tp, "__name__", "value")
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser, section: str, *, skip=()) -> None:
+    """Flags for every field of ``SECTIONS[section]`` (but ``skip``), as an argument group; their
+    values land in ``args`` as ``<section>.<field>`` and only when given (no argparse defaults, so
+    a config file is not overridden by them)."""
+    cls = SECTIONS[section]
+    group = parser.add_argument_group(f"{section} ({cls.__name__})", cls.__doc__)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        tp, _ = _base(_hints(cls)[f.name])
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{f.metadata['help']} (default: {shown})".replace("%", "%%")
+        kw = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS, help=help_text)
+        if tp is bool:
+            group.add_argument(flag_of(f), action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(tp) is Literal:
+            group.add_argument(flag_of(f), choices=choices.options(tp), **kw)
+        else:
+            group.add_argument(flag_of(f), type=_parse(cls, f.name), metavar=f.name.upper(), **kw)
+
+
+def from_sources(args: argparse.Namespace, toml: dict | None = None) -> Config:
+    """The :class:`Config` of a command: defaults, then the TOML sections, then the flags given."""
+    values = {name: dict((toml or {}).get(name, {})) for name in SECTIONS}
+    for key, value in vars(args).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            values[section][name] = value
+    return Config.from_dict(values)

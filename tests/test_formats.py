@@ -1,0 +1,221 @@
+"""Tests for the log formats that hrnn_jax.data.read_interactions reads (small generated files)."""
+import datetime as dt
+
+import polars as pl
+import pytest
+
+from hrnn_jax import data
+from hrnn_jax.data import DataError
+
+ML_LINES = ["1::1193::5::978300760", "1::661::3::978302109", "2::1193::4::978298413",
+            "2::0914::2::978299000"]
+
+
+def epoch(text: str) -> float:
+    """Epoch seconds of an ISO-8601 text, computed by Python's datetime (no offset = UTC)."""
+    t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.timestamp()
+
+
+def write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- separators and headers
+def test_movielens_double_colon_with_columns(tmp_path):
+    path = write(tmp_path / "ratings.txt", ML_LINES)
+    out = data.read_interactions(path, sep="::", columns=("user", "item", "rating", "time"),
+                                 value_col="rating")
+    assert out.columns == ["user", "item", "time", "value"]
+    assert out.schema == {"user": pl.String, "item": pl.String, "time": pl.Float64,
+                          "value": pl.Float64}
+    assert out["item"].to_list() == ["1193", "661", "1193", "0914"]  # ids stay text
+    assert out["time"].to_list() == [978300760.0, 978302109.0, 978298413.0, 978299000.0]
+    assert out["value"].to_list() == [5.0, 3.0, 4.0, 2.0]
+
+
+def test_dat_defaults_to_double_colon_and_skips_blank_lines(tmp_path):
+    path = write(tmp_path / "ratings.dat", ML_LINES[:2] + [""] + ML_LINES[2:])
+    out = data.read_interactions(path, columns="user,item,rating,time")
+    assert out.height == 4 and out["user"].to_list() == ["1", "1", "2", "2"]
+    assert out["time"].to_list()[0] == 978300760.0
+
+
+def test_double_colon_with_header_and_crlf(tmp_path):
+    (tmp_path / "x.dat").write_bytes(b"u::i::t\r\nA::007::1\r\nB::8::2.5\r\n")
+    out = data.read_interactions(tmp_path / "x.dat", user_col="u", item_col="i", time_col="t")
+    assert out.rows() == [("A", "007", 1.0), ("B", "8", 2.5)]
+
+
+def test_headerless_tsv_with_columns(tmp_path):
+    path = write(tmp_path / "x.tsv", ["u1\t007\t10\tclick", "u1\tb\t20\tbuy", "u2\t007\t30\tclick"])
+    out = data.read_interactions(path, columns=("uid", "iid", "ts", "kind"), user_col="uid",
+                                 item_col="iid", time_col="ts", event_col="kind")
+    assert out.columns == ["user", "item", "time", "event"]
+    assert out["item"].to_list() == ["007", "b", "007"]
+    assert out["time"].to_list() == [10.0, 20.0, 30.0]
+    assert out["event"].to_list() == ["click", "buy", "click"]
+
+
+# ---------------------------------------------------------------- time columns
+# track names with quote characters, as in the real file (TSV is read without quoting)
+LASTFM = [("user_000001", "2009-05-04T23:08:57Z", "f1b1cf71", "Deep Dish", "", "Track One"),
+          ("user_000001", "2009-05-04T13:54:10Z", "5441c29d", "David Bowie", "t-0002",
+           '"Heroes" (Live)'),
+          ("user_000002", "2009-05-03T15:48:25Z", "a7f7df4a", "坂本龍一", "t-0003",
+           'Say "hi, there'),
+          ("user_000002", "2009-05-03T15:52:25Z", "a7f7df4a", "坂本龍一", "t-0003", "Mc2")]
+LASTFM_COLS = ("user", "time", "artist_id", "artist", "track_id", "track")
+
+
+def test_lastfm_iso_times(tmp_path):
+    rows = [r[:4] + ((r[4] or "t-0001"),) + r[5:] for r in LASTFM]
+    path = write(tmp_path / "userid-timestamp-artid-artname-traid-traname.tsv",
+                 ["\t".join(r) for r in rows])
+    out = data.read_interactions(path, columns=LASTFM_COLS, item_col="track_id",
+                                 event_col="track")
+    assert out["item"].to_list() == ["t-0001", "t-0002", "t-0003", "t-0003"]
+    assert out["event"].to_list() == [r[5] for r in LASTFM]  # quotes kept as they are
+    assert out["time"].to_list() == [epoch(r[1]) for r in LASTFM]
+    assert out["time"][0] == 1241478537.0
+
+
+def test_lastfm_empty_item_id_is_named(tmp_path):
+    path = write(tmp_path / "lastfm.tsv", ["\t".join(r) for r in LASTFM])
+    with pytest.raises(DataError, match=r"id column 'track_id' has 1 null value\(s\), rows \[0\]"):
+        data.read_interactions(path, columns=LASTFM_COLS, item_col="track_id")
+
+
+@pytest.mark.parametrize("texts", [
+    ["2009-05-04 23:08:57", "2009-05-04 23:08:57.25", "2009-05-04T23:08:57.123456"],
+    ["2009-05-04T23:08:57+02:00", "2009-05-04 23:08:57.5-05:30", "2009-05-04T23:08:57.75Z"],
+    ["2009-05-04T23:08:57+0200", "2020-02-29T00:00:00Z", "1969-12-31T23:59:59Z"],
+])
+def test_iso_variants(tmp_path, texts):
+    path = write(tmp_path / "x.csv", ["user,item,time"] + [f"u,{i},{t}" for i, t in
+                                                           enumerate(texts)])
+    out = data.read_interactions(path)
+    assert out["time"].to_list() == pytest.approx([epoch(t) for t in texts], abs=1e-6)
+
+
+def test_iso_date_only_and_frame_input():
+    out = data.read_interactions(pl.DataFrame({"user": ["u", "u"], "item": ["a", "b"],
+                                               "time": ["2020-01-01", "2020-01-01 00:01"]}))
+    assert out["time"].to_list() == [1577836800.0, 1577836860.0]
+
+
+def test_parquet_datetime_column(tmp_path):
+    t0 = dt.datetime(2020, 1, 1, 12, 0, 0, 500000)
+    src = pl.DataFrame({"u": ["a", "a"], "i": [1, 2], "when": [t0, t0 + dt.timedelta(hours=1)]})
+    src.write_parquet(tmp_path / "x.parquet")
+    out = data.read_interactions(tmp_path / "x.parquet", user_col="u", item_col="i",
+                                 time_col="when")
+    assert out["time"].to_list() == [1577880000.5, 1577883600.5]
+    assert out["item"].to_list() == ["1", "2"]
+
+
+def test_numeric_text_stays_numeric_and_time_unit_applies(tmp_path):
+    path = write(tmp_path / "x.dat", ["1::a::1500", "1::b::3000"])
+    out = data.read_interactions(path, columns=("user", "item", "time"), time_unit="ms")
+    assert out["time"].to_list() == [1.5, 3.0]
+
+
+# ---------------------------------------------------------------- event / value carried through
+@pytest.mark.parametrize("name,sep", [("x.dat", "::"), ("x.csv", ",")])
+def test_event_and_value_through_encode(tmp_path, name, sep):
+    lines = ["u1", "10", "100", "view", "4.5"], ["u1", "11", "200", "buy", "3"], \
+            ["u2", "10", "50", "view", "1"]
+    path = write(tmp_path / name, [sep.join(r) for r in lines])
+    df = data.read_interactions(path, sep=sep, columns=("user", "item", "time", "type", "r"),
+                                event_col="type", value_col="r")
+    assert df.schema["event"] == pl.String and df.schema["value"] == pl.Float64
+    ev = data.encode(data.sessionize(df)).events
+    assert ev.columns == ["user", "item", "time", "session", "event", "value"]
+    assert ev.select("user", "item", "event", "value").rows() == [
+        (0, 1, "view", 4.5), (0, 2, "buy", 3.0), (1, 1, "view", 1.0)]
+
+
+# ---------------------------------------------------------------- errors
+def test_wrong_field_count_names_the_line(tmp_path):
+    path = write(tmp_path / "ratings.dat", [ML_LINES[0], "", ML_LINES[1], "2::1193::4"])
+    with pytest.raises(DataError, match=r"1 line\(s\).*4 fields separated by '::'.*line 4: 3$"):
+        data.read_interactions(path, columns=("user", "item", "rating", "time"))
+
+
+def test_wrong_field_count_with_header(tmp_path):
+    path = write(tmp_path / "x.dat", ["user::item::time", "a::b::1", "a::b::c::2"])
+    with pytest.raises(DataError, match=r"line 3: 4") as err:
+        data.read_interactions(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name,sep", [("x.dat", "::"), ("x.tsv", "\t")])
+def test_columns_count_mismatch(tmp_path, name, sep):
+    path = write(tmp_path / name, [sep.join(["1", "2", "3"])] * 2)
+    with pytest.raises(DataError, match=r"columns has 4 name\(s\).*has 3 field\(s\) per line"):
+        data.read_interactions(path, columns=("user", "item", "rating", "time"))
+
+
+def test_unparseable_time_text_names_column_and_rows(tmp_path):
+    path = write(tmp_path / "x.tsv", ["u\ta\t2009-05-04T23:08:57Z", "u\tb\tyesterday",
+                                      "u\tc\t2009-05-04T23:09:57Z", "u\td\t04/05/2009"])
+    with pytest.raises(DataError, match=r"time column 'ts' .*2 value\(s\) are not ISO-8601.*"
+                                        r"rows \[1, 3\]: \['yesterday', '04/05/2009'\]"):
+        data.read_interactions(path, columns=("u", "i", "ts"), user_col="u", item_col="i",
+                               time_col="ts")
+
+
+def test_columns_for_parquet_or_frame(tmp_path):
+    pl.DataFrame({"user": ["a"], "item": ["b"], "time": [1]}).write_parquet(tmp_path / "x.pq")
+    with pytest.raises(DataError, match=r"columns.*Parquet file .*x\.pq"):
+        data.read_interactions(tmp_path / "x.pq", columns=("user", "item", "time"))
+    with pytest.raises(DataError, match=r"columns.*DataFrame"):
+        data.read_interactions(pl.DataFrame({"user": ["a"]}), columns=("user",))
+
+
+def test_missing_column_name(tmp_path):
+    path = write(tmp_path / "ratings.dat", ML_LINES)
+    with pytest.raises(DataError, match=r"missing column\(s\) \['rating'\].*columns present: "
+                                        r"\['user', 'item', 'stars', 'time'\]"):
+        data.read_interactions(path, columns=("user", "item", "stars", "time"),
+                               value_col="rating")
+    # a headerless file read without columns: the message says so
+    with pytest.raises(DataError, match=r"missing column.*separator '::'.*--columns"):
+        data.read_interactions(path)
+
+
+@pytest.mark.parametrize("columns,match", [
+    (("user", "item", "user"), r"columns has \[.user.\] more than once"),
+    (("user", "", "time"), r"non-empty names"),
+])
+def test_bad_columns(tmp_path, columns, match):
+    path = write(tmp_path / "x.csv", ["a,b,1"])
+    with pytest.raises(DataError, match=match):
+        data.read_interactions(path, columns=columns)
+
+
+def test_empty_separator(tmp_path):
+    path = write(tmp_path / "x.csv", ["user,item,time", "a,b,1"])
+    with pytest.raises(DataError, match="separator"):
+        data.read_interactions(path, sep="")
+
+
+def test_blank_dat_file_is_empty(tmp_path):
+    (tmp_path / "x.dat").write_text("\n\n")
+    with pytest.raises(DataError, match="empty file"):
+        data.read_interactions(tmp_path / "x.dat", columns=("user", "item", "time"))
+
+
+# ---------------------------------------------------------------- command line
+def test_cli_reads_movielens_style_file(tmp_path):
+    from hrnn_jax import cli
+
+    lines = [f"{u}::{i}::{1 + (u + i) % 5}::{1000 + 60 * k + 100000 * s}"
+             for u in range(1, 5) for s in range(3) for k, i in enumerate(range(1, 5))]
+    path = write(tmp_path / "ratings.dat", lines)
+    assert cli.main(["compare", str(path), "--sep", "::", "--columns", "user,item,rating,time",
+                     "--value-col", "rating", "--models", "pop", "--min-item-support", "1",
+                     "--quiet"]) == 0
