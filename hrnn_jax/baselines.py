@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-from .evaluation import EvalRows, _csr_gather
+from .evaluation import EvalRows, csr_ranges
 
 
 def _train_events(train: pl.DataFrame, n_items: int) -> pl.DataFrame:
@@ -85,7 +85,7 @@ class PersonalPop:
         index = np.asarray(index, dtype=np.int64)
         scores = np.repeat(self.tiebreak[None, :].astype(np.float32), len(index), axis=0)
         starts = rows.seen_ptr[index]
-        flat, row = _csr_gather(starts, rows.seen_ptr[index + 1] - starts)
+        flat, row = csr_ranges(starts, rows.seen_ptr[index + 1] - starts)
         items = rows.seen_items[flat]
         scores[row, items] = (rows.seen_counts[flat] + self.tiebreak[items]).astype(np.float32)
         return _finish(scores)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from hrnn_jax import choices
+
 TARGETS = ("session", "user")
 FIELDS = ("item", "target", "session_start", "user_start", "valid", "user", "event", "evaluate",
           "closing")
@@ -75,8 +77,7 @@ class Lanes:
 
 def _steps(frame: pl.DataFrame, targets: str):
     """Step arrays (one entry per step, grouped by user, in time order)."""
-    if targets not in TARGETS:
-        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    choices.check("targets", targets, TARGETS)
     user = frame["user"].to_numpy().astype(np.int64)
     item = frame["item"].to_numpy().astype(np.int32)
     session = frame["session"].to_numpy().astype(np.int64)
@@ -181,13 +182,15 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: st
     ids = np.maximum(grid_ids, 0)
 
     def grid(values, fill, dtype):
-        g = np.where(real, np.asarray(values)[ids] if np.ndim(values) else values, fill)
+        if np.ndim(values):  # a frame without steps has nothing to look up: all padding
+            values = np.asarray(values)[ids] if n else np.zeros(ids.shape, np.asarray(values).dtype)
+        g = np.where(real, values, fill)
         return g.astype(dtype).reshape(batch_size, T // window, window).transpose(1, 0, 2).copy()
 
     target_event = st["src"] + 1
     ev = np.zeros(n, bool) if evaluate is None else np.asarray(evaluate, bool)[target_event]
     # closing lanes of every time step, ascending, padded with B, B+1, ... (past the last lane)
-    close_grid = real & closing[ids]  # [B, T]
+    close_grid = real & (closing[ids] if n else False)  # [B, T]
     rank = np.cumsum(close_grid, axis=0) - 1
     slots = np.broadcast_to(batch_size + np.arange(K, dtype=np.int32), (T, K)).copy()
     b_idx, t_idx = np.nonzero(close_grid)

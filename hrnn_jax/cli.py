@@ -4,8 +4,10 @@ the other modules register here).
 Every setting is a field of ``hrnn_jax.config`` and its flag is generated from it (``--batch-size``
 for ``TrainConfig.batch_size``); ``--config run.toml`` sets fields by section and flags override
 the file. ``compare`` and ``demo`` run the pipeline of ``hrnn_jax.compare`` (prepare -> compare ->
-table): the table goes to stdout, per-epoch progress to stderr (``--quiet`` silences it), and
-``--json PATH`` writes the setting, data summary, metrics and the configuration (``Config.to_dict``).
+table): the table goes to stdout, per-epoch progress to stderr (``--quiet`` silences it; a live
+display on a terminal, ``hrnn_jax.progress``), ``--json PATH`` writes the setting, data summary,
+metrics and the configuration (``Config.to_dict``), and ``--plot DIR`` draws the breakdown
+figures and training-loss curves (``hrnn_jax.plots``; matplotlib, checked before any work).
 
 Errors. Bad input (a file, a column, a flag or config value) ends with one line
 ``hrnn-jax: error: <message>`` on stderr and exit status 2; a training loss that becomes NaN or
@@ -16,7 +18,6 @@ the exit status instead of exiting.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,8 +25,10 @@ import time
 import numpy as np
 
 from hrnn_jax import compare as cmp
+from hrnn_jax import checkpoint
 from hrnn_jax import config as conf
-from hrnn_jax import data, precision, training
+from hrnn_jax import data, jsonio, plots, precision, training
+from hrnn_jax.progress import Reporter
 
 PROG = "hrnn-jax"
 DEFAULT_MODELS = ",".join(cmp.MODELS)
@@ -66,8 +69,28 @@ def _models(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-READING = ("user_col", "item_col", "time_col", "sep", "columns", "time_unit", "event_col",
-           "value_col")
+def _model(text: str) -> str:
+    names = _models(text)
+    if len(names) != 1:
+        raise argparse.ArgumentTypeError(f"expected one model name, got {text!r}")
+    return names[0]
+
+
+def add_reference(p: argparse.ArgumentParser) -> None:
+    """``--reference MODEL``: the compared model the others are tested against."""
+    p.add_argument("--reference", type=_model, default=None, metavar="MODEL",
+                   help="test every other model against this one (one of --models): Wilcoxon "
+                        "signed-rank and paired t-test on per-test-session recall@k and mrr@k; "
+                        "the table marks p < 0.05 (*) and p < 0.01 (**) (default: no test)")
+
+
+def check_reference(args) -> None:
+    """``--reference`` names one of the compared models (before any work)."""
+    ref = getattr(args, "reference", None)
+    if ref is not None and ref not in args.models:
+        raise UsageError(f"--reference: {ref} is not among the compared models "
+                         f"({','.join(args.models)}); add it to --models")
+
 
 
 def add_config(p: argparse.ArgumentParser, sections, *, skip_data=()) -> None:
@@ -83,7 +106,12 @@ def add_output(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--json", metavar="PATH", default=None,
                    help="also write setting, data summary, metrics and configuration as JSON")
-    g.add_argument("--quiet", action="store_true", help="no per-model/per-epoch progress")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress display and no per-model/per-epoch lines on stderr")
+    g.add_argument("--plot", metavar="DIR", default=None,
+                   help="draw the breakdown figures (Recall/MRR by user history length and by "
+                        "position in the session) and the training-loss curves as PNG files "
+                        f"into DIR (created if missing; needs matplotlib: {plots.INSTALL})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
     c.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
                    help=f"comma list from {', '.join(cmp.MODELS)} (default: all)")
+    add_reference(c)
     add_config(c, ("data", "model", "train", "eval"))
     add_output(c)
 
@@ -106,8 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "session GRU > POP on Recall@5 and MRR@5.")
     d.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
                    help=f"comma list from {', '.join(cmp.MODELS)} (default: all)")
-    add_config(d, ("synthetic", "data", "model", "train", "eval"), skip_data=READING)
+    add_reference(d)
+    add_config(d, ("synthetic", "data", "model", "train", "eval"), skip_data=data.READING)
     add_output(d)
+    add_checkpoint_commands(sub)
     return parser
 
 
@@ -120,25 +151,6 @@ def config_of(args) -> conf.Config:
     toml = conf.load_toml(args.config) if getattr(args, "config", None) else {}
     merged = {s: {**base.get(s, {}), **toml.get(s, {})} for s in conf.SECTIONS}
     return conf.from_sources(args, merged)
-
-
-def to_jsonable(obj):
-    """Recursively turn numpy scalars/arrays and tuples into plain JSON types."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj)
-    if obj is None or isinstance(obj, str):
-        return obj
-    return str(obj)
 
 
 def summary_line(info: dict) -> str:
@@ -184,17 +196,39 @@ def check_json_path(path: str | None, flag: str = "--json") -> None:
         raise UsageError(f"{flag}: is a directory: {path}")
 
 
+def check_plot_dir(path: str | None, flag: str = "--plot") -> None:
+    """Before any work: matplotlib importable and ``path`` a writable directory (created)."""
+    if path is None:
+        return
+    try:
+        plots.require()
+    except plots.MissingDependency:
+        raise UsageError(f"{flag} needs matplotlib: {plots.INSTALL}") from None
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag}: not a directory: {path}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot create directory {path}: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag}: directory is not writable: {path}")
+
+
+def draw_plots(directory: str, results: dict, ranked: dict) -> list[str]:
+    """The breakdown figures of ``results`` and the loss curves of the neural models."""
+    paths = plots.breakdown_figures(results, directory)
+    histories = {name: r.history for name, r in ranked.items() if r.history}
+    if histories:
+        paths.append(plots.loss_curves(histories, directory))
+    return paths
+
+
 def setting() -> dict:
     """Where and how the numbers were computed: backend, matmul precision, deterministic flag."""
     import jax
 
     return {"backend": jax.default_backend(), "precision": precision.current_matmul_precision(),
             "deterministic": precision.is_deterministic()}
-
-
-def read_log(path, cfg: conf.DataConfig):
-    """The interaction log at ``path`` read with the reading fields of ``cfg``."""
-    return data.read_interactions(path, **{k: getattr(cfg, k) for k in READING})
 
 
 def load_prepared(args, config: conf.Config) -> cmp.Prepared:
@@ -205,19 +239,15 @@ def load_prepared(args, config: conf.Config) -> cmp.Prepared:
         raw = data.read_interactions(synthetic.generate(n_users=s.users, n_items=s.items,
                                                         seed=s.data_seed))
     else:
-        raw = read_log(args.data, config.data)
+        raw = data.read_log(args.data, config.data)
     return cmp.prepare(raw, config.data)
-
-
-def write_json(path: str, payload: dict) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(to_jsonable(payload), fh, indent=2)
-        fh.write("\n")
 
 
 def run_compare(args, config: conf.Config, out, err) -> int:
     """``compare`` and ``demo``."""
     check_json_path(args.json)
+    check_reference(args)
+    check_plot_dir(getattr(args, "plot", None))
     start = time.perf_counter()
     prep = load_prepared(args, config)
     print(summary_line(prep.info), file=out, flush=True)
@@ -225,23 +255,210 @@ def run_compare(args, config: conf.Config, out, err) -> int:
     def log(msg: str) -> None:
         print(msg, file=err, flush=True)
 
-    results = cmp.compare(prep, list(args.models), config, log=None if args.quiet else log)
+    with Reporter(err, enabled=not args.quiet) as reporter:  # a live display on a terminal
+        ranked = cmp.run_models(prep, list(args.models), config,
+                                log=None if args.quiet else reporter.log,
+                                progress=None if args.quiet else reporter)
+    results = cmp.summarise(prep, ranked, config, reference=getattr(args, "reference", None))
     print(cmp.table(results, config.eval.ks), file=out)
     if args.command == "demo":
         print(check_line(results), file=out)
+    if getattr(args, "plot", None):
+        print("plots: " + ", ".join(draw_plots(args.plot, results, ranked)), file=out, flush=True)
     if not args.quiet:
         log(f"total {time.perf_counter() - start:.1f} s; {setting()}")
     if args.json:
         info = {k: prep.info[k] for k in ("users", "items", "sessions", "events", "train_events",
                                           "test_events", "dropped", "catalogue")}
-        write_json(args.json, {"setting": setting(), "data": info, "models": results,
+        jsonio.write_json(args.json, {"setting": setting(), "data": info, "models": results,
                                "command": {"name": args.command, "models": list(args.models),
-                                           "data": getattr(args, "data", None)},
+                                           "data": getattr(args, "data", None),
+                                           **({"reference": args.reference}
+                                              if getattr(args, "reference", None) else {})},
                                "config": config.to_dict()})
     return 0
 
 
-COMMANDS = {"compare": run_compare, "demo": run_compare}
+# ------------------------------------------------------------------------------------------
+# train, evaluate, recommend: one model and its checkpoint (hrnn_jax.checkpoint)
+# ------------------------------------------------------------------------------------------
+def _neural_model(text: str) -> str:
+    name = _model(text)
+    if name not in cmp.NEURAL:
+        raise argparse.ArgumentTypeError(f"{name} is not a neural model; train one of "
+                                         f"{', '.join(cmp.NEURAL)}")
+    return name
+
+
+def _positive(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_checkpoint_commands(sub) -> None:
+    """The parsers of ``train``, ``evaluate`` and ``recommend``."""
+    t = sub.add_parser("train", help="train one neural model and save it as a checkpoint",
+                       description="Train one neural model on an interaction log as compare "
+                                   "does and save it in a checkpoint directory (after every "
+                                   "epoch and at the end) for evaluate, recommend and --resume.")
+    t.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
+    t.add_argument("--model", type=_neural_model, default=None,
+                   help=f"the model, one of {', '.join(cmp.NEURAL)} (required unless --resume)")
+    t.add_argument("--out", metavar="DIR", default=None,
+                   help="checkpoint directory: new, empty, or a checkpoint (replaced); default "
+                        "with --resume: the resumed one")
+    t.add_argument("--resume", metavar="DIR", default=None,
+                   help="continue the run saved in DIR with its configuration and the same DATA; "
+                        "only --epochs may be given (to train longer)")
+    add_config(t, ("data", "model", "train"))
+    t.add_argument("--quiet", action="store_true",
+                   help="no progress display and no per-epoch lines on stderr")
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint on the log it was trained on",
+                       description="The metrics of compare for a saved model, on the log it was "
+                                   "trained on (read with the saved data settings); eval flags "
+                                   "override the saved ones.")
+    e.add_argument("checkpoint", metavar="DIR", help="checkpoint directory (train --out)")
+    e.add_argument("data", metavar="DATA", help="the interaction log the model was trained on")
+    add_config(e, ("eval",))
+    e.add_argument("--json", metavar="PATH", default=None,
+                   help="also write setting, data summary, metrics and configuration as JSON")
+
+    r = sub.add_parser("recommend", help="top-k items from a checkpoint (raw ids)",
+                       description="Recommend items with a saved model: one line per item "
+                                   "(rank, item, score), or a CSV/Parquet file with --out.")
+    r.add_argument("checkpoint", metavar="DIR", help="checkpoint directory (train --out)")
+    who = r.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID",
+                     help="a user of the checkpoint: the next items after its last training "
+                          "event or, with --session, in a new session (an unknown user needs "
+                          "--session and is treated as a new user)")
+    who.add_argument("--history", metavar="FILE",
+                     help="a new user's history: CSV/Parquet with columns session,item (raw ids "
+                          "in time order; the last session is in progress)")
+    who.add_argument("--batch", metavar="USERS",
+                     help="CSV/Parquet with a column user and optionally session (raw item ids "
+                          "separated by spaces); needs --out")
+    r.add_argument("--session", metavar="ITEMS", default=None,
+                   help="with --user: a new session in progress, comma-separated raw item ids")
+    r.add_argument("--k", type=_positive, default=10, help="items per user (default: 10)")
+    r.add_argument("--exclude-seen", action="store_true",
+                   help="leave out the items of the session or history and, for a known user, "
+                        "its training items")
+    r.add_argument("--out", metavar="FILE", default=None,
+                   help="write columns user, rank, item, score to FILE (.csv or .parquet)")
+
+
+def _given_flags(args) -> list[str]:
+    """The config flags given on the command line (``--config`` included), as written."""
+    flags = ["--config"] if getattr(args, "config", None) else []
+    for key in vars(args):
+        if "." in key:
+            section, name = key.split(".", 1)
+            flags.append(conf.flag_of(conf.SECTIONS[section].__dataclass_fields__[name]))
+    return flags
+
+
+def run_train(args, config: conf.Config, out, err) -> int:
+    """``train``: one neural model, saved after every epoch and at the end."""
+    name, previous, directory = args.model, None, args.out or args.resume
+    if args.resume is not None:
+        extra = [f for f in _given_flags(args) if f != "--epochs"]
+        if extra:
+            raise UsageError(f"--resume continues with the checkpoint's configuration; only "
+                             f"--epochs may be given with it, not {', '.join(extra)}")
+        name, saved = checkpoint.saved_config(args.resume)
+        if args.model is not None and args.model != name:
+            raise UsageError(f"--model {args.model}: the checkpoint {args.resume} holds {name}")
+        values = saved.to_dict()
+        values["train"]["epochs"] = getattr(args, "train.epochs", saved.train.epochs)
+        config = conf.Config.from_dict(values)
+        if config.train.deterministic and not precision.is_deterministic():
+            try:
+                precision.deterministic_mode()
+            except RuntimeError as exc:
+                raise UsageError(f"--resume of a deterministic run: {exc}") from None
+        previous = checkpoint.load(args.resume)
+    elif name is None or directory is None:
+        raise UsageError("train needs --model NAME and --out DIR (or --resume DIR)")
+    checkpoint.check_out(directory)
+    with precision.matmul_precision(config.train.precision):
+        prep = checkpoint.prepare(args.data, config.data)
+        print(summary_line(prep.info), file=out, flush=True)
+        with Reporter(err, enabled=not args.quiet) as reporter:
+            trained = checkpoint.train(prep, name, config, out=directory, resume=previous,
+                                       log=reporter.log, progress=reporter)
+    last = trained.state.history[-1] if trained.state.history else None
+    loss = f", loss {last['loss']:.4g}" if last else ""
+    print(f"trained {name}: {trained.state.epoch} of {config.train.epochs} epochs{loss}; "
+          f"saved {directory}", file=out)
+    return 0
+
+
+def run_evaluate(args, config: conf.Config, out, err) -> int:
+    """``evaluate``: the metrics of ``compare`` for a checkpoint."""
+    check_json_path(args.json)
+    trained = checkpoint.load(args.checkpoint)
+    toml = conf.load_toml(args.config).get("eval", {}) if args.config else {}
+    flags = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("eval.")}
+    values = trained.config.to_dict()
+    config = conf.Config.from_dict({**values, "eval": {**values["eval"], **toml, **flags}})
+    with precision.matmul_precision(config.train.precision):
+        prep = trained.prepare(args.data)
+        print(summary_line(prep.info), file=out, flush=True)
+        metrics = trained.evaluate(prep, config.eval)
+    print(cmp.table({trained.name: metrics}, config.eval.ks), file=out)
+    if args.json:
+        info = {k: prep.info[k] for k in ("users", "items", "sessions", "events", "train_events",
+                                          "test_events", "dropped", "catalogue")}
+        jsonio.write_json(args.json, {"setting": setting(), "data": info,
+                               "models": {trained.name: metrics},
+                               "command": {"name": "evaluate", "checkpoint": args.checkpoint,
+                                           "data": args.data},
+                               "config": config.to_dict()})
+    return 0
+
+
+def run_recommend(args, config: conf.Config, out, err) -> int:
+    """``recommend``: top-k items for a user, a new user's history, or a file of users."""
+    if args.session is not None and args.user is None:
+        raise UsageError("--session goes with --user (the last session of a --history file is "
+                         "the one in progress; a --batch file has a session column)")
+    if args.batch is not None and args.out is None:
+        raise UsageError("--batch needs --out FILE.csv or FILE.parquet")
+    if args.out is not None:
+        check_json_path(args.out, "--out")
+        if not args.out.lower().endswith((".csv", ".parquet", ".pq")):
+            raise UsageError(f"--out: give a .csv or .parquet file, got {args.out}")
+    session = None
+    if args.session is not None:
+        session = [i.strip() for i in args.session.split(",") if i.strip()]
+        if not session:
+            raise UsageError("--session: no item ids")
+    trained = checkpoint.load(args.checkpoint)
+    kw = dict(k=args.k, exclude_seen=args.exclude_seen,
+              note=lambda message: print(message, file=err, flush=True))
+    with precision.matmul_precision(trained.config.train.precision):
+        if args.user is not None:
+            recs = trained.recommend(args.user, session=session, **kw)
+        elif args.history is not None:
+            recs = trained.recommend(history=checkpoint.read_history(args.history), **kw)
+        else:
+            recs = trained.recommend_many(*checkpoint.read_requests(args.batch), **kw)
+    if args.out is not None:
+        checkpoint.write_table(recs, args.out)
+        print(f"wrote {recs.height} recommendations for {recs['user'].n_unique()} user(s) to "
+              f"{args.out}", file=out)
+    else:
+        for rank, item, score in recs.select("rank", "item", "score").iter_rows():
+            print(f"{rank}\t{item}\t{score:.6g}", file=out)
+    return 0
+
+
+COMMANDS = {"compare": run_compare, "demo": run_compare, "train": run_train,
+            "evaluate": run_evaluate, "recommend": run_recommend}
 
 
 def run(args, out=None, err=None) -> int:

@@ -22,8 +22,10 @@ import jax
 import numpy as np
 import polars as pl
 
-from hrnn_jax import baselines, cells, data, evaluation, models, predict, training
+from hrnn_jax import (baselines, cells, data, evaluation, models, predict, significance,
+                      training)
 from hrnn_jax.config import Config, DataConfig, ModelConfig
+from hrnn_jax.progress import tagged
 
 NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all")
 MODELS = ("pop", "ppop", "itemknn") + NEURAL
@@ -88,7 +90,7 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
     return Prepared(restricted, cfg.protocol, train, test, stream, rows, info)
 
 
-def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig()):
+def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig()) -> models.Model:
     """The paper's models with GRU cells of ``config.hidden`` units (HRNN: 100+100 'small')."""
     cfg = config
     if name == "gru":
@@ -107,11 +109,13 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig()):
 
 class Ranked(NamedTuple):
     """A model's evaluation: ``ranks [S, R]`` (one row per seed; S = 1 for baselines) of every
-    evaluation row's target, and its training cost."""
+    evaluation row's target, its training cost and the per-epoch ``history`` of
+    ``training.fit`` (empty for baselines)."""
 
     ranks: np.ndarray
     train_seconds: float
     events_per_second: float
+    history: tuple = ()
 
 
 def validation(prep: Prepared, config: Config):
@@ -143,8 +147,10 @@ def seed_params(params, n_seeds: int) -> list:
     return [jax.tree_util.tree_map(lambda a: a[i], params) for i in range(n_seeds)]
 
 
-def fit_neural(name: str, prep: Prepared, config: Config, log=None, progress=None):
-    """Train neural model ``name`` (``config.train.seeds`` seeds at once): (model, FitResult)."""
+def fit_neural(name: str, prep: Prepared, config: Config, log=None, progress=None, *,
+               resume=None, on_epoch=None):
+    """Train neural model ``name`` (``config.train.seeds`` seeds at once): (model, FitResult).
+    ``resume`` and ``on_epoch``: as ``training.fit``'s (``hrnn_jax.checkpoint`` uses them)."""
     model = build_model(name, prep.encoded.n_items, config.model)
     targets = lane_targets(name, prep.protocol)
     train, validate = prep.train, None
@@ -152,31 +158,37 @@ def fit_neural(name: str, prep: Prepared, config: Config, log=None, progress=Non
         train, factory = validation(prep, config)
         validate = factory(model, targets)
     result = training.fit(model, train, config.train, targets=targets, validate=validate,
-                          log=log, progress=progress)
+                          log=log, progress=progress, resume=resume, on_epoch=on_epoch)
     return model, result
 
 
-def evaluate_neural(name: str, model, params, prep: Prepared, config: Config) -> np.ndarray:
+def evaluate_neural(name: str, model: models.Model, params, prep: Prepared, config: Config,
+                    progress=None) -> np.ndarray:
     """Ranks of every evaluation row under ``params`` of one seed: ``[R]``."""
     return predict.model_ranks(model, params, prep.stream, prep.rows,
                                batch_size=config.train.batch_size, window=EVAL_WINDOW,
                                targets=lane_targets(name, prep.protocol), ties=config.eval.ties,
-                               exclude_seen=config.eval.exclude_seen)
+                               exclude_seen=config.eval.exclude_seen, progress=progress)
 
 
-def run_baseline(name: str, prep: Prepared, config: Config) -> Ranked:
+def run_baseline(name: str, prep: Prepared, config: Config, progress=None) -> Ranked:
     kw = {"neighbours": config.model.neighbours} if name == "itemknn" else {}
     start = time.perf_counter()
     model = baselines.make_baseline(name, **kw).fit(prep.train, prep.encoded.n_items)
     seconds = time.perf_counter() - start
     ranks = evaluation.rank_chunks(lambda idx: model.score(prep.rows, idx), prep.rows,
-                                   ties=config.eval.ties, exclude_seen=config.eval.exclude_seen)
+                                   ties=config.eval.ties, exclude_seen=config.eval.exclude_seen,
+                                   progress=progress)
     return Ranked(ranks[None], seconds, prep.train.height / seconds if seconds else 0.0)
 
 
 def run_models(prep: Prepared, names, config: Config = Config(),
                log: Callable[[str], None] | None = print, progress=None) -> dict[str, Ranked]:
-    """Train/fit and rank every evaluation row for each model: ``{name: Ranked}``."""
+    """Train/fit and rank every evaluation row for each model: ``{name: Ranked}``.
+
+    ``progress(label, done, total)`` (``hrnn_jax.progress``) follows every epoch and evaluation,
+    labelled with the model's name: ``"gru epoch 3/10"``, ``"gru evaluation"``.
+    """
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         raise ValueError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(MODELS)}")
@@ -185,28 +197,57 @@ def run_models(prep: Prepared, names, config: Config = Config(),
         if log:
             log(f"== {name}")
         if name in NEURAL:
-            model, result = fit_neural(name, prep, config, log, progress)
-            ranks = np.stack([evaluate_neural(name, model, p, prep, config)
-                              for p in seed_params(result.params, config.train.seeds)])
-            out[name] = Ranked(ranks, result.train_seconds, result.events_per_second)
+            model, result = fit_neural(name, prep, config, log, tagged(progress, name))
+            S = config.train.seeds
+            ranks = np.stack([
+                evaluate_neural(name, model, p, prep, config, tagged(
+                    progress, name, "" if S == 1 else f" seed {config.train.seed + i}"))
+                for i, p in enumerate(seed_params(result.params, S))])
+            out[name] = Ranked(ranks, result.train_seconds, result.events_per_second,
+                               tuple(result.history))
         else:
-            out[name] = run_baseline(name, prep, config)
+            out[name] = run_baseline(name, prep, config, tagged(progress, name))
     return out
 
 
-def summarise(prep: Prepared, ranked: dict[str, Ranked], config: Config = Config()) -> dict:
+def summarise(prep: Prepared, ranked: dict[str, Ranked], config: Config = Config(), *,
+              reference: str | None = None) -> dict:
     """``{name: {metric: value, "train_seconds", "events_per_second", "breakdown"}}``.
 
     Metrics of several seeds are their mean. ``breakdown``: by user history length and by position
     in the session (Quadrana et al. 4.3.1 and 4.3.2) at the smallest K, of the first seed.
+
+    With ``config.train.seeds`` > 1 every model also gets ``seeds`` (its runs: S for the neural
+    models, 1 for the deterministic baselines), ``mean`` and ``std`` (sample standard deviation
+    over the seeds, ddof 1; 0 for one run) of every metric, and ``per_seed`` (each seed's values).
+
+    ``reference``: a model of ``ranked``; every other model gets ``p_value`` (Wilcoxon
+    signed-rank) and ``t_test_p_value`` (paired t-test) of its per-test-session recall@k and
+    mrr@k against it, with ``reference`` and ``sessions`` (the pairs), see
+    ``hrnn_jax.significance.against_reference``.
     """
     ks, k0 = config.eval.ks, (min(config.eval.ks),)
+    tests = {}
+    if reference is not None:
+        tests = significance.against_reference(
+            {name: r.ranks for name, r in ranked.items()}, reference,
+            significance.row_sessions(prep.stream, prep.rows), ks)
     results = {}
     for name, r in ranked.items():
         per_seed = [evaluation.metrics_from_ranks(x, ks) for x in r.ranks]
-        metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0] if k != "n"}
+        names = [k for k in per_seed[0] if k != "n"]
+        metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in names}
+        seeds = {}
+        if config.train.seeds > 1:
+            values = {k: [float(m[k]) for m in per_seed] for k in names}
+            seeds = {"seeds": len(per_seed), "mean": metrics,
+                     "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+                             for k, v in values.items()},
+                     "per_seed": values}
         results[name] = {
             **metrics,
+            **seeds,
+            **tests.get(name, {}),
             "train_seconds": r.train_seconds,
             "events_per_second": r.events_per_second,
             "breakdown": {
@@ -218,17 +259,49 @@ def summarise(prep: Prepared, ranked: dict[str, Ranked], config: Config = Config
 
 
 def compare(prep: Prepared, names, config: Config = Config(),
-            log: Callable[[str], None] | None = print, progress=None) -> dict:
-    """Train/fit and evaluate each model: :func:`summarise` of :func:`run_models`."""
-    return summarise(prep, run_models(prep, names, config, log, progress), config)
+            log: Callable[[str], None] | None = print, progress=None, *,
+            reference: str | None = None) -> dict:
+    """Train/fit and evaluate each model: :func:`summarise` of :func:`run_models`; ``reference``:
+    the model the others are tested against (:func:`summarise`)."""
+    if reference is not None and reference not in names:
+        raise ValueError(f"reference model {reference!r} is not among the compared models "
+                         f"({', '.join(names)})")
+    return summarise(prep, run_models(prep, names, config, log, progress), config,
+                     reference=reference)
 
 
 def table(results: dict, ks=(5, 20)) -> str:
-    """The comparison as a plain-text table, one line per model."""
+    """The comparison as a plain-text table, one line per model.
+
+    Models of several seeds show ``mean±std`` (deterministic baselines their one value); with a
+    reference model (:func:`summarise`), recall@k and mrr@k of the other models carry ``*``
+    (Wilcoxon p < 0.05) or ``**`` (p < 0.01), explained in footer lines. Without either the
+    table is the plain one.
+    """
     cols = [f"{m}@{k}" for k in ks for m in ("recall", "mrr", "precision", "ndcg")]
-    head = f"{'model':<10}" + "".join(f"{c:>13}" for c in cols) + f"{'train s':>9}{'events/s':>10}"
+    seeds = max((r.get("seeds", 1) for r in results.values()), default=1)
+    ref = next((r["reference"] for r in results.values() if "reference" in r), None)
+    width = 13 if seeds == 1 else 16 if ref is None else 18
+
+    def cell(r, c):
+        text = f"{r[c]:.4f}"
+        if r.get("seeds", 1) > 1:
+            text += f"±{r['std'][c]:.4f}"
+        return text + significance.marks(r.get("p_value", {}).get(c))
+
+    head = (f"{'model':<10}" + "".join(f"{c:>{width}}" for c in cols)
+            + f"{'train s':>9}{'events/s':>10}")
     lines = [head]
     for name, r in results.items():
-        lines.append(f"{name:<10}" + "".join(f"{r[c]:>13.4f}" for c in cols)
-                     + f"{r['train_seconds']:>9.1f}{r['events_per_second']:>10.0f}")
+        cost = (f"{r['train_seconds']:>9.1f}{r['events_per_second']:>10.0f}"
+                if "train_seconds" in r else f"{'-':>9}{'-':>10}")  # e.g. a loaded checkpoint
+        lines.append(f"{name:<10}" + "".join(f"{cell(r, c):>{width}}" for c in cols) + cost)
+    if seeds > 1:
+        one = [name for name, r in results.items() if r.get("seeds", 1) == 1]
+        lines.append(f"mean±std (sample standard deviation) over {seeds} seeds"
+                     + (f"; {', '.join(one)}: deterministic, one run" if one else ""))
+    if ref is not None:
+        sessions = next(r["sessions"] for r in results.values() if "reference" in r)
+        lines.append(f"* p < 0.05, ** p < 0.01: {significance.WILCOXON} against {ref} on "
+                     f"recall@k and mrr@k per test session ({sessions} sessions)")
     return "\n".join(lines)

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from hrnn_jax import choices
-from hrnn_jax.config import Protocol, TimeUnit
+from hrnn_jax.config import DataConfig, Protocol, TimeUnit
 
 PROTOCOLS = choices.options(Protocol)
 TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}  # divisors to seconds
@@ -281,6 +281,15 @@ def read_interactions(path, *, user_col="user", item_col="item", time_col="time"
     return df
 
 
+READING = ("user_col", "item_col", "time_col", "sep", "columns", "time_unit", "event_col",
+           "value_col")  # the reading fields of DataConfig: the keywords of read_interactions
+
+
+def read_log(path, config: DataConfig) -> pl.DataFrame:
+    """``read_interactions(path)`` with the reading fields of ``config``."""
+    return read_interactions(path, **{k: getattr(config, k) for k in READING})
+
+
 def _sort(df: pl.DataFrame, *keys: str) -> pl.DataFrame:
     """Stable sort (ties keep their current order)."""
     return df.sort(list(keys), maintain_order=True)
@@ -488,13 +497,12 @@ def split_temporal(events: pl.DataFrame, test_fraction: float = 0.05):
 
 def split(events: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05):
     """Split by a named protocol: "last-session", "leave-one-out" or "temporal"."""
+    choices.check("protocol", protocol, PROTOCOLS)
     if protocol == "last-session":
         return split_last_session(events)
     if protocol == "leave-one-out":
         return split_leave_one_out(events)
-    if protocol == "temporal":
-        return split_temporal(events, test_fraction)
-    raise DataError(f"unknown split protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    return split_temporal(events, test_fraction)
 
 
 def validation_split(train: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05):

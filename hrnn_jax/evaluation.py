@@ -75,7 +75,7 @@ class EvalRows:
         return self.seen_items[self.seen_ptr[r]:self.seen_ptr[r + 1]]
 
 
-def _csr_gather(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def csr_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Concatenated ranges ``[starts[r], starts[r] + lengths[r])`` without a Python loop.
 
     Returns (flat positions [sum(lengths)], row id of each position [sum(lengths)]).
@@ -102,8 +102,7 @@ def make_eval_rows(stream: pl.DataFrame, targets: str = "session") -> EvalRows:
     Rows are sorted by ``event``. Seen items are built from the user's events before the target in
     stream order (training events first, then earlier test events).
     """
-    if targets not in TARGETS:
-        raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+    choices.check("targets", targets, TARGETS)
     missing = {"user", "item", "time", "session", "is_test"} - set(stream.columns)
     if missing:
         raise ValueError(f"stream lacks columns {sorted(missing)}")
@@ -140,7 +139,7 @@ def make_eval_rows(stream: pl.DataFrame, targets: str = "session") -> EvalRows:
     fo_user = first["user"].to_numpy()
     fo_item = first["item"].to_numpy().astype(np.int32)
     fo_start = np.searchsorted(fo_user, user, side="left")
-    flat, row_of = _csr_gather(fo_start, n_seen)
+    flat, row_of = csr_ranges(fo_start, n_seen)
     seen_items = fo_item[flat]
     seen_ptr = np.concatenate([[0], np.cumsum(n_seen)]).astype(np.int64)
 
@@ -197,8 +196,7 @@ def rank_targets(scores, targets, *, ties: str = "optimistic", exclude=None) -> 
     target NaN or infinite gets no credit for it. Other items with a NaN score compare false and
     are never counted above (or equal to) a finite target.
     """
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    choices.check("ties", ties, TIES)
     scores = jnp.asarray(scores)
     targets = jnp.asarray(targets).astype(jnp.int32)
     n_cols = scores.shape[1]
@@ -229,7 +227,7 @@ def _padded_seen(rows: EvalRows, index: np.ndarray) -> np.ndarray:
     while width < (lengths.max() if len(lengths) else 0):
         width *= 2
     out = np.zeros((len(index), width), dtype=np.int32)
-    flat, row = _csr_gather(starts, lengths)
+    flat, row = csr_ranges(starts, lengths)
     col = np.arange(len(flat)) - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
     out[row, col] = rows.seen_items[flat]
     return out
@@ -247,7 +245,8 @@ _seen_mask = jax.jit(seen_mask, static_argnames=("n_cols",))
 
 def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows, *,
                 ties: str = "optimistic", exclude_seen: bool = False, chunk: int = 1024,
-                rank_fn: Callable | None = None) -> np.ndarray:
+                rank_fn: Callable | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
     """Ranks of all rows' targets, computed ``chunk`` rows at a time. Returns float32 [R].
 
     ``score_fn(index) -> scores [len(index), N+1]`` (numpy or jax) for ``index`` int64 row positions
@@ -262,14 +261,16 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows,
 
     ``exclude_seen``: remove from the ranking the items the user interacted with before the target
     (``rows.seen_items``), the target itself excepted (see ``rank_targets``).
+
+    ``progress``: ``progress("evaluation", done, total)`` after every chunk (``hrnn_jax.progress``).
     """
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
+    choices.check("ties", ties, TIES)
     n_rows = len(rows)
     out = np.empty(n_rows, dtype=np.float32)
     if n_rows == 0:
         return out
     size = min(int(chunk), n_rows)
+    n_chunks = -(-n_rows // size)
     for start in range(0, n_rows, size):
         n = min(size, n_rows - start)
         index = np.arange(start, start + size, dtype=np.int64)
@@ -285,6 +286,8 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows,
             exclude = None if seen is None else _seen_mask(seen, n_cols=scores.shape[1])
             ranks = _rank_jit(scores, targets, ties=ties, exclude=exclude)
         out[start:start + n] = np.asarray(ranks)[:n]
+        if progress is not None:
+            progress("evaluation", start // size + 1, n_chunks)
     return out
 
 

@@ -25,7 +25,7 @@ all steps at once, outside ``jax.lax.scan``.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import chex
 import jax
@@ -37,6 +37,32 @@ from hrnn_jax import cells, choices, precision
 from hrnn_jax.config import ContextGates, ContextGrad, FirstSession
 
 Params = dict[str, Any]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """The model contract: what ``training``, ``predict`` and evaluation use, and all they use.
+
+    ``n_items`` (N: item codes 1..N, 0 is padding) and ``hidden`` (H, the width of ``y``);
+    ``init(rng) -> params`` (vmappable over ``rng``); ``init_carry(batch_size) -> carry`` for B
+    lanes; ``apply(params, carry, batch, *, rng=None, train=False) -> (carry, y [B, L, H])`` for
+    one window of the batch contract (``hrnn_jax.batching``). Scores are
+    ``score_items(params, y)``.
+    """
+
+    n_items: int
+
+    @property
+    def hidden(self) -> int: ...
+
+    def init(self, rng) -> Params: ...
+
+    def init_carry(self, batch_size: int) -> Any: ...
+
+    def apply(self, params: Params, carry: Any, batch: dict, *, rng=None,
+              train: bool = False) -> tuple[Any, jax.Array]: ...
+
+
 Mode = Literal["init", "all"]
 Reset = Literal["session", "user"]
 

@@ -27,13 +27,11 @@ passes. The library splits its arithmetic in two:
 Determinism
 -----------
 On CPU every run with the same seed is bit-identical. On a GPU, the ops above remove the library's
-own sources of run-to-run variation (atomic scatter-adds of row gradients). XLA may still choose
-kernels by timing (autotuning) or use atomics inside its own reductions; :func:`deterministic_mode`
-asks XLA for deterministic kernels (``--xla_gpu_deterministic_ops=true``). It must be called before
-JAX starts its backend. With that flag XLA replaces atomic scatter-adds by slower deterministic
-kernels, the likely cause of the 4x slow-down measured on an H100 before this module existed; the
-train step now has no scatter-add with repeated indices, so the flag should cost little. That cost
-has not yet been measured on a GPU.
+own sources of run-to-run variation (atomic scatter-adds of row gradients and of lane copies), so
+the default settings already gave bit-identical runs on an H100 (see the README for what was
+measured). :func:`deterministic_mode` also asks XLA for deterministic kernels everywhere
+(``--xla_gpu_deterministic_ops=true``), for what XLA itself might still vary; it must be called
+before JAX starts its backend, and it slows HRNN's training there (the README has the figures).
 """
 from __future__ import annotations
 

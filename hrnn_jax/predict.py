@@ -14,9 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
-from hrnn_jax import evaluation
+from hrnn_jax import cells, evaluation
 from hrnn_jax.batching import make_lanes
-from hrnn_jax.models import score_items
+from hrnn_jax.models import Model, score_items
 
 
 @partial(jax.jit, static_argnums=0)
@@ -30,14 +30,14 @@ def _scores(params, y):
 
 
 @partial(jax.jit, static_argnames=("ties",))
-def _ranks(params, y, targets, seen, ties):
+def rank_scores(params, y, targets, seen, ties):
     """Scores of every item and the targets' ranks in one jitted call (scores stay inside it)."""
     scores = score_items(params, y)
     exclude = None if seen is None else evaluation.seen_mask(seen, scores.shape[1])
     return evaluation.rank_targets(scores, targets, ties=ties, exclude=exclude)
 
 
-def states_at(model, params, frame: pl.DataFrame, events: np.ndarray, *, batch_size: int = 50,
+def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *, batch_size: int = 50,
               window: int = 20, targets: str = "session") -> np.ndarray:
     """Session-level outputs ``[R, H]`` at the steps whose target events are ``events``.
 
@@ -65,7 +65,84 @@ def states_at(model, params, frame: pl.DataFrame, events: np.ndarray, *, batch_s
     return out
 
 
-def hidden_states(model, params, stream: pl.DataFrame, rows: evaluation.EvalRows, *,
+_STEP_FIELDS = ("item", "target", "session_start", "user_start", "valid", "user", "evaluate")
+
+
+@partial(jax.jit, static_argnums=(0, 1), donate_argnums=(3, 4))
+def _final_window(model, after, params, carry, store, batch):
+    """One window of lanes, one step at a time; at each user's last step (``evaluate``) its row of
+    ``store`` gets the carry (before that step, or ``after`` it) and the step's output. Rows are
+    written by a scatter with distinct indices (exact); other lanes write past the last row."""
+    U, B = store["output"].shape[0], batch["item"].shape[0]
+    steps = {k: jnp.swapaxes(batch[k], 0, 1)[:, :, None] for k in _STEP_FIELDS}  # [L, B, 1]
+    steps["closing"] = batch["closing"][:, None, :]  # [L, 1, K]
+
+    def body(state, step):
+        carry, store = state
+        new_user = step["user_start"][:, 0]
+        at = jnp.where(step["evaluate"][:, 0], step["user"][:, 0], U + jnp.arange(B))
+
+        def put(rows, values):
+            return rows.at[at].set(values, mode="drop", unique_indices=True)
+
+        store = dict(store)
+        if not after:  # a user without earlier steps has no state yet: zeros, marked fresh
+            kept = cells.select(new_user, model.init_carry(B), carry)
+            store["carry"] = jax.tree_util.tree_map(put, store["carry"], kept)
+            store["fresh"] = put(store["fresh"], new_user)
+        carry, y = model.apply(params, carry, step)
+        if after:
+            store["carry"] = jax.tree_util.tree_map(put, store["carry"], carry)
+            store["fresh"] = put(store["fresh"], jnp.zeros_like(new_user))
+        store["output"] = put(store["output"], y[:, 0])
+        return (carry, store), None
+
+    (carry, store), _ = jax.lax.scan(body, (carry, store), steps)
+    return carry, store
+
+
+def final_states(model: Model, params, frame: pl.DataFrame, *, n_users: int | None = None,
+                 batch_size: int = 50, window: int = 20, targets: str = "session") -> dict:
+    """Every user's state at the end of its events in ``frame``: what ``recommend`` continues from.
+
+    Each user's events are streamed in user-parallel lanes (as :func:`states_at`), with a
+    placeholder event after the user's last one so that the last event is an input step (as
+    :func:`recommend` does for one history).
+
+    Args:
+      frame: encoded events of whole users (columns user, item, session; sorted by user, time),
+        e.g. the training part.
+      n_users: rows of the result (user codes 0..n_users-1; default: the largest code + 1).
+      targets: the lane layout the model was trained with (``compare.lane_targets``).
+
+    Returns:
+      ``{"output": [U, H], "carry": the model's carry with U rows, "fresh": bool [U]}``:
+      ``output`` is the session-level output after the user's last event (its scores are the next
+      items). ``carry`` is the state the user's next session continues from: with ``"session"``
+      targets the state after the user's last training step (the last event of a session being a
+      target only), so that a new session closes the last one with Eq. 3 and starts from Eq. 4 as
+      in evaluation; with ``"user"`` targets the state after the last event. ``fresh``: the user
+      has no such step (e.g. only one-event sessions under ``"session"`` targets): a new session
+      starts as a new user's, and ``carry`` is zeros. Users without events: zeros, fresh.
+    """
+    cols = frame.select("user", "item", "session")
+    ends = (cols.group_by("user", maintain_order=True).last()
+            .with_columns(pl.lit(1, cols.schema["item"]).alias("item")))
+    padded = (pl.concat([cols.with_columns(_end=pl.lit(False)),
+                         ends.with_columns(_end=pl.lit(True))])
+              .sort(["user", "_end"], maintain_order=True))
+    U = int(cols["user"].max()) + 1 if n_users is None else n_users
+    lanes = make_lanes(padded, batch_size=batch_size, window=window, targets=targets,
+                       evaluate=padded["_end"].to_numpy())
+    store = {"carry": model.init_carry(U), "output": jnp.zeros((U, model.hidden), jnp.float32),
+             "fresh": jnp.ones((U,), bool)}
+    carry = model.init_carry(batch_size)
+    for batch in lanes:
+        carry, store = _final_window(model, targets == "user", params, carry, store, batch)
+    return jax.tree_util.tree_map(np.asarray, store)
+
+
+def hidden_states(model: Model, params, stream: pl.DataFrame, rows: evaluation.EvalRows, *,
                   batch_size: int = 50, window: int = 20, targets: str = "session") -> np.ndarray:
     """Session-level outputs ``[R, H]`` at the step predicting each row's target.
 
@@ -75,22 +152,23 @@ def hidden_states(model, params, stream: pl.DataFrame, rows: evaluation.EvalRows
                      targets=targets)
 
 
-def model_ranks(model, params, stream, rows, *, batch_size=50, window=20, targets="session",
-                ties="optimistic", exclude_seen=False, chunk=1024) -> np.ndarray:
-    """Rank of every row's target among all items (``evaluation.rank_chunks``)."""
+def model_ranks(model: Model, params, stream, rows, *, batch_size=50, window=20, targets="session",
+                ties="optimistic", exclude_seen=False, chunk=1024, progress=None) -> np.ndarray:
+    """Rank of every row's target among all items (``evaluation.rank_chunks``, which reports
+    each chunk to ``progress``)."""
     y = jnp.asarray(hidden_states(model, params, stream, rows, batch_size=batch_size,
                                   window=window, targets=targets))
     return evaluation.rank_chunks(
-        None, rows, ties=ties, exclude_seen=exclude_seen, chunk=chunk,
-        rank_fn=lambda idx, targets, seen: _ranks(params, y[idx], targets, seen, ties))
+        None, rows, ties=ties, exclude_seen=exclude_seen, chunk=chunk, progress=progress,
+        rank_fn=lambda idx, targets, seen: rank_scores(params, y[idx], targets, seen, ties))
 
 
-def evaluate_model(model, params, stream, rows, *, ks=(5, 20), **kw) -> dict[str, float]:
+def evaluate_model(model: Model, params, stream, rows, *, ks=(5, 20), **kw) -> dict[str, float]:
     """Metrics (``evaluation.metrics_from_ranks``) of a trained model on ``rows``."""
     return evaluation.metrics_from_ranks(model_ranks(model, params, stream, rows, **kw), ks)
 
 
-def recommend(model, params, encoded, sessions, *, k: int = 10, exclude_seen: bool = False,
+def recommend(model: Model, params, encoded, sessions, *, k: int = 10, exclude_seen: bool = False,
               targets: str = "session") -> list:
     """Top-``k`` raw item ids after a user's history, the call made after training.
 

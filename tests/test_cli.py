@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hrnn_jax import cli, synthetic
+from hrnn_jax import cli, jsonio, synthetic
 
 TINY = ["--hidden", "16", "--batch-size", "8", "--window", "5", "--epochs", "1", "--quiet"]
 METRICS = ("recall", "mrr", "precision", "hit", "ndcg")
@@ -230,7 +230,7 @@ def test_check_line():
 
 def test_to_jsonable_numpy():
     value = {"a": np.int64(3), "b": (np.float32(0.5), np.bool_(True)), 4: np.arange(2)}
-    assert json.loads(json.dumps(cli.to_jsonable(value))) == {"a": 3, "b": [0.5, True],
+    assert json.loads(json.dumps(jsonio.to_jsonable(value))) == {"a": 3, "b": [0.5, True],
                                                               "4": [0, 1]}
 
 
@@ -304,3 +304,18 @@ def test_closed_stdout_ends_quietly(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", Closed())
     assert cli.main(["demo", "--users", "60", "--items", "80", "--models", "pop", "--quiet"]) == 141
     assert "error" not in capsys.readouterr().err
+
+
+def test_a_library_bug_is_not_reported_as_bad_input(tmp_path, csv_path):
+    """Only input errors become one line with status 2: a ValueError raised by a bug inside the
+    library shows its traceback and ends with status 1."""
+    code = ("import sys\n"
+            "from hrnn_jax import cli, compare\n"
+            "def broken(*a, **k):\n"
+            "    raise ValueError('a bug inside the library')\n"
+            "compare.run_models = broken\n"
+            f"sys.exit(cli.main(['compare', {str(csv_path)!r}, '--models', 'pop', '--quiet']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "Traceback" in proc.stderr and "a bug inside the library" in proc.stderr
+    assert "hrnn-jax: error" not in proc.stderr

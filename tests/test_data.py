@@ -274,7 +274,8 @@ def test_validation_split_disjoint(protocol):
 
 
 def test_bad_protocol():
-    with pytest.raises(DataError, match="last-session, leave-one-out, temporal"):
+    with pytest.raises(ValueError, match="protocol must be one of 'last-session', 'leave-one-out', "
+                                         "'temporal'; got 'random'"):
         data.split(enc([0], [1], [0], [0]), "random")
 
 

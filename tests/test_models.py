@@ -92,6 +92,19 @@ def test_lanes_layout():
     assert not np.array_equal(other.user, lanes.user)
 
 
+def test_lanes_of_a_frame_without_steps_are_padding():
+    """Sessions of one event give no step under session targets: one window of padding, which a
+    model runs through without changing its state."""
+    frame = ref.random_log(0, 3, N_ITEMS, session_len=(1, 2))
+    lanes = make_lanes(frame, batch_size=2, window=3)
+    assert len(lanes) == 1 and lanes.n_events == 0 and not lanes.valid.any()
+    model = make_model("init")
+    params = model.init(jax.random.PRNGKey(0))
+    carry, _ = model.apply(params, model.init_carry(2), lanes.window(0))
+    for a, b in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(model.init_carry(2))):
+        np.testing.assert_array_equal(a, b)
+
+
 def make_model(kind, **options):
     if kind == "gru":
         return models.SessionRNN(N_ITEMS, cells.GRU(H))
