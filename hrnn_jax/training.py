@@ -324,7 +324,8 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
     state, rng, history = fs.train_state, fs.rng, list(fs.history)
     best, best_params, bad = np.array(fs.best, np.float64), fs.best_params, fs.bad
     events, seconds, start, first_call = 0, 0.0, time.perf_counter(), True
-    for epoch in range(fs.epoch, cfg.epochs):
+    first_epoch = fs.epoch
+    for epoch in range(first_epoch, cfg.epochs):
         lanes = [make_lanes(train, batch_size=cfg.batch_size, window=cfg.window, targets=targets,
                             seed=s * 1_000_003 + epoch) for s in seeds]
         W = max(len(ln) for ln in lanes)
@@ -361,8 +362,8 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
         for i in range(S):
             check_finite_loss(lo[i], ev[i], act[i], epoch + 1, seed=seeds[i] if S > 1 else None)
         ev_sum = ev.sum(axis=1)
-        seconds += t_end - (t_first if epoch == fs.epoch else t_epoch)
-        events += int(ev_sum.sum()) - (first_events if epoch == fs.epoch else 0)
+        seconds += t_end - (t_first if epoch == first_epoch else t_epoch)
+        events += int(ev_sum.sum()) - (first_events if epoch == first_epoch else 0)
         seed_loss = (lo * ev).sum(axis=1) / np.maximum(ev_sum, 1)
         record = {"epoch": epoch + 1, "loss": float(seed_loss.mean()), "seconds": t_end - t_epoch,
                   "events_per_second": int(ev_sum.sum()) / (t_end - t_epoch)}

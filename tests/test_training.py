@@ -301,6 +301,20 @@ def test_fit_lowers_training_loss(fitted):
     assert result.events_per_second > 0
 
 
+def test_fit_rate_leaves_out_only_the_first_call(synth_train, monkeypatch):
+    """With a clock that ticks once per reading and one call per epoch, every epoch is one tick
+    long after its first call: the rate is the events after the first call per tick (it once
+    counted from epoch 1's first call again at every epoch)."""
+    train, n = synth_train
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(ticks)))
+    model = models.SessionRNN(n, cells.GRU(H))
+    result = training.fit(model, train, TrainConfig(**FIT_KW), steps_per_call=1000, log=None)
+    events = [h["events_per_second"] * h["seconds"] for h in result.history]
+    assert len(events) == 4 and min(events) > 0
+    assert result.events_per_second == pytest.approx(sum(events[1:]) / len(events))
+
+
 def test_fit_early_stopping_returns_best_params(fitted, synth_train):
     train, _ = synth_train
     model, first, first_seen = fitted
