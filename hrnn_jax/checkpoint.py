@@ -300,7 +300,7 @@ def _check_items(encoded: data.Encoded, sessions) -> list:
 
 @partial(jax.jit, static_argnums=0)
 def _outputs(model, params, carry, batch):
-    return model.apply(params, carry, batch)[1]
+    return predict.forward(model, params, carry, batch)[1]
 
 
 @partial(jax.jit, static_argnames="k")

@@ -48,6 +48,11 @@ class Model(Protocol):
     lanes; ``apply(params, carry, batch, *, rng=None, train=False) -> (carry, y [B, L, H])`` for
     one window of the batch contract (``hrnn_jax.batching``). Scores are
     ``score_items(params, y)``.
+
+    Optional, read by :func:`row_tables` and :func:`apply_with_aux`: ``row_tables`` (which
+    parameters are tables updated by sparse rows, and the batch field that indexes each), and an
+    ``apply`` that returns ``(carry, y, extra)``, ``extra`` a dict of scalar loss terms (already
+    weighted: an L2 penalty, a KL term) that the train step adds to the ranking loss.
     """
 
     n_items: int
@@ -61,6 +66,23 @@ class Model(Protocol):
 
     def apply(self, params: Params, carry: Any, batch: dict, *, rng=None,
               train: bool = False) -> tuple[Any, jax.Array]: ...
+
+
+ITEM_TABLES = {"item_in": "item", "item_out": "target", "item_bias": "target"}
+
+
+def row_tables(model) -> dict[str, str]:
+    """``{param: batch field}`` of the tables a train step updates by sparse rows: the model's own
+    ``row_tables`` if it declares them, else the item tables (inputs by ``item``, the output
+    weights and biases by ``target``, which also covers sampled negatives)."""
+    return dict(getattr(model, "row_tables", ITEM_TABLES))
+
+
+def apply_with_aux(model, params, carry, batch, *, rng=None, train=False):
+    """``model.apply`` as ``(carry, y, extra)``: ``extra`` is the dict of scalar loss terms the
+    model returns as a third element, or empty."""
+    out = model.apply(params, carry, batch, rng=rng, train=train)
+    return (*out, {}) if len(out) == 2 else out
 
 
 Mode = Literal["init", "all"]

@@ -16,12 +16,13 @@ import polars as pl
 
 from hrnn_jax import cells, evaluation
 from hrnn_jax.batching import make_lanes
-from hrnn_jax.models import Model, score_items
+from hrnn_jax.models import Model, apply_with_aux, score_items
 
 
 @partial(jax.jit, static_argnums=0)
-def _forward(model, params, carry, batch):
-    return model.apply(params, carry, batch)
+def forward(model, params, carry, batch):
+    """``(carry, y)`` of one window at evaluation (the model's extra loss terms dropped)."""
+    return apply_with_aux(model, params, carry, batch)[:2]
 
 
 @jax.jit
@@ -53,7 +54,7 @@ def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *, 
     filled = 0
     carry = model.init_carry(batch_size)
     for batch in lanes:
-        carry, y = _forward(model, params, carry, batch)
+        carry, y = forward(model, params, carry, batch)
         sel = batch["evaluate"]
         if sel.any():
             at = np.searchsorted(events, batch["event"][sel])
@@ -90,7 +91,7 @@ def _final_window(model, after, params, carry, store, batch):
             kept = cells.select(new_user, model.init_carry(B), carry)
             store["carry"] = jax.tree_util.tree_map(put, store["carry"], kept)
             store["fresh"] = put(store["fresh"], new_user)
-        carry, y = model.apply(params, carry, step)
+        carry, y, _ = apply_with_aux(model, params, carry, step)
         if after:
             store["carry"] = jax.tree_util.tree_map(put, store["carry"], carry)
             store["fresh"] = put(store["fresh"], jnp.zeros_like(new_user))

@@ -22,13 +22,10 @@ import numpy as np
 import optax
 import polars as pl
 
-from hrnn_jax import choices, losses, optim, precision
+from hrnn_jax import choices, losses, models, optim, precision
 from hrnn_jax.config import TrainConfig
 from hrnn_jax.models import Model
 from hrnn_jax.batching import make_lanes
-
-TABLES = ("item_in", "item_out", "item_bias")
-
 
 class TrainState(NamedTuple):
     params: Any
@@ -37,17 +34,21 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def _sparse_tables(loss: str, sparse: bool) -> tuple[str, ...]:
+def sparse_tables(model: Model, loss: str, sparse: bool = True) -> dict[str, str]:
+    """The row tables updated by sparse rows, ``{param: batch field}`` (``models.row_tables``);
+    none when ``sparse`` is False. ``full-ce`` scores every item, so the tables indexed by the
+    target are dense there."""
     if not sparse:
-        return ()
-    return ("item_in",) if loss == "full-ce" else TABLES
+        return {}
+    return {k: f for k, f in models.row_tables(model).items()
+            if not (loss == "full-ce" and f == "target")}
 
 
 def init_state(model: Model, tx: optax.GradientTransformation, rng, batch_size: int, *,
                loss: str = "top1", sparse: bool = True) -> TrainState:
     """Fresh parameters (from ``rng``), optimiser state and lane state. Vmappable over ``rng``."""
     params = model.init(rng)
-    rows = _sparse_tables(loss, sparse)
+    rows = sparse_tables(model, loss, sparse)
     dense = {k: v for k, v in params.items() if k not in rows}
     opt_state = {"dense": tx.init(dense), "rows": {k: tx.init(params[k]) for k in rows}}
     return TrainState(params, opt_state, model.init_carry(batch_size), jnp.zeros((), jnp.int32))
@@ -85,7 +86,8 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
     if n_negatives and negative_cdf is None:
         raise ValueError("n_negatives > 0 needs negative_cdf (see popularity_cdf)")
     choices.check("activation", activation, losses.Activation)
-    rows = _sparse_tables(loss, sparse)
+    rows = sparse_tables(model, loss, sparse)
+    fields = sorted(set(rows.values()))
     cdf = None if negative_cdf is None else jnp.asarray(negative_cdf)
     clipper = optax.clip_by_global_norm(clip) if clip else None
 
@@ -98,40 +100,44 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
         else:
             neg = jnp.zeros((0,), jnp.int32)
         params = state.params
-        # Gather the touched rows: inputs index item_in, targets and negatives the output tables;
-        # the batch's ids become positions in the gathered rows (`uniq`).
-        l_item, l_target, l_neg, uniq = item, target, neg, {}
-        if "item_in" in rows:
-            u, l_item = precision.unique_rows(item, params["item_in"].shape[0])
-            uniq["item_in"] = u
-        if "item_out" in rows:
-            u, inv = precision.unique_rows(jnp.concatenate([target.ravel(), neg]),
-                                           params["item_out"].shape[0])
-            l_target, l_neg = inv[:target.size].reshape(target.shape), inv[target.size:]
-            uniq["item_out"] = uniq["item_bias"] = u
+        # Gather the touched rows of every row table (models.row_tables): the batch field that
+        # indexes it (targets and sampled negatives for the output tables) gives the rows, and the
+        # batch's ids become positions in the gathered rows (`uniq`).
+        local, l_target, l_neg, uniq = {}, target, neg, {}
+        for f in fields:
+            n_rows = params[next(k for k, g in rows.items() if g == f)].shape[0]
+            ids = jnp.concatenate([target.ravel(), neg]) if f == "target" else batch[f]
+            uniq[f], inv = precision.unique_rows(ids, n_rows)
+            if f == "target":
+                l_target, l_neg = inv[:target.size].reshape(target.shape), inv[target.size:]
+            else:
+                local[f] = inv
         dense = {k: v for k, v in params.items() if k not in rows}
         # padding ids read a clipped row that no step refers to
-        gathered = {k: params[k].at[uniq[k]].get(mode="clip") for k in rows}
+        gathered = {k: params[k].at[uniq[f]].get(mode="clip") for k, f in rows.items()}
 
         def loss_fn(dense, gathered):
             p = {**dense, **gathered}
-            carry, y = model.apply(p, state.carry, {**batch, "item": l_item}, rng=r_model,
-                                   train=True)
+            carry, y, extra = models.apply_with_aux(model, p, state.carry, {**batch, **local},
+                                                    rng=r_model, train=True)
             if loss == "full-ce":
                 value = losses.full_cross_entropy(p, y, target, activation)
             else:
                 scores = losses.activate(activation, losses.candidate_scores(p, y, l_target, l_neg))
                 value = losses.ranking_loss(loss, scores, target, neg)
-            return value, carry
+            return value + sum(extra.values()), (carry, value, extra)
 
-        (value, carry), (g_dense, g_rows) = jax.value_and_grad(
+        (_, (carry, value, extra)), (g_dense, g_rows) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(dense, gathered)
         if clipper is not None:
             clipped, _ = clipper.update({"dense": g_dense, "rows": g_rows}, optax.EmptyState())
             g_dense, g_rows = clipped["dense"], clipped["rows"]
         updates, dense_state = tx.update(g_dense, state.opt_state["dense"], dense)
         new_params = optax.apply_updates(dense, updates)
-        carry, metrics = jax.lax.stop_gradient(carry), {"loss": value, "events": (target > 0).sum()}
+        # "loss" is the ranking loss alone; the model's extra terms (added to it for the gradient)
+        # are reported beside it
+        metrics = {"loss": value, "events": (target > 0).sum(), **extra}
+        carry = jax.lax.stop_gradient(carry)
         if active is not None:  # the small parts as a whole; the tables' rows in row_update
             keep = lambda new, old: jnp.where(active, new, old)  # noqa: E731
             new_params = jax.tree_util.tree_map(keep, new_params, dense)
@@ -140,9 +146,9 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
             metrics = jax.tree_util.tree_map(lambda m: jnp.where(active, m, jnp.zeros_like(m)),
                                              metrics)
         row_states = {}
-        for k in rows:
+        for k, f in rows.items():
             new_params[k], row_states[k] = optim.row_update(
-                tx, params[k], state.opt_state["rows"][k], uniq[k], g_rows[k], active=active)
+                tx, params[k], state.opt_state["rows"][k], uniq[f], g_rows[k], active=active)
         step = state.step + (1 if active is None else jnp.asarray(active, state.step.dtype))
         new_state = TrainState(new_params, {"dense": dense_state, "rows": row_states}, carry, step)
         return new_state, metrics

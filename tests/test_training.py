@@ -131,6 +131,60 @@ def test_sparse_rows_equal_dense_plain_adagrad(lanes, n_negatives):
         assert change(start[name], d_state.params[name]) > 1e-4, name
 
 
+@dataclasses.dataclass(frozen=True)
+class UserShift(models.SessionRNN):
+    """A session GRU plus a per-user vector added to its outputs: a user table updated by sparse
+    rows (indexed by the batch's ``user``) and an L2 penalty on the rows in use as an extra loss
+    term, the two extension points a user-based model needs."""
+
+    n_users: int = 10  # small_frame's users
+    l2: float = 0.0
+    row_tables = {**models.ITEM_TABLES, "user_shift": "user"}
+
+    def init(self, rng):
+        params = super().init(rng)
+        shift = jax.random.normal(jax.random.fold_in(rng, 7), (self.n_users, H)) * 0.1
+        return {**params, "user_shift": shift}
+
+    def apply(self, params, carry, batch, *, rng=None, train=False):
+        carry, y = super().apply(params, carry, batch, rng=rng, train=train)
+        rows = params["user_shift"][batch["user"]]  # [B, L, H]
+        return carry, y + rows, {"l2": self.l2 * (rows ** 2).sum() / rows.shape[0]}
+
+
+def user_shift_steps(l2, sparse):
+    model = UserShift(N_ITEMS, cells.GRU(H), l2=l2)
+    tx = optim.make_optimizer("adagrad", 0.1)
+    return (lambda key: training.init_state(model, tx, key, B, sparse=sparse),
+            jit(training.make_train_step(model, tx, sparse=sparse)))
+
+
+def test_model_declared_row_tables_and_extra_loss_terms(lanes):
+    """A model's own row table is updated by sparse rows exactly as densely (plain Adagrad), rows
+    of users not in the batch stay as they were, and its extra loss term joins the gradient and
+    the metrics without changing the reported ranking loss."""
+    key = jax.random.PRNGKey(0)
+    (init_s, step_s), (init_d, step_d) = user_shift_steps(0.5, True), user_shift_steps(0.5, False)
+    init_0, step_0 = user_shift_steps(0.0, True)
+    s, d, z = init_s(key), init_d(key), init_0(key)
+    assert "user_shift" in s.opt_state["rows"] and "user_shift" not in s.opt_state["dense"]
+    batch = lanes.window(0)
+    users = np.unique(batch["user"])
+    s1, ms = step_s(s, batch, key)
+    d1, md = step_d(d, batch, key)
+    z1, mz = step_0(z, batch, key)
+    assert_tree_allclose(s1.params, d1.params)
+    np.testing.assert_allclose(ms["l2"], md["l2"], rtol=1e-6)
+    assert float(ms["l2"]) > 0 and float(mz["l2"]) == 0.0
+    np.testing.assert_allclose(ms["loss"], mz["loss"], rtol=1e-6)  # the same ranking loss
+    moved = np.abs(np.asarray(s1.params["user_shift"] - z1.params["user_shift"])).max(axis=1)
+    assert np.all(moved[users] > 0)  # the penalty reached the rows in use
+    untouched = np.setdiff1d(np.arange(10), users)
+    assert untouched.size
+    np.testing.assert_array_equal(s1.params["user_shift"][untouched],
+                                  s.params["user_shift"][untouched])
+
+
 def test_row_update_equals_dense_update():
     tx = optim.make_optimizer("adagrad", 0.3, momentum=0.0)
     rng = np.random.default_rng(0)
