@@ -33,7 +33,8 @@ def ref_gru(p, h, item_in, user_in):
     Wi, b, Wv = p["item"]["kernel"], p["item"]["bias"], p["user"]["kernel"]
     a = h @ Wh + item_in @ Wi[:, :2 * n] + user_in @ Wv[:, :2 * n] + b[:2 * n]  # Eq. 3
     u, r = sigmoid(a[:, :n]), sigmoid(a[:, n:])
-    k = np.tanh((r * h) @ U + item_in @ Wi[:, 2 * n:] + user_in @ Wv[:, 2 * n:] + b[2 * n:])  # Eq. 4
+    k = np.tanh((r * h) @ U  # Eq. 4: r before the matrix
+                + item_in @ Wi[:, 2 * n:] + user_in @ Wv[:, 2 * n:] + b[2 * n:])
     return (1.0 - u) * h + u * k  # Eq. 5
 
 
@@ -43,7 +44,8 @@ def ref_linear(p, h, x, ei):
 
 def ref_kappa(p, h, x):
     n = h.shape[-1]
-    kappa = h @ p["hidden"][:, 2 * n:] + x @ p["threshold"]["kernel"] + p["threshold"]["bias"]  # Eq. 7
+    T = p["threshold"]
+    kappa = h @ p["hidden"][:, 2 * n:] + x @ T["kernel"] + T["bias"]  # Eq. 7
     return kappa[:, :n], kappa[:, n:]
 
 
@@ -290,14 +292,16 @@ def test_rectified_cell_applies_each_case():
 
 @pytest.mark.parametrize("filter", ["relaxed", "straight_through"])
 def test_surrogate_values_and_gradients(filter):
-    omega, tau = 0.2, 0.1
+    omega, tau = 0.2, 0.02
     rng = np.random.default_rng(0)
     # near kappa1, near kappa2, far from both (three cases), and kappa1 > kappa2
     v = np.float32([0.05, 0.95, -2.0, 0.5, 3.0, 0.05, 0.3, 1.2])
     k1 = np.float32([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
     k2 = np.float32([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0])
     v[5] = -0.05  # just below kappa1
-    f = lambda v, a, b: uc.rectify(v, a, b, omega=omega, filter=filter, temperature=tau)  # noqa: E731
+    def f(v, a, b):
+        return uc.rectify(v, a, b, omega=omega, filter=filter, temperature=tau)
+
     out = f(jnp.asarray(v), jnp.asarray(k1), jnp.asarray(k2))
     if filter == "straight_through":  # the forward value is Eq. 6 itself, bit for bit
         np.testing.assert_array_equal(out, uc.rectify_exact(jnp.asarray(v), jnp.asarray(k1),
@@ -312,13 +316,14 @@ def test_surrogate_values_and_gradients(filter):
         jnp.asarray(v), jnp.asarray(k1), jnp.asarray(k2))
     dv, d1, d2 = np_relaxed_partials(v.astype(np.float64), k1, k2, omega, tau)
     for got, want in ((gv, dv * w), (g1, d1 * w), (g2, d2 * w)):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # float32 autodiff of a sigmoid loses digits in 1 - s far out in the tail
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     # where the relaxation says: kappa1 learns near kappa1, kappa2 near kappa2, neither far off
+    gv, g1, g2 = (np.asarray(g) for g in jax.grad(lambda *a: f(*a).sum(), argnums=(0, 1, 2))(
+        jnp.asarray(v), jnp.asarray(k1), jnp.asarray(k2)))
     assert abs(g1[0]) > 0.01 and abs(g1[5]) > 0.01 and abs(g2[1]) > 0.01
-    assert np.abs(np.asarray(g1)[[2, 3, 4]]).max() < 1e-6
-    assert np.abs(np.asarray(g2)[[0, 2, 4]]).max() < 1e-4
-    np.testing.assert_allclose(np.asarray(gv)[[2, 3, 4]] / w[[2, 3, 4]], [0.0, omega, 1.0],
-                               atol=1e-4)
+    assert np.abs(g1[[2, 3, 4]]).max() < 1e-6 and np.abs(g2[[0, 2, 4]]).max() < 1e-6
+    np.testing.assert_allclose(gv[[2, 3, 4]], [0.0, omega, 1.0], atol=1e-4)  # the exact mask
     # forward mode agrees (the straight-through rule is a custom JVP)
     tangents = tuple(jnp.asarray(rng.normal(size=v.shape), jnp.float32) for _ in range(3))
     _, jvp = jax.jvp(f, (jnp.asarray(v), jnp.asarray(k1), jnp.asarray(k2)), tangents)
@@ -401,8 +406,8 @@ CELLS = [
 ]
 
 
-@pytest.mark.parametrize("cell,width", CELLS, ids=lambda c: getattr(c, "__name__", None)
-                         or type(c).__name__)
+@pytest.mark.parametrize("cell,width", CELLS,
+                         ids=["linear", "rectified", "rectified-relaxed", "attentional"])
 def test_flax_contract_vmap_and_scan(cell, width):
     L = 5
     rng = jax.random.PRNGKey(0)
