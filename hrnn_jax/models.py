@@ -394,3 +394,94 @@ class HRNN(_Base):
         state, ys = jax.lax.scan(body, state, inputs, unroll=self.unroll)
         state.pop("gate")
         return state, self._output(ys, r_out, train)
+
+
+@dataclasses.dataclass(frozen=True)
+class UserRNN:
+    """Donkers et al. 2017: one recurrent cell over each user's whole sequence, fed the item and a
+    learned user embedding, ``x_t = [E_i i_t, E_v v]`` (Eq. 2), scored against every item (Eq. 1:
+    ``o = T h``, an affine map: ``item_out`` and ``item_bias``; cross-entropy over all items).
+
+    ``cell``: a user-based cell of ``hrnn_jax.user_cells`` (linear, rectified-linear,
+    attentional), with ``item_features = item_dim``; its ``project`` runs outside the scan. The
+    state resets at a new user only (targets within the user: ``make_lanes(targets="user")``).
+
+    Choices, each as the paper's Table 1 where it says:
+
+    * Embeddings ``item_in [N+1, item_dim]`` and ``user_in [U, user_dim]`` and the output layer are
+      drawn from U(-0.1, 0.1); dropout on the item vector (``dropout_item``, keep 0.8) and on the
+      user vector (``dropout_user``, keep 0.5), both drawn outside the scan.
+    * The L2 penalty on the user side (``l2_user``, 0.01) is an extra loss term (see
+      :func:`apply_with_aux`): ``l2_user`` times the mean squared norm of the user vectors of the
+      window's valid steps (per occurrence, so the user table stays a sparse-row table: only the
+      rows of the batch's users are touched) plus the squared norm of the cell's user kernel.
+      The paper applies L2 to the user parameters without saying more; this is our reading.
+    * ``user_in`` is a sparse-row table indexed by the batch's ``user`` (:attr:`row_tables`).
+    """
+
+    n_items: int
+    n_users: int
+    cell: nn.Module
+    user_dim: int = 100
+    dropout_item: float = 0.2
+    dropout_user: float = 0.5
+    l2_user: float = 0.01
+    unroll: int = 2
+
+    row_tables = {"item_in": "item", "user_in": "user", "item_out": "target",
+                  "item_bias": "target"}
+
+    def __post_init__(self):
+        if not cells.is_split(self.cell) or not hasattr(self.cell, "item_features"):
+            raise ValueError("UserRNN needs a user-based cell of hrnn_jax.user_cells (with "
+                             "item_features, project and step)")
+
+    @property
+    def hidden(self) -> int:
+        return cells.hidden_size(self.cell)
+
+    @property
+    def item_dim(self) -> int:
+        return int(self.cell.item_features)
+
+    def init(self, rng) -> Params:
+        k_item, k_user, k_out, k_bias, k_cell = jax.random.split(rng, 5)
+        N, H = self.n_items + 1, self.hidden
+        u = lambda k, shape: jax.random.uniform(k, shape, jnp.float32, -0.1, 0.1)  # noqa: E731
+        x = jnp.zeros((1, self.item_dim + self.user_dim))
+        return {
+            "item_in": u(k_item, (N, self.item_dim)),
+            "user_in": u(k_user, (self.n_users, self.user_dim)),
+            "item_out": u(k_out, (N, H)),
+            "item_bias": u(k_bias, (N,)),
+            "cell": self.cell.init(k_cell, self.cell.initialize_carry(k_cell, x.shape), x)["params"],
+        }
+
+    def init_carry(self, batch_size: int):
+        return jnp.zeros((batch_size, self.hidden), jnp.float32)
+
+    def apply(self, params, carry, batch, *, rng=None, train=False):
+        chex.assert_rank([batch["item"], batch["user"], batch["user_start"]], 2)
+        e_item = precision.take_rows(params["item_in"], batch["item"])  # E_i i_t [B, L, E_i]
+        e_user = precision.take_rows(params["user_in"], batch["user"])  # E_v v   [B, L, E_v]
+        r_item, r_user = jax.random.split(rng) if train else (None, None)
+        m_item = _mask(r_item, self.dropout_item, e_item.shape, train)
+        m_user = _mask(r_user, self.dropout_user, e_user.shape, train)
+        x = jnp.concatenate([e_item if m_item is None else e_item * m_item,
+                             e_user if m_user is None else e_user * m_user], axis=-1)
+        p = {"params": params["cell"]}
+        xp = self.cell.apply(p, x, method="project")  # all input work, outside the scan
+
+        def body(h, inp):
+            xp_t, ustart_t, valid_t = inp
+            h = jnp.where(ustart_t[:, None], 0.0, h)  # a new user starts from zeros
+            h_new, y = self.cell.apply(p, h, xp_t, method="step")  # Eq. 3-10
+            return jnp.where(valid_t[:, None], h_new, h), y
+
+        carry, ys = jax.lax.scan(body, carry, (jnp.swapaxes(xp, 0, 1), batch["user_start"].T,
+                                               batch["valid"].T), unroll=self.unroll)
+        valid = batch["valid"].astype(jnp.float32)
+        user_sq = ((e_user ** 2).sum(-1) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+        kernel_sq = (params["cell"]["user"]["kernel"] ** 2).sum()
+        extra = {"l2_user": self.l2_user * (user_sq + kernel_sq)}
+        return carry, jnp.swapaxes(ys, 0, 1), extra
