@@ -123,6 +123,21 @@ class ModelConfig(_Checked):
         "step", "HRNN All: W_c learns from every step (step, as hgru4rec) or only in the window "
                 "where its session starts (session)")
     neighbours: int = field(100, "Item-KNN neighbours per item", min=1)
+    dropout_item: float = field(0.2, "user-based GRUs: dropout on the item vector (keep 0.8, "
+                                     "Donkers et al. Table 1)", min=0.0, max=0.99)
+    dropout_user_vector: float = field(0.5, "user-based GRUs: dropout on the user vector (keep "
+                                            "0.5, Donkers et al. Table 1)", min=0.0, max=0.99)
+    l2_user: float = field(0.01, "user-based GRUs: weight of the L2 penalty on the user side",
+                           min=0.0)
+    omega: float = field(0.2, "rectified user-based GRU: leak of Eq. 6's middle case", min=0.0,
+                         max=1.0)
+    decay: float = field(1.0, "decaying Item-KNN: decay rate per day of a history event's age "
+                              "(weight exp(-decay * days before the target))", min=0.0)
+    factors: int = field(20, "MF and sequential MF: latent factors", min=1)
+    mf_epochs: int = field(30, "MF and sequential MF: passes over the training events", min=1)
+    mf_learning_rate: float = field(0.01, "MF and sequential MF: SGD learning rate", min=0.0,
+                                    open_min=True)
+    mf_window: int = field(2, "sequential MF: previous items in the window (FPMC-style)", min=1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -53,6 +53,15 @@ class EvalRows:
                                   (parallel to ``seen_items``; used by PersonalPop). Optional.
     same_session:     bool  [R]   input and target belong to the same session (always True for
                                   ``targets="session"``). Optional; None means all True.
+    history_start:    int64 [R]   event index of the user's first event in ``stream``: the history
+                                  of row r (every event of the user before the target, training
+                                  and earlier test events, in stream order) is the stream slice
+                                  ``[history_start[r], event[r])`` (see :meth:`history`).
+    stream_item:      int32 [E]   item of every stream event (E = stream length).
+    stream_time:      float64 [E] time of every stream event (the log's unit, seconds for
+                                  ``data.read_interactions``). The three history fields are
+                                  optional (None) for rows built by hand; baselines that read the
+                                  history (time-decayed Item-KNN, MF, sequential MF) need them.
     """
 
     event: np.ndarray
@@ -66,6 +75,9 @@ class EvalRows:
     seen_items: np.ndarray
     seen_counts: np.ndarray | None = None
     same_session: np.ndarray | None = None
+    history_start: np.ndarray | None = None
+    stream_item: np.ndarray | None = None
+    stream_time: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.event.shape[0])
@@ -73,6 +85,18 @@ class EvalRows:
     def seen_of(self, r: int) -> np.ndarray:
         """Distinct items seen before the target of row ``r``: int32 [n_r]."""
         return self.seen_items[self.seen_ptr[r]:self.seen_ptr[r + 1]]
+
+    def history(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The histories of rows ``index`` [r] as stream positions, without a Python loop:
+        ``(flat [n], row [n])``, ``flat`` the stream index of every history event (oldest first
+        within a row) and ``row`` its position in ``index``. Read items and times as
+        ``stream_item[flat]``, ``stream_time[flat]``."""
+        if self.history_start is None or self.stream_item is None:
+            raise ValueError("these evaluation rows carry no history (history_start, stream_item, "
+                             "stream_time); build them with make_eval_rows")
+        index = np.asarray(index, dtype=np.int64)
+        starts = self.history_start[index]
+        return csr_ranges(starts, self.event[index] - starts)
 
 
 def csr_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +195,9 @@ def make_eval_rows(stream: pl.DataFrame, targets: str = "session") -> EvalRows:
         seen_items=seen_items.astype(np.int32),
         seen_counts=seen_counts,
         same_session=(rows["prev_session"] == rows["session"]).to_numpy(),
+        history_start=(rows["event"].to_numpy() - local).astype(np.int64),
+        stream_item=stream["item"].to_numpy().astype(np.int32),
+        stream_time=stream["time"].to_numpy().astype(np.float64),
     )
 
 
