@@ -136,8 +136,7 @@ def eval_speed(n_items=100_000, hidden=100, rows=4096, chunk=1024) -> float:
     fake = evaluation.EvalRows(
         event=np.arange(rows), user=np.zeros(rows, np.int32), item=np.ones(rows, np.int32),
         target=target, history_sessions=np.ones(rows, np.int32),
-        position=np.ones(rows, np.int32), session_length=np.full(rows, 2, np.int32),
-        seen_ptr=np.zeros(rows + 1, np.int64), seen_items=np.zeros(0, np.int32))
+        position=np.ones(rows, np.int32), session_length=np.full(rows, 2, np.int32))
     rank = lambda idx, t, seen: predict.rank_scores(params, y[idx], t, seen, "optimistic")  # noqa: E731
     evaluation.rank_chunks(None, fake, chunk=chunk, rank_fn=rank)  # compile
     start = time.perf_counter()

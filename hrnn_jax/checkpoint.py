@@ -352,7 +352,8 @@ def train(source, model_name: str, config: Config = Config(), *, out=None,
         resume.check_log(prep)
 
     counts = np.bincount(prep.train["item"].to_numpy(), minlength=prep.encoded.n_items + 1)
-    base = Trained(model_name, compare.build_model(model_name, prep.encoded.n_items, config.model),
+    base = Trained(model_name, compare.build_model(model_name, prep.encoded.n_items, config.model,
+                                       n_users=prep.encoded.n_users),
                    config, data.Encoded(prep.train.select("user", "item", "session"),
                                         prep.encoded.user_ids, prep.encoded.item_ids),
                    None, counts.astype(np.int64), None, jsonio.to_jsonable(prep.info))
@@ -517,7 +518,8 @@ def load(directory) -> Trained:
     meta = _meta(path)
     config = Config.from_dict(meta["config"])
     item_ids = np.array(meta["item_ids"], dtype=object)
-    model = compare.build_model(meta["model"], len(item_ids) - 1, config.model)
+    model = compare.build_model(meta["model"], len(item_ids) - 1, config.model,
+                                n_users=len(meta["user_ids"]))
     t = config.train
     tx = optim.make_optimizer(t.optimizer, t.learning_rate, t.momentum)
     train_state = jax.eval_shape(lambda: training.init_state(

@@ -23,12 +23,15 @@ import numpy as np
 import polars as pl
 
 from hrnn_jax import (baselines, cells, data, evaluation, models, predict, significance,
-                      training)
+                      training, user_cells)
 from hrnn_jax.config import Config, DataConfig, ModelConfig
 from hrnn_jax.progress import tagged
 
-NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all")
-MODELS = ("pop", "ppop", "itemknn") + NEURAL
+USER_GRUS = {"user-gru-linear": user_cells.LinearUserGRU,
+             "user-gru-rectified": user_cells.RectifiedUserGRU,
+             "user-gru-attentional": user_cells.AttentionalUserGRU}
+NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS)
+MODELS = ("pop", "ppop", "itemknn", "decay-itemknn", "mf", "seq-mf") + NEURAL
 # Evaluation runs forward only, and its results do not depend on the window (tested), so it
 # always uses long windows: few dispatches whatever the training window.
 EVAL_WINDOW = 20
@@ -50,7 +53,8 @@ def rows_targets(protocol: str) -> str:
 
 
 def lane_targets(name: str, protocol: str) -> str:
-    return "user" if name == "concat" else rows_targets(protocol)
+    """RNN Concat and the user-based GRUs (Donkers et al.) run over the user's whole sequence."""
+    return "user" if name == "concat" or name in USER_GRUS else rows_targets(protocol)
 
 
 def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
@@ -90,8 +94,13 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
     return Prepared(restricted, cfg.protocol, train, test, stream, rows, info)
 
 
-def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig()) -> models.Model:
-    """The paper's models with GRU cells of ``config.hidden`` units (HRNN: 100+100 'small')."""
+def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
+                n_users: int | None = None) -> models.Model:
+    """The papers' models with ``config.hidden`` units (HRNN: 100+100 'small').
+
+    ``user-gru-linear|rectified|attentional``: ``models.UserRNN`` (Donkers et al.) with item and
+    user embeddings as wide as the hidden state (their Table 1) and ``config``'s item/user
+    dropout, L2 on the user side and omega; they need ``n_users`` (the user table's rows)."""
     cfg = config
     if name == "gru":
         return models.SessionRNN(n_items, cells.GRU(cfg.hidden), dropout_session=cfg.dropout_session)
@@ -104,6 +113,14 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig()) ->
                            dropout_user=cfg.dropout_user, dropout_init=cfg.dropout_init,
                            context_gates=cfg.context_gates, first_session=cfg.first_session,
                            context_grad=cfg.context_grad)
+    if name in USER_GRUS:
+        if n_users is None:
+            raise ValueError(f"{name} has a user table: build_model needs n_users")
+        kw = {"omega": cfg.omega} if name == "user-gru-rectified" else {}
+        cell = USER_GRUS[name](cfg.hidden, item_features=cfg.hidden, **kw)
+        return models.UserRNN(n_items, n_users, cell, user_dim=cfg.hidden,
+                              dropout_item=cfg.dropout_item,
+                              dropout_user=cfg.dropout_user_vector, l2_user=cfg.l2_user)
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
 
 
@@ -151,7 +168,7 @@ def fit_neural(name: str, prep: Prepared, config: Config, log=None, progress=Non
                resume=None, on_epoch=None):
     """Train neural model ``name`` (``config.train.seeds`` seeds at once): (model, FitResult).
     ``resume`` and ``on_epoch``: as ``training.fit``'s (``hrnn_jax.checkpoint`` uses them)."""
-    model = build_model(name, prep.encoded.n_items, config.model)
+    model = build_model(name, prep.encoded.n_items, config.model, n_users=prep.encoded.n_users)
     targets = lane_targets(name, prep.protocol)
     train, validate = prep.train, None
     if config.train.patience > 0:
@@ -172,7 +189,12 @@ def evaluate_neural(name: str, model: models.Model, params, prep: Prepared, conf
 
 
 def run_baseline(name: str, prep: Prepared, config: Config, progress=None) -> Ranked:
-    kw = {"neighbours": config.model.neighbours} if name == "itemknn" else {}
+    m = config.model
+    mf = {"factors": m.factors, "epochs": m.mf_epochs, "learning_rate": m.mf_learning_rate,
+          "seed": config.train.seed}
+    kw = {"itemknn": {"neighbours": m.neighbours},
+          "decay-itemknn": {"neighbours": m.neighbours, "decay": m.decay},
+          "mf": mf, "seq-mf": {**mf, "window": m.mf_window}}.get(name, {})
     start = time.perf_counter()
     model = baselines.make_baseline(name, **kw).fit(prep.train, prep.encoded.n_items)
     seconds = time.perf_counter() - start
@@ -289,13 +311,14 @@ def table(results: dict, ks=(5, 20)) -> str:
             text += f"±{r['std'][c]:.4f}"
         return text + significance.marks(r.get("p_value", {}).get(c))
 
-    head = (f"{'model':<10}" + "".join(f"{c:>{width}}" for c in cols)
+    pad = max([10] + [len(name) + 1 for name in results])
+    head = (f"{'model':<{pad}}" + "".join(f"{c:>{width}}" for c in cols)
             + f"{'train s':>9}{'events/s':>10}")
     lines = [head]
     for name, r in results.items():
         cost = (f"{r['train_seconds']:>9.1f}{r['events_per_second']:>10.0f}"
                 if "train_seconds" in r else f"{'-':>9}{'-':>10}")  # e.g. a loaded checkpoint
-        lines.append(f"{name:<10}" + "".join(f"{cell(r, c):>{width}}" for c in cols) + cost)
+        lines.append(f"{name:<{pad}}" + "".join(f"{cell(r, c):>{width}}" for c in cols) + cost)
     if seeds > 1:
         one = [name for name, r in results.items() if r.get("seeds", 1) == 1]
         lines.append(f"mean±std (sample standard deviation) over {seeds} seeds"

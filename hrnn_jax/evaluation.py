@@ -45,12 +45,6 @@ class EvalRows:
     history_sessions: int32 [R]   number of distinct training (``is_test`` False) sessions of the user.
     position:         int32 [R]   1-based position of the INPUT event within its own session.
     session_length:   int32 [R]   length (events, train and test) of the TARGET's session in ``stream``.
-    seen_ptr:         int64 [R+1] CSR pointers into ``seen_items`` / ``seen_counts``.
-    seen_items:       int32 [nnz] per row, the distinct items of the user's events BEFORE the target
-                                  event (training history + earlier test events; the input item
-                                  included), sorted ascending.
-    seen_counts:      int32 [nnz] how many times each of ``seen_items`` occurs among those events
-                                  (parallel to ``seen_items``; used by PersonalPop). Optional.
     same_session:     bool  [R]   input and target belong to the same session (always True for
                                   ``targets="session"``). Optional; None means all True.
     history_start:    int64 [R]   event index of the user's first event in ``stream``: the history
@@ -61,7 +55,20 @@ class EvalRows:
     stream_time:      float64 [E] time of every stream event (the log's unit, seconds for
                                   ``data.read_interactions``). The three history fields are
                                   optional (None) for rows built by hand; baselines that read the
-                                  history (time-decayed Item-KNN, MF, sequential MF) need them.
+                                  history (time-decayed Item-KNN, MF, sequential MF) need them, and
+                                  so do the seen items (``exclude_seen``, PersonalPop).
+
+    Storage is O(E + R): the per-row fields above and one copy of the stream's items and times.
+    No per-row list of the items seen before the target is stored (with long histories, e.g.
+    LastFM-1K's 1,738 events a user and a temporal split, that list is O(R x history): 1e8
+    entries for 1,000 users x 2,000 events). The seen items of a row, the distinct items of its
+    history (training events + earlier test events, the input item included), and how often each
+    occurs there, are derived on demand for a chunk of rows by :meth:`seen`, as padded [r, W]
+    arrays: each user's events up to its last target in the chunk are sorted by item once, and a
+    row keeps the items whose first occurrence precedes its target (its histories are prefixes
+    of that span). :meth:`seen_of` gives one row's. The evaluation (``rank_chunks`` with
+    ``exclude_seen``, PersonalPop) asks for them chunk by chunk, so its memory is O(E + R + chunk
+    x (W + N)) whatever the history lengths.
     """
 
     event: np.ndarray
@@ -71,9 +78,6 @@ class EvalRows:
     history_sessions: np.ndarray
     position: np.ndarray
     session_length: np.ndarray
-    seen_ptr: np.ndarray
-    seen_items: np.ndarray
-    seen_counts: np.ndarray | None = None
     same_session: np.ndarray | None = None
     history_start: np.ndarray | None = None
     stream_item: np.ndarray | None = None
@@ -82,21 +86,79 @@ class EvalRows:
     def __len__(self) -> int:
         return int(self.event.shape[0])
 
-    def seen_of(self, r: int) -> np.ndarray:
-        """Distinct items seen before the target of row ``r``: int32 [n_r]."""
-        return self.seen_items[self.seen_ptr[r]:self.seen_ptr[r + 1]]
+    def _require_history(self) -> None:
+        if self.history_start is None or self.stream_item is None:
+            raise ValueError("these evaluation rows carry no history (history_start, stream_item, "
+                             "stream_time), which the seen items are derived from too; build "
+                             "them with make_eval_rows")
 
     def history(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The histories of rows ``index`` [r] as stream positions, without a Python loop:
         ``(flat [n], row [n])``, ``flat`` the stream index of every history event (oldest first
         within a row) and ``row`` its position in ``index``. Read items and times as
         ``stream_item[flat]``, ``stream_time[flat]``."""
-        if self.history_start is None or self.stream_item is None:
-            raise ValueError("these evaluation rows carry no history (history_start, stream_item, "
-                             "stream_time); build them with make_eval_rows")
+        self._require_history()
         index = np.asarray(index, dtype=np.int64)
         starts = self.history_start[index]
         return csr_ranges(starts, self.event[index] - starts)
+
+    def seen(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Items seen before the targets of rows ``index`` [r], from their histories.
+
+        Returns ``(items, counts)``, both int32 [r, W]: row i lists the distinct items of the
+        history of row ``index[i]`` (the user's events before the target: training history and
+        earlier test events, the input item included) in ascending order, and how many of those
+        events are on each; the rest of the row is padding, item 0 with count 0. ``W`` is the
+        longest list rounded up to a power of two (at least 8), so that jitted consumers
+        (:func:`seen_mask`) compile only a few shapes. The rows of one user share a history
+        prefix, so each user's events up to its last target in ``index`` are sorted once: work
+        and memory are O(those events + r x W). Raises ValueError for rows without history
+        fields.
+        """
+        index = np.asarray(index, dtype=np.int64)
+        self._require_history()
+        ends = self.event[index]
+        # Rows of one user share their history start, and their histories are prefixes of the
+        # longest one: sort each user's span once, not every row's history.
+        group_start, group = np.unique(self.history_start[index], return_inverse=True)
+        group = group.reshape(-1)
+        group_end = np.zeros(len(group_start), dtype=np.int64)
+        np.maximum.at(group_end, group, ends)
+        flat, g = csr_ranges(group_start, group_end - group_start)  # by group, then position
+        key = (g << 32) | self.stream_item[flat].astype(np.int64)   # (group, item); items >= 0
+        order = np.argsort(key, kind="stable")                       # ... then position
+        key, flat = key[order], flat[order]
+        first = np.empty(len(key), dtype=bool)
+        first[:1] = True
+        np.not_equal(key[1:], key[:-1], out=first[1:])
+        pair_first = np.flatnonzero(first)  # each distinct (group, item): its first occurrence
+        pair_key = key[pair_first]
+        pairs = np.bincount(pair_key >> 32, minlength=len(group_start))
+        # Every (row, item of its group's span), rows in ``index`` order, items ascending; the
+        # row has seen the item iff the item's first occurrence is before the row's target.
+        cand, row = csr_ranges((np.cumsum(pairs) - pairs)[group], pairs[group])
+        keep = flat[pair_first[cand]] < ends[row]
+        cand, row = cand[keep], row[keep]
+        # Occurrences before the target: the pair's positions (ascending) below ``ends[row]``.
+        stride = len(self.stream_item) + 1
+        occ = (np.cumsum(first) - 1) * stride + flat  # sorted: by pair, then position
+        counts = np.searchsorted(occ, cand * stride + ends[row]) - pair_first[cand]
+        lengths = np.bincount(row, minlength=len(index))
+        width = 8
+        while width < (lengths.max() if len(lengths) else 0):
+            width *= 2
+        col = np.arange(len(row)) - (np.cumsum(lengths) - lengths)[row]
+        items = np.zeros((len(index), width), dtype=np.int32)
+        items[row, col] = pair_key[cand] & 0xFFFFFFFF
+        out_counts = np.zeros((len(index), width), dtype=np.int32)
+        out_counts[row, col] = counts
+        return items, out_counts
+
+    def seen_of(self, r: int) -> np.ndarray:
+        """Distinct items seen before the target of row ``r``, ascending: int32 [n_r] (their
+        counts: :meth:`seen`)."""
+        items, counts = self.seen(np.array([r], dtype=np.int64))
+        return items[0][counts[0] > 0]
 
 
 def csr_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -123,8 +185,9 @@ def make_eval_rows(stream: pl.DataFrame, targets: str = "session") -> EvalRows:
         a training event, e.g. under leave-one-out or temporal splits);
       * ``targets="user"``: the previous event of the same user, in any session (the first test
         event of a session is then predicted from the last event of the previous session).
-    Rows are sorted by ``event``. Seen items are built from the user's events before the target in
-    stream order (training events first, then earlier test events).
+    Rows are sorted by ``event``. A row's history (and so its seen items, ``EvalRows.seen``) is
+    the user's events before the target in stream order (training events first, then earlier
+    test events). Time and memory are O(stream events + rows).
     """
     choices.check("targets", targets, TARGETS)
     missing = {"user", "item", "time", "session", "is_test"} - set(stream.columns)
@@ -139,13 +202,10 @@ def make_eval_rows(stream: pl.DataFrame, targets: str = "session") -> EvalRows:
         pos_in_session=pl.int_range(1, pl.len() + 1).over("session"),    # 1-based position
         session_length=pl.len().over("session"),
         history_sessions=pl.col("session").filter(~pl.col("is_test")).n_unique().over("user"),
-        first_seen=pl.col("item").is_first_distinct().over("user"),
     ).with_columns(
         prev_item=pl.col("item").shift(1).over("user"),
         prev_session=pl.col("session").shift(1).over("user"),
         prev_position=pl.col("pos_in_session").shift(1).over("user"),
-        # distinct items among the user's events strictly before this one
-        n_seen=(pl.col("first_seen").cast(pl.Int64).cum_sum() - pl.col("first_seen").cast(pl.Int64)).over("user"),
     )
 
     keep = pl.col("is_test") & pl.col("prev_item").is_not_null()
@@ -155,33 +215,6 @@ def make_eval_rows(stream: pl.DataFrame, targets: str = "session") -> EvalRows:
 
     user = rows["user"].to_numpy().astype(np.int32)
     local = rows["local"].to_numpy().astype(np.int64)
-    n_seen = rows["n_seen"].to_numpy().astype(np.int64)
-
-    # First occurrences of each (user, item), in stream order: the seen items of a row are the first
-    # n_seen of its user's first occurrences.
-    first = df.filter(pl.col("first_seen"))
-    fo_user = first["user"].to_numpy()
-    fo_item = first["item"].to_numpy().astype(np.int32)
-    fo_start = np.searchsorted(fo_user, user, side="left")
-    flat, row_of = csr_ranges(fo_start, n_seen)
-    seen_items = fo_item[flat]
-    seen_ptr = np.concatenate([[0], np.cumsum(n_seen)]).astype(np.int64)
-
-    # Counts: occurrences of (user, item) at local index < target's local index.
-    ev_user = df["user"].to_numpy().astype(np.int64)
-    ev_item = df["item"].to_numpy().astype(np.int64)
-    ev_local = df["local"].to_numpy().astype(np.int64)
-    n_cols = int(ev_item.max()) + 1 if len(ev_item) else 1
-    span = int(ev_local.max()) + 2 if len(ev_local) else 1
-    pair_keys, pair_of_event = np.unique(ev_user * n_cols + ev_item, return_inverse=True)
-    occ = np.sort(pair_of_event.astype(np.int64) * span + ev_local)
-    q_pair = np.searchsorted(pair_keys, user[row_of].astype(np.int64) * n_cols + seen_items)
-    seen_counts = (np.searchsorted(occ, q_pair * span + local[row_of], side="left")
-                   - np.searchsorted(occ, q_pair * span, side="left")).astype(np.int32)
-
-    # Sort each row's seen items ascending (rows stay contiguous).
-    order = np.lexsort((seen_items, row_of))
-    seen_items, seen_counts = seen_items[order], seen_counts[order]
 
     return EvalRows(
         event=rows["event"].to_numpy().astype(np.int64),
@@ -191,9 +224,6 @@ def make_eval_rows(stream: pl.DataFrame, targets: str = "session") -> EvalRows:
         history_sessions=rows["history_sessions"].fill_null(0).to_numpy().astype(np.int32),
         position=rows["prev_position"].to_numpy().astype(np.int32),
         session_length=rows["session_length"].to_numpy().astype(np.int32),
-        seen_ptr=seen_ptr,
-        seen_items=seen_items.astype(np.int32),
-        seen_counts=seen_counts,
         same_session=(rows["prev_session"] == rows["session"]).to_numpy(),
         history_start=(rows["event"].to_numpy() - local).astype(np.int64),
         stream_item=stream["item"].to_numpy().astype(np.int32),
@@ -246,18 +276,8 @@ _rank_jit = jax.jit(rank_targets, static_argnames=("ties",))
 
 
 def _padded_seen(rows: EvalRows, index: np.ndarray) -> np.ndarray:
-    """Seen items of ``index`` rows as int32 [r, L], padded with 0; L rounded up to a power of two
-    (at least 8) so the jitted mask builder compiles only a few shapes."""
-    starts = rows.seen_ptr[index]
-    lengths = rows.seen_ptr[index + 1] - starts
-    width = 8
-    while width < (lengths.max() if len(lengths) else 0):
-        width *= 2
-    out = np.zeros((len(index), width), dtype=np.int32)
-    flat, row = csr_ranges(starts, lengths)
-    col = np.arange(len(flat)) - np.repeat(np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    out[row, col] = rows.seen_items[flat]
-    return out
+    """Seen items of ``index`` rows as int32 [r, W], padded with 0 (``EvalRows.seen``)."""
+    return rows.seen(index)[0]
 
 
 def seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
@@ -287,7 +307,8 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows,
     follow :func:`rank_targets` with ``ties``.
 
     ``exclude_seen``: remove from the ranking the items the user interacted with before the target
-    (``rows.seen_items``), the target itself excepted (see ``rank_targets``).
+    (``rows.seen``, derived chunk by chunk from the rows' histories), the target itself excepted
+    (see ``rank_targets``).
 
     ``progress``: ``progress("evaluation", done, total)`` after every chunk (``hrnn_jax.progress``).
     """

@@ -19,8 +19,10 @@ table of width 3H (``item_in``) and the input bias is folded into its rows (one 
 step, so row + b is the same family of functions). With ``embed_dim=E`` items are embedded to E
 dimensions and projected by the cell. A cell without ``project`` (flax ``GRUCell``, ``LSTMCell``)
 receives the E-dimensional embedding (E defaults to its hidden size) and does its own projection.
-Work that does not depend on the state (look-ups, projections, dropout masks, scoring) is done for
-all steps at once, outside ``jax.lax.scan``.
+A user-based cell (``hrnn_jax.user_cells``, with ``item_features``) gets an ``item_features``-wide
+item embedding and a user vector beside it (see :class:`HRNN`). Work that does not depend on the
+state (look-ups, projections, dropout masks, scoring) is done for all steps at once, outside
+``jax.lax.scan``.
 """
 from __future__ import annotations
 
@@ -87,6 +89,12 @@ def apply_with_aux(model, params, carry, batch, *, rng=None, train=False):
 
 Mode = Literal["init", "all"]
 Reset = Literal["session", "user"]
+UserVector = Literal["table", "state"]
+
+
+def _is_user_based(cell) -> bool:
+    """A user-based cell (``hrnn_jax.user_cells``): split, fed ``[item (item_features), user]``."""
+    return cells.is_split(cell) and hasattr(cell, "item_features")
 
 
 def _uniform(rng, shape, fan_in, fan_out):
@@ -123,14 +131,35 @@ class _Base:
         return cells.hidden_size(self.session_cell)
 
     @property
+    def user_based(self) -> bool:
+        """The session cell is a user-based cell (``hrnn_jax.user_cells``): its item table is
+        ``item_features`` wide and its input is ``[E_i i, user vector]`` (see :class:`HRNN`)."""
+        return _is_user_based(self.session_cell)
+
+    @property
     def one_hot(self) -> bool:
-        return cells.is_split(self.session_cell) and self.embed_dim is None
+        return cells.is_split(self.session_cell) and self.embed_dim is None and not self.user_based
 
     @property
     def input_width(self) -> int:
         if self.one_hot:
             return 3 * self.hidden
+        if self.user_based:
+            return int(self.session_cell.item_features)
         return self.embed_dim or self.hidden
+
+    def _check_user_based(self):
+        """A user-based session cell: ``embed_dim`` is its ``item_features`` (or None), and the
+        model must give it a user part (``_extra_input() >= 1``)."""
+        cell, name = self.session_cell, type(self).__name__
+        if self.embed_dim is not None and self.embed_dim != cell.item_features:
+            raise ValueError(f"{name}: a user-based session cell ({type(cell).__name__}) embeds "
+                             f"items to its item_features ({cell.item_features}); got "
+                             f"embed_dim={self.embed_dim} (leave it None)")
+        if self._extra_input() < 1:
+            raise ValueError(f"{name}: the user-based session cell {type(cell).__name__} needs a "
+                             "user vector beside the item: use models.HRNN (user_vector='state' "
+                             "or 'table') or models.UserRNN")
 
     def _extra_input(self) -> int:
         return 0
@@ -144,6 +173,8 @@ class _Base:
             "item_bias": jnp.zeros((N,), jnp.float32),
         }
         carry = cells.zero_carry(self.session_cell, 1)
+        if self.user_based:
+            self._check_user_based()
         if self.one_hot:
             p = self.session_cell.init(k_cell, carry, jnp.zeros((1, D)), method="step")
         else:
@@ -152,9 +183,12 @@ class _Base:
         params["session"] = p["params"]
         return params
 
-    def _inputs(self, params, items):
-        """Per-step inputs of the session cell, outside the scan: ``[B, L] -> [B, L, D]``."""
+    def _inputs(self, params, items, user=None):
+        """Per-step inputs of the session cell, outside the scan: ``[B, L] -> [B, L, D]``; with
+        ``user [B, L, U]`` (a user-based cell) the cell projects ``[E_i i, user]``."""
         x = precision.take_rows(params["item_in"], items)
+        if user is not None:
+            x = jnp.concatenate([x, user], axis=-1)
         if cells.is_split(self.session_cell) and not self.one_hot:
             x = self.session_cell.apply({"params": params["session"]}, x, method="project")
         return x
@@ -220,6 +254,35 @@ class HRNN(_Base):
     Any two cells compose: ``session_cell`` (e.g. ``cells.GRU(100)`` or flax's ``LSTMCell``) and
     ``user_cell`` (e.g. ``cells.GRU(100)``).
 
+    User-based session cells (``hrnn_jax.user_cells``: ``LinearUserGRU``, ``RectifiedUserGRU``,
+    ``AttentionalUserGRU``; Donkers et al. 2017) run as the session cell with the input
+    ``x_t = [E_i i_t, v]``: the item from ``item_in [N+1, item_features]`` (an embedding, never
+    one-hot; ``embed_dim`` stays None) and a user vector v as wide as the user cell's output, U,
+    from ``user_vector``:
+
+    * ``"state"`` (the default for these cells): v = c, the user cell's output that initialised
+      the session (Eq. 3), as HRNN All's c: carried in ``context``, c_{u,0} = 0 in a user's first
+      session, ``dropout_user`` applied as for Eq. 4. The cell integrates c itself (linearly,
+      rectified, attentionally) where HRNN All adds W_c c to a GRU's gates, so ``mode`` stays
+      ``"init"`` (``"all"`` and ``context_gates`` are ValueErrors); ``context_grad`` applies to
+      the cell's user weights as it does to W_c.
+    * ``"table"``: v = ``user_in[user]``, a learned embedding ``[n_users, U]`` (U(-0.1, 0.1), as
+      UserRNN's) looked up by the batch's ``user`` and updated by sparse rows (``row_tables``).
+      No dropout and no L2 term on it (UserRNN's ``dropout_user``/``l2_user`` are not repeated).
+
+    With both, Eq. 3-4 set the session state at every session start as for a GRU session cell.
+    The rectified and attentional cells need U == H (and the attentional one item_features == H);
+    ``n_users`` is required with ``"table"`` and refused otherwise, ``user_vector`` is refused
+    with a session cell that is not user-based (ValueErrors). Where v enters, and the cost:
+    ``"table"``: all of x is known before the scan, so the cell's ``project`` runs outside it and
+    a step costs the cell's ``step``, as in UserRNN. ``"state"``: v changes only at session
+    boundaries and ``project`` is affine in x (every user cell's is), so ``project([E_i i, c]) =
+    project([E_i i, 0]) + (project([0, c]) - project([0, 0]))``: the first term runs outside the
+    scan for all steps, c's part (``_user_gate``) at each session end for the K closing lanes and
+    once per window from the carried c, and it is added at each step, exactly where HRNN All
+    adds W_c c: a step costs the cell's ``step`` plus one add. (A cell whose ``project`` were not
+    affine would need ``project`` inside the scan.)
+
     Options where the paper is silent, each with the choice of the authors' Theano code
     (mquad/hgru4rec, ``hgru4rec.py``) available and the default chosen by measurement (see the
     README and ``experiments/hrnn_all_ablation.py``):
@@ -248,7 +311,7 @@ class HRNN(_Base):
     * For a session cell with a tuple carry (LSTM), Eq. 4 sets the hidden part; the memory is zero.
 
     Carry: ``{"session": s, "user": u, "context": c}``, c ``[B, U]`` being the user output that
-    initialised the current session (width 0 in ``mode="init"``).
+    initialised the current session (width 0 in ``mode="init"`` unless ``user_vector="state"``).
 
     Speed. Eq. 3 and 4 (and HRNN All's W_c c) run once per session, only for the lanes whose
     session ends at this step: the batcher caps them at K slots per step
@@ -266,14 +329,90 @@ class HRNN(_Base):
     dropout_user: float = 0.0
     dropout_init: float = 0.0
     unroll: int = 2  # scan steps per loop iteration: 2 measured ~4% faster than 1 on 2 CPU cores
+    user_vector: UserVector | None = None  # user-based session cell: "state" (default) | "table"
+    n_users: int | None = None  # rows of the user table (user_vector="table" only)
 
     def __post_init__(self):
         choices.check("mode", self.mode, Mode)
         choices.check("context_gates", self.context_gates, ContextGates)
         choices.check("first_session", self.first_session, FirstSession)
         choices.check("context_grad", self.context_grad, ContextGrad)
+        if self.user_vector is not None:
+            choices.check("user_vector", self.user_vector, UserVector)
         if self.user_cell is None:
             raise ValueError("HRNN needs a user_cell (e.g. hrnn_jax.cells.GRU(100))")
+        self._check_user_vector()
+
+    def _check_user_vector(self):
+        """The options of a user-based session cell, and that they are not given without one."""
+        cell, source = self.session_cell, self.user_source
+        if not self.user_based:
+            if self.user_vector is not None:
+                raise ValueError(
+                    f"HRNN: user_vector={self.user_vector!r} needs a user-based session cell "
+                    "(hrnn_jax.user_cells: LinearUserGRU, RectifiedUserGRU, AttentionalUserGRU); "
+                    f"{type(cell).__name__} has no user input (for the user state at every "
+                    "step of a plain cell use mode='all')")
+            if self.n_users is not None:
+                raise ValueError("HRNN: n_users sizes the user table of user_vector='table' (a "
+                                 "user-based session cell); this model has none")
+            return
+        name, H, U = type(cell).__name__, self.hidden, self.user_hidden
+        if self.mode != "init":
+            raise ValueError(
+                f"HRNN: mode={self.mode!r} adds W_c c to a GRU's gates; the user-based session "
+                f"cell {name} takes the user vector as its own input instead (user_vector="
+                "'state' feeds it c at every step, as HRNN All does): leave mode='init'")
+        if self.context_gates != "rz":
+            raise ValueError(f"HRNN: context_gates={self.context_gates!r} is an option of "
+                             f"mode='all' with a GRU session cell, not of {name}")
+        if source == "table" and (self.n_users is None or self.n_users < 1):
+            raise ValueError(f"HRNN: user_vector='table' needs n_users >= 1 (the rows of the "
+                             f"user table), got {self.n_users}")
+        if source == "state" and self.n_users is not None:
+            raise ValueError("HRNN: n_users sizes the user table of user_vector='table'; with "
+                             "user_vector='state' the user vector is the user cell's output c")
+        if getattr(cell, "required_user", False) and U != H:
+            raise ValueError(
+                f"HRNN: {name} needs a user vector as wide as its hidden state ({H}); the user "
+                f"vector is as wide as the user cell's output, {U} (user_cell's features), for "
+                "both user_vector sources: make them equal")
+        if getattr(cell, "required_item", False) and cell.item_features != H:
+            raise ValueError(f"HRNN: {name} needs item_features == features ({H}), got "
+                             f"{cell.item_features}")
+        self._check_user_based()
+
+    @property
+    def user_source(self) -> UserVector | None:
+        """Where a user-based session cell's user vector comes from (None for other cells)."""
+        if not self.user_based:
+            return None
+        return self.user_vector or "state"
+
+    @property
+    def row_tables(self) -> dict[str, str]:
+        """The item tables, and with ``user_vector="table"`` the user table ``user_in`` by
+        ``user`` (see :func:`row_tables`)."""
+        tables = dict(ITEM_TABLES)
+        if self.user_source == "table":
+            tables["user_in"] = "user"
+        return tables
+
+    @property
+    def _carries_context(self) -> bool:
+        """The carry holds c of the session in progress (HRNN All, or c as the user vector)."""
+        return self.mode == "all" or self.user_source == "state"
+
+    def _user_gate(self, p_session, c):
+        """What c adds to the projected input of a user-based session cell (``user_vector=
+        "state"``): ``project([0, c]) - project([0, 0])``, exact because ``project`` is affine in
+        its input (as every cell of ``hrnn_jax.user_cells``): added to ``project([E_i i, 0])``
+        it gives ``project([E_i i, c])``. ``c [K, U] -> [K, projected_features]``."""
+        cell, E = self.session_cell, self.session_cell.item_features
+        p = {"params": p_session}
+        xp = cell.apply(p, jnp.concatenate([jnp.zeros((c.shape[0], E), c.dtype), c], axis=-1),
+                        method="project")
+        return xp - cell.apply(p, jnp.zeros((1, E + c.shape[1]), c.dtype), method="project")
 
     @property
     def user_hidden(self) -> int:
@@ -284,8 +423,11 @@ class HRNN(_Base):
         return cells.is_split(self.session_cell)
 
     def _extra_input(self) -> int:
-        # HRNN All with a cell that projects its own input: c is concatenated to the item input.
-        return self.user_hidden if self.mode == "all" and not self._split else 0
+        # HRNN All with a cell that projects its own input: c is concatenated to the item input;
+        # a user-based cell: the user vector (U wide, from either source) is.
+        if self.user_based or (self.mode == "all" and not self._split):
+            return self.user_hidden
+        return 0
 
     @property
     def _gate_width(self) -> int:
@@ -303,18 +445,24 @@ class HRNN(_Base):
         if self.mode == "all" and self._split:
             # one U x H block per gate, each initialised as hgru4rec's
             params["context"] = {"kernel": _uniform(k_ctx, (U, self._gate_width), U, H)}
+        if self.user_source == "table":  # U(-0.1, 0.1), as UserRNN's (Donkers et al., Table 1)
+            params["user_in"] = jax.random.uniform(jax.random.fold_in(k_ctx, 1),
+                                                   (self.n_users, U), jnp.float32, -0.1, 0.1)
         return params
 
     def init_carry(self, batch_size: int):
         return {
             "session": cells.zero_carry(self.session_cell, batch_size),
             "user": cells.zero_carry(self.user_cell, batch_size),
-            "context": jnp.zeros((batch_size, self.user_hidden if self.mode == "all" else 0),
+            "context": jnp.zeros((batch_size, self.user_hidden if self._carries_context else 0),
                                  jnp.float32),
         }
 
-    def _gate_input(self, c, W_c):
-        """What HRNN All adds to the session cell's input for user outputs ``c [., U]`` (Eq. 5)."""
+    def _gate_input(self, c, W_c, p_session=None):
+        """What HRNN All adds to the session cell's input for user outputs ``c [., U]`` (Eq. 5);
+        with ``user_vector="state"``, what c as the user vector adds to the projected input."""
+        if self.user_source == "state":
+            return self._user_gate(p_session, c)
         if self.mode == "init":
             return jnp.zeros((c.shape[0], 0), c.dtype)
         return c @ W_c if self._split else c
@@ -323,7 +471,14 @@ class HRNN(_Base):
         chex.assert_rank([batch["item"], batch["session_start"], batch["user_start"]], 2)
         B, L = batch["item"].shape
         H, U = self.hidden, self.user_hidden
-        x = self._inputs(params, batch["item"])
+        # A user-based cell projects [E_i i, v] here: v from the user table ("table"), or zero
+        # ("state": c's part, W c, is added in the scan, see _user_gate)
+        source = self.user_source
+        if source == "table":
+            v = precision.take_rows(params["user_in"], batch["user"])  # E_v v [B, L, U]
+        else:
+            v = jnp.zeros((B, L, U), jnp.float32) if source == "state" else None
+        x = self._inputs(params, batch["item"], v)
         # Lanes that close a session (not a new user) run Eq. 3-4 at this step. The batcher lists
         # them in `closing [L, K]` (ascending, padded with distinct values >= B); without it every
         # lane is a slot (K = B). Their rows are gathered and scattered back (exact copies).
@@ -347,8 +502,12 @@ class HRNN(_Base):
         p_user = {"params": params["user"]}
         # HRNN All's gate input of the sessions in progress, from the carried c with the current
         # W_c: once per window, outside the scan ("step": W_c learns from every step).
+        # With user_vector="state", likewise c's part of the user-based cell's projected input
+        # (its user weights in place of W_c).
         W_c0 = W_c if self.context_grad == "step" or W_c is None else jax.lax.stop_gradient(W_c)
-        gate0 = self._gate_input(carry["context"], W_c0)
+        p_s0 = params["session"] if self.context_grad == "step" else \
+            jax.lax.stop_gradient(params["session"])
+        gate0 = self._gate_input(carry["context"], W_c0, p_s0)
         pad_n = (3 * H - gate0.shape[1]) if self.mode == "all" and self._split else 0
 
         def close_sessions(st, idx, mu_t, mi_t):
@@ -361,6 +520,8 @@ class HRNN(_Base):
             new = {"session": cells.with_hidden(s, s0), "user": u_k}
             if self.mode == "all":  # Eq. 5: W_c c (a split cell) or c itself (a flax cell)
                 new.update(context=c, gate=proj[:, H:] if self._split else c)
+            elif source == "state":  # c is the user vector of the session it opens
+                new.update(context=c, gate=self._user_gate(params["session"], c))
             return {**st, **precision.put_lanes({k: st[k] for k in new}, idx, new)}
 
         def body(st, inp):
@@ -382,6 +543,8 @@ class HRNN(_Base):
                 x_t = x_t + jnp.pad(st["gate"], ((0, 0), (0, pad_n)))  # Eq. 5: W_c c on r, z
             elif self.mode == "all" and self._split:
                 x_t = x_t + st["gate"]  # Eq. 5: W_x i + W_c c on every gate
+            elif source == "state":
+                x_t = x_t + st["gate"]  # project([E_i i, 0]) + c's part = project([E_i i, c])
             elif self.mode == "all":
                 x_t = jnp.concatenate([x_t, st["gate"]], axis=-1)  # Eq. 5: the cell projects [i, c]
             s_new, y = self._session_step(params, st["session"], x_t)  # Eq. 1 / 5

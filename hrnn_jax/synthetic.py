@@ -54,6 +54,13 @@ DEFAULT_KNOBS = dict(n_successors=3, n_user_topics=3, n_favourites=6, fav_zipf=1
                      p_favourite=0.6, persistence=0.5, zipf=1.0, topic_zipf=1.0, with_session=False)
 _DAY = 86400.0
 
+# Strong, lasting per-user tastes (the Donkers et al. 2017 experiment's default data): no drift,
+# most events are one of the user's favourites, long histories of many short sessions. A user
+# embedding can hold these favourites outright; a GRU over the sequence must keep them in its state.
+LASTING_TASTES = dict(drift=0.0, p_favourite=0.7, p_transition=0.2, n_favourites=8,
+                      n_user_topics=3, persistence=0.3, sessions_per_user=(15, 30),
+                      session_length=(2, 8))
+
 
 def generate(n_users=1000, n_items=1000, *, n_topics=20, sessions_per_user=(5, 15), session_length=(3, 12),
              drift=0.1, seed=0, **knobs) -> pl.DataFrame:

@@ -125,3 +125,28 @@ def ranking_loss(kind, scores, target, negatives):
             total += value
             count += 1
     return total / max(count, 1)
+
+
+def run_user_based(params, steps, cell_call, source, user_vec=None, first_session="init"):
+    """Hidden outputs of one user's steps of HRNN with a user-based session cell
+    (``hrnn_jax.user_cells``, Donkers et al.) and a GRU user cell, one step at a time.
+
+    At a session start after the user's first: the user GRU takes the last session state (Eq. 3),
+    and Eq. 4 sets the session state from its output c. Every step calls the whole cell,
+    ``s = cell_call(s, [E_i i, v])``, with v the user's table row ``user_vec`` (``source="table"``)
+    or c of the session's start (``source="state"``; c_{u,0} = 0 in the first session).
+    """
+    item_in = np.asarray(params["item_in"])
+    W, b = np.asarray(params["init"]["kernel"]), np.asarray(params["init"]["bias"])
+    c = np.zeros(W.shape[0])  # c_{u,0}
+    s = np.zeros(W.shape[1]) if first_session == "zero" else np.tanh(b)  # Eq. 4 with c = 0
+    ys, prev_session = {}, None
+    for n, (item, _, session, row) in enumerate(steps):
+        if n and session != prev_session:
+            c = gru_call(params["user"], c, s)  # Eq. 3
+            s = np.tanh(c @ W + b)  # Eq. 4
+        prev_session = session
+        v = c if source == "state" else np.asarray(user_vec)
+        s = np.asarray(cell_call(s, np.concatenate([item_in[item], v])), np.float64)
+        ys[row] = s.copy()
+    return ys

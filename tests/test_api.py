@@ -22,7 +22,7 @@ def test_all_names_exist_and_are_documented():
 
 def test_every_model_keeps_the_contract():
     for name in compare.NEURAL:
-        model = compare.build_model(name, 10, ModelConfig(hidden=4))
+        model = compare.build_model(name, 10, ModelConfig(hidden=4), n_users=3)
         assert isinstance(model, models.Model), name
     assert isinstance(models.HRNN(10, cells.GRU(4), user_cell=cells.GRU(4)), models.Model)
     assert not isinstance(object(), models.Model)

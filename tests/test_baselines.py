@@ -1,3 +1,4 @@
+import dataclasses
 import math
 import time
 
@@ -24,9 +25,7 @@ def rows_with_inputs(items):
     n = len(items)
     z = np.zeros(n, dtype=np.int32)
     return EvalRows(event=np.arange(n, dtype=np.int64), user=z, item=np.asarray(items, dtype=np.int32),
-                    target=z + 1, history_sessions=z, position=z + 1, session_length=z + 2,
-                    seen_ptr=np.zeros(n + 1, dtype=np.int64), seen_items=np.zeros(0, dtype=np.int32),
-                    seen_counts=np.zeros(0, dtype=np.int32))
+                    target=z + 1, history_sessions=z, position=z + 1, session_length=z + 2)
 
 
 # Item-KNN training data: sessions {1,2,3} (item 1 twice), {1,2}, {1,4}, {2,3}; item 5 never seen.
@@ -167,3 +166,270 @@ def test_itemknn_scales():
     elapsed = time.perf_counter() - t0
     assert s.shape == (512, n_items + 1)
     assert elapsed < 30.0, elapsed
+
+
+# --------------------------------------------------------------------------------------------
+# Donkers et al. (2017) baselines: time-decayed Item-KNN, BPR-MF, sequential MF
+# --------------------------------------------------------------------------------------------
+from hrnn_jax import baselines, compare, synthetic  # noqa: E402
+from hrnn_jax.baselines import MF, DecayItemKNN, SeqMF  # noqa: E402
+from hrnn_jax.config import Config, DataConfig, ModelConfig  # noqa: E402
+
+DAY = 86400.0
+
+
+@pytest.fixture(scope="module")
+def small_prep():
+    return compare.prepare(synthetic.generate(n_users=30, n_items=60, seed=1),
+                           DataConfig(protocol="temporal"))
+
+
+def dense_similarity(model):
+    """[N+1, N+1] float64 similarity table from the kept neighbourhoods."""
+    sim = np.zeros((model.n_items + 1, model.n_items + 1))
+    rows = np.repeat(np.arange(model.n_items + 1), model.neighbours)
+    np.add.at(sim, (rows, model.nbr_item.reshape(-1)), model.nbr_sim.reshape(-1))
+    sim[:, 0] = 0.0
+    return sim
+
+
+def decayed_reference(model, rows, decay):
+    """Per-row loop: sum over the history of exp(-decay * age in days) * sim(item_h, .)."""
+    sim = dense_similarity(model)
+    out = np.zeros((len(rows), model.n_items + 1))
+    for r in range(len(rows)):
+        t = rows.stream_time[rows.event[r]]
+        for h in range(rows.history_start[r], rows.event[r]):
+            w = math.exp(-decay * (t - rows.stream_time[h]) / DAY)
+            out[r] += w * sim[rows.stream_item[h]]
+    return out
+
+
+def test_decay_itemknn_matches_loop_reference(small_prep):
+    rows, n = small_prep.rows, small_prep.encoded.n_items
+    index = np.arange(len(rows))
+    model = DecayItemKNN(neighbours=10, decay=0.5).fit(small_prep.train, n)
+    ref = decayed_reference(model, rows, 0.5)
+    assert (np.diff(rows.event - rows.history_start) != 0).any()   # histories of several lengths
+    np.testing.assert_allclose(model.decayed_scores(rows, index), ref, rtol=1e-10, atol=1e-300)
+    # sub-blocks of a few rows give the same result
+    tiny = DecayItemKNN(neighbours=10, decay=0.5, max_pairs=300).fit(small_prep.train, n)
+    assert len(list(tiny._blocks(rows, index))) > 10
+    np.testing.assert_allclose(tiny.decayed_scores(rows, index), ref, rtol=1e-10, atol=1e-300)
+    s = model.score(rows, index)
+    assert s.shape == (len(rows), n + 1) and s.dtype == np.float32 and np.isneginf(s[:, 0]).all()
+    scale = model.tiebreak_scale(ref)
+    expect = (ref + scale[:, None] * model.popularity[None, :]).astype(np.float32)
+    np.testing.assert_allclose(s[:, 1:], expect[:, 1:], rtol=1e-6)
+    np.testing.assert_array_equal(tiny.score(rows, index), s)
+
+
+def test_decay_zero_is_the_unweighted_history_sum(small_prep):
+    rows, n = small_prep.rows, small_prep.encoded.n_items
+    model = DecayItemKNN(neighbours=10, decay=0.0).fit(small_prep.train, n)
+    counts = np.zeros((len(rows), n + 1))                       # history item counts per row
+    for r in range(len(rows)):
+        np.add.at(counts[r], rows.stream_item[rows.history_start[r]:rows.event[r]], 1.0)
+    assert counts.max() > 1                                      # repeats occur and count again
+    np.testing.assert_allclose(model.decayed_scores(rows, np.arange(len(rows))),
+                               counts @ dense_similarity(model), rtol=1e-10)
+
+
+def timed_stream():
+    """KNN_TRAIN (users 0, 1; training) and user 2 with test events only, one day apart:
+    (day 0) item 4, (day 1) item 3, (day 2) item 5, (day 3) item 3, (day 4) item 2."""
+    recs = [(u, i, s, False, float(t)) for t, (u, i, s) in enumerate(KNN_TRAIN)]
+    recs += [(2, i, 30 + d, True, d * DAY) for d, i in enumerate([4, 3, 5, 3, 2])]
+    cols = list(zip(*recs))
+    return pl.DataFrame({"user": pl.Series(cols[0], dtype=pl.Int32),
+                         "item": pl.Series(cols[1], dtype=pl.Int32),
+                         "session": pl.Series(cols[2], dtype=pl.Int32),
+                         "is_test": pl.Series(cols[3], dtype=pl.Boolean),
+                         "time": pl.Series(cols[4], dtype=pl.Float64)})
+
+
+def test_decay_itemknn_unit_and_recency():
+    stream = timed_stream()
+    rows = make_eval_rows(stream, targets="user")
+    assert rows.target.tolist() == [3, 5, 3, 2] and rows.item.tolist() == [4, 3, 5, 3]
+    sim = np.zeros((6, 6))
+    for (a, b), v in SIM.items():
+        sim[a, b] = sim[b, a] = v
+    idx = np.arange(4)
+    e = math.exp
+    for decay in (0.0, 0.7, 1.0):
+        model = DecayItemKNN(neighbours=10, decay=decay).fit(stream, n_items=5)
+        got = model.decayed_scores(rows, idx)
+        # row 1 (target day 2): item 4 two days old, item 3 one day old -> exp(-2d), exp(-d)
+        np.testing.assert_allclose(got[1], e(-2 * decay) * sim[4] + e(-decay) * sim[3], rtol=1e-12)
+        # row 3 (day 4): 4 (4 days), 3 (3 days and 1 day: repeats count again), 5 (2 days)
+        np.testing.assert_allclose(
+            got[3], e(-4 * decay) * sim[4] + (e(-3 * decay) + e(-decay)) * sim[3] + 0.0,
+            rtol=1e-12)
+    # decay 0: item 1 (sim 1/sqrt3 + 1/sqrt6) beats item 2 (2/sqrt6) in row 1
+    s0 = DecayItemKNN(decay=0.0).fit(stream, 5).score(rows, idx)
+    assert s0[1, 1] > s0[1, 2]
+    # a huge decay: the most recent item (3) dominates and item 2 (its best neighbour) wins
+    big = DecayItemKNN(decay=50.0).fit(stream, 5)
+    s = big.score(rows, idx)
+    assert s[1, 2] > s[1, 1] > 0
+    np.testing.assert_allclose(big.decayed_scores(rows, idx)[1] / e(-50.0), sim[3], rtol=1e-9)
+    # tie-breaker: zero-score items (3, 4: not their own neighbours; 5: unseen) by popularity,
+    # all below the row's smallest positive score
+    assert min(s[1, 1], s[1, 2]) > s[1, 3] > s[1, 4] > s[1, 5] >= 0.0
+
+
+def test_decay_itemknn_beats_random_on_sequential_log():
+    prep = compare.prepare(synthetic.generate(n_users=100, n_items=200, seed=3),
+                           DataConfig(protocol="temporal"))
+    n, rows = prep.encoded.n_items, prep.rows
+    model = DecayItemKNN().fit(prep.train, n)
+    m = metrics_from_ranks(rank_chunks(lambda idx: model.score(rows, idx), rows), ks=(20,))
+    random_recall = 20 / n
+    random_mrr = sum(1 / k for k in range(1, 21)) / n
+    assert m["recall@20"] > 2 * random_recall, (m, n)
+    assert m["mrr@20"] > 3 * random_mrr, (m, n)
+
+
+@pytest.fixture(scope="module")
+def fitted_mf(small_prep):
+    n = small_prep.encoded.n_items
+    return MF(seed=3).fit(small_prep.train, n), SeqMF(seed=3).fit(small_prep.train, n)
+
+
+def test_mf_scores_are_the_formula(small_prep, fitted_mf):
+    mf, _ = fitted_mf
+    rows, p = small_prep.rows, mf.params
+    index = np.array([0, 5, 17, len(rows) - 1])
+    s = mf.score(rows, index)
+    assert s.shape == (4, small_prep.encoded.n_items + 1) and np.isneginf(s[:, 0]).all()
+    for k, r in enumerate(index):
+        u = rows.user[r]
+        expect = np.array([p["user"][u] @ p["item"][j] + p["bias"][j]
+                           for j in range(1, mf.n_items + 1)])
+        np.testing.assert_allclose(s[k, 1:], expect, rtol=1e-5, atol=1e-6)
+
+
+def previous_by_walking(rows, r, window):
+    """The last ``window`` items of row r's user before the target, by walking the stream."""
+    out, pos = [], rows.event[r] - 1
+    while len(out) < window and pos >= rows.history_start[r]:
+        out.append(int(rows.stream_item[pos]))
+        pos -= 1
+    return out
+
+
+def seq_formula(p, user_vec, prev, j):
+    x = user_vec @ p["item"][j] + p["bias"][j]
+    if prev:
+        x += np.mean([p["seq_item"][j] @ p["seq_prev"][l] for l in prev])
+    return x
+
+
+def test_seq_mf_scores_are_the_formula(small_prep, fitted_mf):
+    _, seq = fitted_mf
+    rows, p = small_prep.rows, seq.params
+    index = np.array([0, 1, 17, len(rows) - 1])
+    s = seq.score(rows, index)
+    for k, r in enumerate(index):
+        prev = previous_by_walking(rows, r, 2)
+        assert len(prev) == 2 and prev[0] == rows.item[r]
+        expect = [seq_formula(p, p["user"][rows.user[r]], prev, j) for j in range(1, seq.n_items + 1)]
+        np.testing.assert_allclose(s[k, 1:], expect, rtol=1e-5, atol=1e-6)
+
+
+def test_seq_mf_window_stays_within_the_user():
+    stream = timed_stream()                     # user 2: test events only, no training events
+    rows = make_eval_rows(stream, targets="user")
+    model = SeqMF(window=3, epochs=2, seed=0).fit(stream, n_items=5)
+    prev = model.previous(rows, np.arange(4))
+    # row 0's history is user 2's first event only: user 1's events before it are not used
+    assert prev.tolist() == [[4, 0, 0], [3, 4, 0], [5, 3, 4], [3, 5, 3]]
+    assert [previous_by_walking(rows, r, 3) for r in range(4)] == [[4], [3, 4], [5, 3, 4], [3, 5, 3]]
+    s = model.score(rows, np.arange(4))
+    p = model.params
+    assert model.n_users == 2                    # user 2 has no training row: zero factors
+    for r in range(4):
+        expect = [seq_formula(p, np.zeros(model.factors), previous_by_walking(rows, r, 3), j)
+                  for j in range(1, 6)]
+        np.testing.assert_allclose(s[r, 1:], expect, rtol=1e-5, atol=1e-6)
+    # MF: a user without training events is ranked by the item bias alone
+    mf = MF(epochs=2).fit(stream, n_items=5)
+    np.testing.assert_allclose(mf.score(rows, np.array([0]))[0, 1:], mf.params["bias"][1:],
+                               rtol=1e-6)
+
+
+def bpr_auc_and_loss(params, users, pos, neg, prev):
+    def x(j):
+        out = np.sum(params["user"][users] * params["item"][j], 1) + params["bias"][j]
+        if prev is not None:
+            mask = (prev > 0)[..., None]
+            mean = (params["seq_prev"][prev] * mask).sum(1) / np.maximum(mask.sum(1), 1)
+            out = out + np.sum(params["seq_item"][j] * mean, 1)
+        return out
+    d = x(pos) - x(neg)
+    return float((d > 0).mean()), float(np.mean(np.logaddexp(0.0, -d)))
+
+
+def test_bpr_training_improves_training_triples(small_prep, fitted_mf):
+    n = small_prep.encoded.n_items
+    train, prev = baselines.previous_items(small_prep.train, 2)
+    users, pos = train["user"].to_numpy(), train["item"].to_numpy()
+    rng = np.random.default_rng(0)
+    neg = rng.integers(1, n, size=len(pos))
+    neg = neg + (neg >= pos)
+    assert (neg != pos).all() and neg.max() <= n
+    for model, p in zip(fitted_mf, (None, prev)):
+        init = baselines.bpr_initial(3, model.n_users, n, model.factors, model.window)
+        auc0, loss0 = bpr_auc_and_loss(init, users, pos, neg, p)
+        auc1, loss1 = bpr_auc_and_loss(model.params, users, pos, neg, p)
+        assert auc1 > 0.85 and auc1 > auc0 + 0.2, (auc0, auc1)
+        assert loss1 < loss0 - 0.3, (loss0, loss1)
+        assert model.losses[-1] < model.losses[0] and len(model.losses) == 30
+
+
+def test_bpr_same_seed_same_factors(small_prep, fitted_mf):
+    n = small_prep.encoded.n_items
+    for model in fitted_mf:
+        again = type(model)(seed=3).fit(small_prep.train, n)
+        other = type(model)(seed=4).fit(small_prep.train, n)
+        for k, v in model.params.items():
+            np.testing.assert_array_equal(again.params[k], v)
+        assert not np.array_equal(other.params["item"], model.params["item"])
+        np.testing.assert_array_equal(again.losses, model.losses)
+
+
+def test_new_baselines_registry():
+    assert isinstance(make_baseline("decay-itemknn", decay=0.5), DecayItemKNN)
+    assert make_baseline("Decay_ItemKNN", neighbours=7).neighbours == 7
+    assert type(make_baseline("mf")) is MF and isinstance(make_baseline("seq-mf"), SeqMF)
+    assert make_baseline("seq-mf", window=3).window == 3
+    with pytest.raises(ValueError):
+        DecayItemKNN(decay=-1.0)
+    with pytest.raises(ValueError):
+        SeqMF(window=0)
+
+
+def test_new_baselines_through_compare(small_prep, monkeypatch):
+    names = ["decay-itemknn", "mf", "seq-mf"]
+    assert set(names) <= set(compare.MODELS)
+    made = {}
+    real = baselines.make_baseline
+
+    def spy(name, **kw):
+        made[name] = kw
+        return real(name, **kw)
+
+    monkeypatch.setattr(compare.baselines, "make_baseline", spy)
+    config = Config(model=ModelConfig(neighbours=7, decay=0.25, factors=20, mf_epochs=30,
+                                      mf_learning_rate=0.01, mf_window=2))
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=3))
+    out = compare.run_models(small_prep, names, config, log=None)
+    assert made["decay-itemknn"] == {"neighbours": 7, "decay": 0.25}
+    mf_kw = {"factors": 20, "epochs": 30, "learning_rate": 0.01, "seed": 3}
+    assert made["mf"] == mf_kw and made["seq-mf"] == {**mf_kw, "window": 2}
+    n, r = small_prep.encoded.n_items, len(small_prep.rows)
+    for name in names:
+        ranks = out[name].ranks
+        assert ranks.shape == (1, r)
+        assert ranks.min() >= 1 and ranks.max() <= n

@@ -43,9 +43,22 @@ def hand_stream() -> pl.DataFrame:
     })
 
 
-def seen_lists(rows):
-    return [(rows.seen_of(r).tolist(), rows.seen_counts[rows.seen_ptr[r]:rows.seen_ptr[r + 1]].tolist())
-            for r in range(len(rows))]
+def seen_lists(rows, chunk=3):
+    """[(seen items, counts)] of every row, from ``rows.seen`` over chunks of ``chunk`` rows (the
+    padding must be item 0 with count 0, after the row's items); checks ``seen_of`` too."""
+    out = []
+    for start in range(0, len(rows), chunk):
+        index = np.arange(start, min(start + chunk, len(rows)))
+        items, counts = rows.seen(index)
+        assert items.dtype == counts.dtype == np.int32 and items.shape == counts.shape
+        width = items.shape[1]
+        assert width >= 8 and width & (width - 1) == 0  # a power of two
+        for i, r in enumerate(index):
+            n = int((counts[i] > 0).sum())
+            assert (counts[i, n:] == 0).all() and (items[i, n:] == 0).all()
+            assert rows.seen_of(r).tolist() == items[i, :n].tolist()
+            out.append((items[i, :n].tolist(), counts[i, :n].tolist()))
+    return out
 
 
 def test_make_eval_rows_session_targets():
@@ -64,8 +77,8 @@ def test_make_eval_rows_session_targets():
         ([1], [1]),
         ([2, 3], [1, 1]),
     ]
-    assert rows.seen_ptr.dtype == np.int64 and rows.seen_ptr.shape == (len(rows) + 1,)
-    for name in ("user", "item", "target", "history_sessions", "position", "session_length", "seen_items"):
+    assert seen_lists(rows, chunk=len(rows)) == seen_lists(rows, chunk=1)
+    for name in ("user", "item", "target", "history_sessions", "position", "session_length"):
         assert getattr(rows, name).dtype == np.int32, name
     assert rows.event.dtype == np.int64
 
@@ -114,6 +127,14 @@ def test_make_eval_rows_seen_matches_brute_force():
             expected.append((e, items, [before.count(x) for x in items]))
         assert rows.event.tolist() == [x[0] for x in expected]
         assert seen_lists(rows) == [(x[1], x[2]) for x in expected]
+        assert seen_lists(rows, chunk=len(rows)) == seen_lists(rows, chunk=1)
+        # any order of rows, repeats included (a user's rows need not be together)
+        index = np.concatenate([np.random.default_rng(0).permutation(len(rows)), [0, 0]])
+        items, counts = rows.seen(index)
+        for i, r in enumerate(index):
+            n = len(expected[r][1])
+            assert items[i, :n].tolist() == expected[r][1] and (items[i, n:] == 0).all()
+            assert counts[i, :n].tolist() == expected[r][2] and (counts[i, n:] == 0).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,22 +216,48 @@ def test_nan_items_other_than_the_target_never_count():
 
 
 def random_rows(rng, n_rows, n_items, max_seen=6):
-    lengths = rng.integers(0, max_seen, size=n_rows)
-    ptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    seen = np.concatenate([np.sort(rng.choice(np.arange(1, n_items + 1), size=n, replace=False))
-                           for n in lengths] + [np.zeros(0)]).astype(np.int32)
+    """Rows of one-row users: row r's history is a shuffled list of ``seen[r]`` (distinct items,
+    some repeated) followed by its target event. Returns (rows, seen)."""
+    seen = [rng.choice(np.arange(1, n_items + 1), size=n, replace=False)
+            for n in rng.integers(0, max_seen, size=n_rows)]
+    histories = [rng.permutation(np.concatenate([s, s[:rng.integers(0, len(s) + 1)]])) for s in seen]
+    target = rng.integers(1, n_items + 1, size=n_rows).astype(np.int32)
+    lengths = np.array([len(h) + 1 for h in histories], dtype=np.int64)
+    start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    stream_item = np.concatenate([np.append(h, t) for h, t in zip(histories, target)]
+                                 + [np.zeros(0)]).astype(np.int32)
     z = np.zeros(n_rows, dtype=np.int32)
-    return EvalRows(event=np.arange(n_rows, dtype=np.int64), user=z, item=z + 1,
-                    target=rng.integers(1, n_items + 1, size=n_rows).astype(np.int32),
-                    history_sessions=z, position=z + 1, session_length=z + 2,
-                    seen_ptr=ptr, seen_items=seen)
+    rows = EvalRows(event=start + lengths - 1, user=np.arange(n_rows, dtype=np.int32), item=z + 1,
+                    target=target, history_sessions=z, position=z + 1, session_length=z + 2,
+                    history_start=start, stream_item=stream_item,
+                    stream_time=np.arange(len(stream_item), dtype=np.float64))
+    return rows, seen
+
+
+def test_seen_matches_the_histories():
+    rng = np.random.default_rng(5)
+    rows, seen = random_rows(rng, 40, 30, max_seen=20)
+    for index in (np.arange(40), rng.permutation(40)[:13], np.array([7, 7, 3]), np.zeros(0, int)):
+        items, counts = rows.seen(index)
+        for i, r in enumerate(index):
+            history = rows.stream_item[rows.history_start[r]:rows.event[r]].tolist()
+            want = sorted(set(history))
+            assert want == sorted(seen[r].tolist())
+            n = len(want)
+            assert items[i, :n].tolist() == want and (items[i, n:] == 0).all()
+            assert counts[i, :n].tolist() == [history.count(x) for x in want]
+            assert (counts[i, n:] == 0).all()
+        longest = max([len(seen[r]) for r in index], default=0)
+        assert items.shape == (len(index), max(8, 1 << (longest - 1).bit_length()))
+    with pytest.raises(ValueError, match="history"):
+        hand_rows([1], [1], [5]).seen(np.array([0]))
 
 
 @pytest.mark.parametrize("ties", ["optimistic", "average"])
 def test_rank_chunks_equals_one_shot(ties):
     rng = np.random.default_rng(1)
     n_rows, n_items = 37, 11
-    rows = random_rows(rng, n_rows, n_items)
+    rows, seen = random_rows(rng, n_rows, n_items)
     scores = tied_scores(rng, n_rows, n_items + 1)
     sizes = []
 
@@ -225,7 +272,7 @@ def test_rank_chunks_equals_one_shot(ties):
 
     mask = np.zeros_like(scores, dtype=bool)
     for r in range(n_rows):
-        mask[r, rows.seen_of(r)] = True
+        mask[r, seen[r]] = True
     got = rank_chunks(score_fn, rows, ties=ties, chunk=8, exclude_seen=True)
     want = [brute_rank(scores[r], rows.target[r], ties, mask[r]) for r in range(n_rows)]
     np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
@@ -234,11 +281,11 @@ def test_rank_chunks_equals_one_shot(ties):
 
 def test_rank_chunks_small_and_empty():
     rng = np.random.default_rng(2)
-    rows = random_rows(rng, 3, 5)
+    rows, _ = random_rows(rng, 3, 5)
     scores = rng.random((3, 6)).astype(np.float32)
     np.testing.assert_array_equal(rank_chunks(lambda i: scores[i], rows, chunk=1024),
                                   np.asarray(rank_targets(scores, rows.target)))
-    empty = random_rows(rng, 0, 5)
+    empty, _ = random_rows(rng, 0, 5)
     assert rank_chunks(lambda i: scores[i], empty).shape == (0,)
 
 
@@ -270,7 +317,6 @@ def hand_rows(history, position, length, same=None):
                     history_sessions=np.asarray(history, dtype=np.int32),
                     position=np.asarray(position, dtype=np.int32),
                     session_length=np.asarray(length, dtype=np.int32),
-                    seen_ptr=np.zeros(n + 1, dtype=np.int64), seen_items=np.zeros(0, dtype=np.int32),
                     same_session=None if same is None else np.asarray(same))
 
 

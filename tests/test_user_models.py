@@ -87,12 +87,20 @@ def test_user_table_is_updated_by_sparse_rows():
         steps[sparse] = jax.jit(training.make_train_step(model, tx, loss="full-ce",
                                                          sparse=sparse))
     assert set(states[True].opt_state["rows"]) == {"item_in", "user_in"}
+    metrics = sparse_equals_dense(states, steps, lanes.window(0),
+                                  ("item_in", "user_in", "item_out", "cell"))
+    assert float(metrics["l2_user"]) > 0
+
+
+def sparse_equals_dense(states, steps, batch, names):
+    """One step of the sparse-row and the dense train step: equal parameters; the user table's
+    rows change for the window's users only. Returns the sparse step's metrics."""
     before = np.asarray(states[True].params["user_in"])
-    batch = lanes.window(0)
+    metrics = {}
     for sparse in (True, False):
-        states[sparse], metrics = steps[sparse](states[sparse], batch, jax.random.PRNGKey(5))
-        assert float(metrics["l2_user"]) > 0
-    for name in ("item_in", "user_in", "item_out", "cell"):
+        states[sparse], metrics[sparse] = steps[sparse](states[sparse], batch,
+                                                        jax.random.PRNGKey(5))
+    for name in names:
         for a, b in zip(jax.tree_util.tree_leaves(states[True].params[name]),
                         jax.tree_util.tree_leaves(states[False].params[name])):
             np.testing.assert_allclose(a, b, **approx(1e-5, 1e-6), err_msg=name)
@@ -101,9 +109,196 @@ def test_user_table_is_updated_by_sparse_rows():
     others = np.setdiff1d(np.arange(N_USERS), np.unique(batch["user"]))
     assert others.size and np.all(np.abs(after[in_window] - before[in_window]).max(1) > 0)
     np.testing.assert_array_equal(after[others], before[others])
+    return metrics[True]
 
 
 def test_needs_a_user_cell():
     with pytest.raises(ValueError, match="user-based cell"):
         models.UserRNN(N_ITEMS, N_USERS, cells.GRU(H))
     assert isinstance(make("attentional"), models.Model)
+
+
+# ---------------------------------------------------------------------------------------------
+# models.HRNN with a user-based session cell: the user vector from the user table or from the
+# user-level state c (Quadrana et al.'s hierarchy around Donkers et al.'s cells)
+
+SOURCES = ("state", "table")
+# (session cell, user cell width U): the user vector is U wide; the linear cell takes any widths
+HRNN_CELLS = {
+    "linear": lambda: (user_cells.LinearUserGRU(H, item_features=H), H),
+    "rectified": lambda: (user_cells.RectifiedUserGRU(H, item_features=H), H),
+    "attentional": lambda: (user_cells.AttentionalUserGRU(H, item_features=H), H),
+    "linear-widths": lambda: (user_cells.LinearUserGRU(H, item_features=4), H + 2),
+}
+
+
+def make_hrnn(kind, source, **kw):
+    cell, U = HRNN_CELLS[kind]()
+    if source == "table":
+        kw["n_users"] = N_USERS
+    return models.HRNN(N_ITEMS, cell, user_cell=cells.GRU(U), user_vector=source, **kw)
+
+
+def hrnn_frame(seed=0):
+    """Users with 1-4 sessions of 1-5 events (sessions of one event give no step)."""
+    return ref.random_log(seed, N_USERS, N_ITEMS, session_len=(1, 6))
+
+
+def perturbed(params):
+    """Non-zero biases, b_init and attention weights (which start at zero)."""
+    return jax.tree_util.tree_map(
+        lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size)).reshape(a.shape), params)
+
+
+def hrnn_outputs(model, params, lanes, apply=None):
+    """{target row: y} over all windows, the carry crossing them (``apply``: jitted once)."""
+    apply = apply or jax.jit(model.apply)
+    carry, got = model.init_carry(B), {}
+    for batch in lanes:
+        carry, y = apply(params, carry, batch)
+        y = np.asarray(y)
+        for b, t in zip(*np.nonzero(batch["valid"])):
+            got[int(batch["event"][b, t])] = y[b, t]
+    return got
+
+
+def first_session_rows(data):
+    """Target rows (session targets) that lie in their user's first session."""
+    user, session = data["user"].to_numpy(), data["session"].to_numpy()
+    first = {}
+    for u, s in zip(user, session):
+        first.setdefault(int(u), int(s))
+    return {row for row in range(len(user)) if session[row] == first[int(user[row])]}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("kind", list(HRNN_CELLS))
+def test_hrnn_user_cell_matches_per_user_loop(kind, source):
+    """Windows of 4 with hold steps (one boundary slot), several sessions a user: each output
+    equals the loop of ``ref.run_user_based`` (Eq. 3 at a session end, Eq. 4, then the whole cell
+    ``cell.apply(p, h, [E_i i, v])`` step by step), v the user's table row or c."""
+    model = make_hrnn(kind, source)
+    params = perturbed(model.init(jax.random.PRNGKey(0)))
+    data = hrnn_frame()
+    lanes = make_lanes(data, batch_size=B, window=4, seed=1, boundary_slots=1)
+    assert len(lanes) >= 3
+    got = hrnn_outputs(model, params, lanes)
+    p = {"params": params["session"]}
+    call = jax.jit(lambda h, x: model.session_cell.apply(p, h, x)[0])
+    want, steps = {}, ref.user_steps(data)
+    assert max(len({s for _, _, s, _ in st}) for st in steps.values()) >= 3
+    for user, st in steps.items():
+        row = params["user_in"][user] if source == "table" else None
+        want.update(ref.run_user_based(params, st, call, source, row))
+    assert got.keys() == want.keys()
+    for row in want:
+        np.testing.assert_allclose(got[row], want[row], **approx(2e-5, 2e-6), err_msg=f"row {row}")
+
+
+def test_hrnn_table_row_changes_only_its_users_outputs():
+    """``user_vector="table"``: every step of user u sees row u, and only u's steps do."""
+    model = make_hrnn("attentional", "table")
+    params = perturbed(model.init(jax.random.PRNGKey(0)))
+    data = hrnn_frame()
+    lanes = make_lanes(data, batch_size=B, window=4, seed=1)
+    user = data["user"].to_numpy()
+    apply = jax.jit(model.apply)
+    base = hrnn_outputs(model, params, lanes, apply)
+    u = 4  # 9 steps in 3 sessions
+    other = hrnn_outputs(model, {**params, "user_in": params["user_in"].at[u].add(0.5)}, lanes,
+                         apply)
+    assert sum(user[row] == u for row in base) >= 3
+    for row in base:
+        if user[row] == u:
+            assert np.abs(other[row] - base[row]).max() > 1e-4, row
+        else:
+            np.testing.assert_array_equal(other[row], base[row], err_msg=f"row {row}")
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_hrnn_user_cell_params_reach_only_later_sessions(source):
+    """Changing the user-level GRU changes every output from a user's second session on and none
+    of the first session's (c_{u,0} = 0 there). With ``"state"`` and W_init = 0 (Eq. 4 then
+    ignores c) it does so through the user vector alone; with ``"table"`` through Eq. 4 alone."""
+    model = make_hrnn("rectified", source)
+    params = perturbed(model.init(jax.random.PRNGKey(0)))
+    if source == "state":
+        params["init"] = {**params["init"], "kernel": jnp.zeros_like(params["init"]["kernel"])}
+    data = hrnn_frame()
+    lanes = make_lanes(data, batch_size=B, window=4, seed=1, boundary_slots=1)
+    apply = jax.jit(model.apply)
+    base = hrnn_outputs(model, params, lanes, apply)
+    user = jax.tree_util.tree_map(lambda a: 1.5 * a + 0.1, params["user"])
+    other = hrnn_outputs(model, {**params, "user": user}, lanes, apply)
+    first = first_session_rows(data)
+    assert 0 < len(first & base.keys()) < len(base)
+    for row in base:
+        if row in first:
+            np.testing.assert_array_equal(other[row], base[row], err_msg=f"row {row}")
+        else:
+            assert np.abs(other[row] - base[row]).max() > 1e-5, row
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_hrnn_user_cell_trains(source):
+    """A few epochs of ``training.fit`` (with dropout on c, Eq. 4 and the outputs) run and lower
+    the loss."""
+    from hrnn_jax.config import TrainConfig
+
+    model = make_hrnn("linear", source, dropout_user=0.2, dropout_init=0.2, dropout_session=0.1)
+    data = ref.random_log(3, N_USERS, N_ITEMS, session_len=(2, 7))
+    result = training.fit(model, data, TrainConfig(epochs=8, batch_size=B, window=4,
+                                                   loss="full-ce", learning_rate=0.2), log=None)
+    loss = [h["loss"] for h in result.history]
+    assert np.all(np.isfinite(loss)) and loss[-1] < 0.95 * loss[0], loss
+
+
+def test_hrnn_user_table_is_updated_by_sparse_rows():
+    """``user_vector="table"`` declares ``user_in`` a row table by ``user``: with Adagrad the
+    sparse step equals the dense one, and the rows of users not in the window stay exactly."""
+    model = make_hrnn("linear", "table")
+    assert models.row_tables(model) == {**models.ITEM_TABLES, "user_in": "user"}
+    assert models.row_tables(make_hrnn("linear", "state")) == models.ITEM_TABLES
+    tx = optim.make_optimizer("adagrad", 0.1)
+    lanes = make_lanes(hrnn_frame(), batch_size=B, window=4, seed=0)
+    states, steps = {}, {}
+    for sparse in (True, False):
+        states[sparse] = training.init_state(model, tx, jax.random.PRNGKey(0), B, sparse=sparse)
+        steps[sparse] = jax.jit(training.make_train_step(model, tx, sparse=sparse))
+    assert set(states[True].opt_state["rows"]) == {"item_in", "user_in", "item_out", "item_bias"}
+    sparse_equals_dense(states, steps, lanes.window(0),
+                        ("item_in", "user_in", "item_out", "session", "user", "init"))
+
+
+def test_hrnn_user_vector_options_are_checked():
+    gru, lin = cells.GRU(H), user_cells.LinearUserGRU(H, item_features=H)
+    def hrnn(cell, user_cell=gru, **kw):
+        return models.HRNN(N_ITEMS, cell, user_cell=user_cell, **kw)
+
+    bad = [
+        ("user_vector='table' needs a user-based session cell", gru, dict(user_vector="table")),
+        ("n_users sizes the user table", gru, dict(n_users=N_USERS)),
+        ("user_vector must be one of", lin, dict(user_vector="lookup")),
+        ("needs n_users >= 1", lin, dict(user_vector="table")),
+        ("with user_vector='state' the user vector is", lin, dict(n_users=N_USERS)),
+        ("leave mode='init'", lin, dict(mode="all")),
+        ("context_gates='rzn' is an option of mode='all'", lin, dict(context_gates="rzn")),
+        (r"as wide as its hidden state \(6\).*output, 7",
+         user_cells.RectifiedUserGRU(H, item_features=4), dict(user_cell=cells.GRU(H + 1))),
+        (r"needs item_features == features \(6\), got 4",
+         user_cells.AttentionalUserGRU(H, item_features=4), {}),
+        ("embeds items to its item_features", lin, dict(embed_dim=H + 1)),
+    ]
+    for match, cell, kw in bad:
+        with pytest.raises(ValueError, match=match):
+            hrnn(cell, **kw)
+    with pytest.raises(ValueError, match="needs a user vector beside the item"):
+        models.SessionRNN(N_ITEMS, lin).init(jax.random.PRNGKey(0))
+    model = hrnn(user_cells.LinearUserGRU(H, item_features=4), user_cell=cells.GRU(H + 2))
+    assert model.user_source == "state" and isinstance(model, models.Model)
+    params = model.init(jax.random.PRNGKey(0))
+    assert params["item_in"].shape == (N_ITEMS + 1, 4) and "user_in" not in params
+    assert model.init_carry(B)["context"].shape == (B, H + 2)
+    table = make_hrnn("rectified", "table")
+    assert table.init(jax.random.PRNGKey(0))["user_in"].shape == (N_USERS, H)
+    assert table.init_carry(B)["context"].shape == (B, 0)
