@@ -45,7 +45,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import polars as pl
 
-from hrnn_jax import compare, data, evaluation, jsonio, optim, predict, training
+from hrnn_jax import compare, data, evaluation, jsonio, models, optim, predict, training
 from hrnn_jax.config import Config, ConfigError, DataConfig, EvalConfig
 from hrnn_jax.models import score_items
 
@@ -193,6 +193,12 @@ class Trained:
         _check_items(self.encoded, [s for s in sessions if s is not None])
         codes = np.array([self._user_codes.get(u, -1) for u in users], np.int64)
         lost = [u for u, c, s in zip(users, codes, sessions) if c < 0 and s is None]
+        if "user_in" in models.row_tables(self.model):
+            lost = [u for u, c in zip(users, codes) if c < 0]  # no row of the user table
+            if lost:
+                raise data.DataError(f"user(s) not in the checkpoint: {', '.join(lost[:5])}; "
+                                     f"{self.name} has a learned vector per training user and "
+                                     "cannot recommend for a new user")
         if lost:
             raise data.DataError(f"user(s) not in the checkpoint: {', '.join(lost[:5])}; a new "
                                  "user needs a session in progress (--session ITEMS)")
@@ -248,7 +254,8 @@ class Trained:
             carry = jax.tree_util.tree_map(lambda a: jnp.asarray(a[rows]), self.users["carry"])
         batch = {"item": item, "target": np.zeros_like(item), "session_start": first,
                  "user_start": first & new[:, None], "valid": col < lengths[:, None],
-                 "user": np.zeros_like(item)}
+                 "user": np.repeat(np.maximum(np.pad(codes, (0, B - R)), 0)[:, None], L,
+                                   axis=1).astype(np.int32)}
         y = np.asarray(_outputs(self.model, self.params, carry, batch))
         return y[np.arange(R), lengths[:R] - 1]
 

@@ -32,6 +32,10 @@ USER_GRUS = {"user-gru-linear": user_cells.LinearUserGRU,
              "user-gru-attentional": user_cells.AttentionalUserGRU}
 NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS)
 MODELS = ("pop", "ppop", "itemknn", "decay-itemknn", "mf", "seq-mf") + NEURAL
+# Quadrana et al.'s comparison (Table 3): what `hrnn-jax compare` and the demo run by default.
+QUADRANA = ("pop", "ppop", "itemknn", "gru", "concat", "hrnn-init", "hrnn-all")
+# Donkers et al.'s Table 2 (experiments/donkers2017.py).
+DONKERS = ("itemknn", "decay-itemknn", "mf", "seq-mf", "concat") + tuple(USER_GRUS)
 # Evaluation runs forward only, and its results do not depend on the window (tested), so it
 # always uses long windows: few dispatches whatever the training window.
 EVAL_WINDOW = 20
@@ -103,13 +107,15 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
     dropout, L2 on the user side and omega; they need ``n_users`` (the user table's rows)."""
     cfg = config
     if name == "gru":
-        return models.SessionRNN(n_items, cells.GRU(cfg.hidden), dropout_session=cfg.dropout_session)
+        return models.SessionRNN(n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
+                                 dropout_session=cfg.dropout_session)
     if name == "concat":
         return models.SessionRNN(n_items, cells.GRU(cfg.hidden), reset="user",
-                                 dropout_session=cfg.dropout_session)
+                                 embed_dim=cfg.embed_dim, dropout_session=cfg.dropout_session)
     if name in ("hrnn-init", "hrnn-all"):
         return models.HRNN(n_items, cells.GRU(cfg.hidden), user_cell=cells.GRU(cfg.hidden),
-                           mode=name.split("-")[1], dropout_session=cfg.dropout_session,
+                           mode=name.split("-")[1], embed_dim=cfg.embed_dim,
+                           dropout_session=cfg.dropout_session,
                            dropout_user=cfg.dropout_user, dropout_init=cfg.dropout_init,
                            context_gates=cfg.context_gates, first_session=cfg.first_session,
                            context_grad=cfg.context_grad)

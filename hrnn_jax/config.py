@@ -108,6 +108,8 @@ class ModelConfig(_Checked):
     """The models' sizes and the options of HRNN (``models.HRNN``) and Item-KNN."""
 
     hidden: int = field(100, "units of each GRU layer (session and user level)", min=1)
+    embed_dim: int | None = field(None, "gru, concat, hrnn: width of a learned item embedding "
+                                        "(none: one-hot items, as GRU4Rec)", min=1)
     dropout_user: float = field(0.0, "HRNN: dropout on the user GRU's output", min=0.0, max=0.99)
     dropout_session: float = field(0.1, "dropout on the session GRU's outputs", min=0.0,
                                    max=0.99)

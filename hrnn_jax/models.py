@@ -577,8 +577,12 @@ class UserRNN:
     * The L2 penalty on the user side (``l2_user``, 0.01) is an extra loss term (see
       :func:`apply_with_aux`): ``l2_user`` times the mean squared norm of the user vectors of the
       window's valid steps (per occurrence, so the user table stays a sparse-row table: only the
-      rows of the batch's users are touched) plus the squared norm of the cell's user kernel.
-      The paper applies L2 to the user parameters without saying more; this is our reading.
+      rows of the batch's users are touched). The paper applies L2 "on user side" without saying
+      to which parameters or how it is scaled; this is our reading, chosen by measurement: also
+      penalising the cell's user kernel (``+ |W_u|^2`` per step, against a loss that is a mean
+      over the window's events) drove W_u towards zero, and the linear user-based GRU then scored
+      as the standard GRU (MRR@20 .0744 against .0732 on the experiment's synthetic log, 10
+      epochs) where it reaches .1165 without that term.
     * ``user_in`` is a sparse-row table indexed by the batch's ``user`` (:attr:`row_tables`).
     """
 
@@ -645,6 +649,5 @@ class UserRNN:
                                                batch["valid"].T), unroll=self.unroll)
         valid = batch["valid"].astype(jnp.float32)
         user_sq = ((e_user ** 2).sum(-1) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
-        kernel_sq = (params["cell"]["user"]["kernel"] ** 2).sum()
-        extra = {"l2_user": self.l2_user * (user_sq + kernel_sq)}
+        extra = {"l2_user": self.l2_user * user_sq}
         return carry, jnp.swapaxes(ys, 0, 1), extra

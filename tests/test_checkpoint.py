@@ -1,4 +1,5 @@
 """Train, save, resume, evaluate and recommend from a checkpoint (``hrnn_jax.checkpoint``)."""
+import dataclasses
 import json
 import pathlib
 import re
@@ -378,3 +379,25 @@ def test_readme_commands_run(tmp_path, monkeypatch, capsys):
     lines = out.splitlines()
     k = int(shlex.split(commands[2])[shlex.split(commands[2]).index("--k") + 1])
     assert [ln.split("\t")[0] for ln in lines] == [str(i + 1) for i in range(k)]
+
+
+def test_user_table_model_recommends_with_the_users_own_vector(prep):
+    """A user-based GRU (Donkers et al.) continues a known user's sequence with that user's
+    row of the user table: two users with the same new session get different scores; a user
+    without a row is refused with a one-line error."""
+    trained = checkpoint.train(prep, "user-gru-linear", config(1), log=None)
+    user, item = prep.encoded.user_ids[2], prep.encoded.item_ids[3]
+    before = trained.recommend(user, session=[item], k=8)
+    ts = trained.state.train_state
+    table = ts.params["user_in"]
+    swapped = {**ts.params, "user_in": table.at[2].add(0.5)}  # user 2's row only
+    other = dataclasses.replace(trained, state=trained.state._replace(
+        train_state=ts._replace(params=swapped)))
+    after = other.recommend(user, session=[item], k=8)
+    assert not np.allclose(scores_of(before), scores_of(after))
+    untouched = prep.encoded.user_ids[7]
+    np.testing.assert_array_equal(scores_of(trained.recommend(untouched, session=[item], k=8)),
+                                  scores_of(other.recommend(untouched, session=[item], k=8)))
+    with pytest.raises(data.DataError, match="user-gru-linear has a learned vector per training "
+                                             "user and cannot recommend for a new user"):
+        trained.recommend("nobody", session=[item], k=8)
