@@ -593,7 +593,6 @@ class UserRNN:
     dropout_item: float = 0.2
     dropout_user: float = 0.5
     l2_user: float = 0.01
-    unroll: int = 2
 
     row_tables = {"item_in": "item", "user_in": "user", "item_out": "target",
                   "item_bias": "target"}
@@ -638,15 +637,9 @@ class UserRNN:
                              e_user if m_user is None else e_user * m_user], axis=-1)
         p = {"params": params["cell"]}
         xp = self.cell.apply(p, x, method="project")  # all input work, outside the scan
-
-        def body(h, inp):
-            xp_t, ustart_t, valid_t = inp
-            h = jnp.where(ustart_t[:, None], 0.0, h)  # a new user starts from zeros
-            h_new, y = self.cell.apply(p, h, xp_t, method="step")  # Eq. 3-10
-            return jnp.where(valid_t[:, None], h_new, h), y
-
-        carry, ys = jax.lax.scan(body, carry, (jnp.swapaxes(xp, 0, 1), batch["user_start"].T,
-                                               batch["valid"].T), unroll=self.unroll)
+        # Eq. 3-10 over the window; a new user starts from zeros, padding keeps the state
+        carry, ys = self.cell.apply(p, carry, jnp.swapaxes(xp, 0, 1), batch["user_start"].T,
+                                    batch["valid"].T, method="scan")
         valid = batch["valid"].astype(jnp.float32)
         user_sq = ((e_user ** 2).sum(-1) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
         extra = {"l2_user": self.l2_user * user_sq}
