@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
-from .evaluation import EvalRows, csr_ranges
+from .evaluation import EvalRows
 
 
 def _train_events(train: pl.DataFrame, n_items: int) -> pl.DataFrame:

@@ -275,11 +275,6 @@ def rank_targets(scores, targets, *, ties: str = "optimistic", exclude=None) -> 
 _rank_jit = jax.jit(rank_targets, static_argnames=("ties",))
 
 
-def _padded_seen(rows: EvalRows, index: np.ndarray) -> np.ndarray:
-    """Seen items of ``index`` rows as int32 [r, W], padded with 0 (``EvalRows.seen``)."""
-    return rows.seen(index)[0]
-
-
 def seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
     """bool [r, N+1] with True at ``seen_idx`` [r, L] (padding entries point at column 0). Jittable."""
     r = seen_idx.shape[0]
@@ -324,7 +319,7 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows,
         index = np.arange(start, start + size, dtype=np.int64)
         index[n:] = start + n - 1
         targets = jnp.asarray(rows.target[index])
-        seen = jnp.asarray(_padded_seen(rows, index)) if exclude_seen else None
+        seen = jnp.asarray(rows.seen(index)[0]) if exclude_seen else None
         if rank_fn is not None:
             ranks = rank_fn(index, targets, seen)
         else:

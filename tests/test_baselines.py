@@ -6,7 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hrnn_jax.baselines import ItemKNN, PersonalPop, Pop, make_baseline
+from hrnn_jax import baselines, compare, synthetic
+from hrnn_jax.baselines import (MF, DecayItemKNN, ItemKNN, PersonalPop, Pop, SeqMF,
+                                make_baseline)
+from hrnn_jax.config import Config, DataConfig, ModelConfig
 from hrnn_jax.evaluation import EvalRows, make_eval_rows, metrics_from_ranks, rank_chunks
 
 
@@ -171,9 +174,6 @@ def test_itemknn_scales():
 # --------------------------------------------------------------------------------------------
 # Donkers et al. (2017) baselines: time-decayed Item-KNN, BPR-MF, sequential MF
 # --------------------------------------------------------------------------------------------
-from hrnn_jax import baselines, compare, synthetic  # noqa: E402
-from hrnn_jax.baselines import MF, DecayItemKNN, SeqMF  # noqa: E402
-from hrnn_jax.config import Config, DataConfig, ModelConfig  # noqa: E402
 
 DAY = 86400.0
 
