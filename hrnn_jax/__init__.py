@@ -5,8 +5,8 @@ The names a user needs, from the modules that own them:
 * configuration: :class:`Config` and its sections (``hrnn_jax.config``);
 * data: :func:`read_interactions`, :func:`prepare` (sessions, filters, split, catalogue);
 * models: :class:`SessionRNN` (GRU4Rec, RNN Concat), :class:`HRNN` (Init/All), :class:`UserRNN`
-  (Donkers et al.'s user-based GRUs over ``hrnn_jax.user_cells``), the contract :class:`Model`,
-  the cells :class:`GRU`;
+  (Donkers et al.'s user-based GRUs over ``hrnn_jax.user_cells``), :class:`HRNNMeta` (the
+  time-gap control input, ``hrnn_jax.meta``), the contract :class:`Model`, the cells :class:`GRU`;
 * training: :func:`fit`, :func:`init_state`, :func:`make_train_step`;
 * evaluation: :func:`evaluate_model`, :func:`recommend` (and ``hrnn_jax.compare`` for the
   paper's whole comparison);
@@ -20,13 +20,14 @@ from hrnn_jax.compare import prepare
 from hrnn_jax.config import (Config, DataConfig, EvalConfig, ModelConfig, SyntheticConfig,
                              TrainConfig)
 from hrnn_jax.data import read_interactions
+from hrnn_jax.meta import HRNNMeta
 from hrnn_jax.models import HRNN, Model, SessionRNN, UserRNN, score_items
 from hrnn_jax.predict import evaluate_model, recommend
 from hrnn_jax.training import fit, init_state, make_train_step
 
 __all__ = [
-    "Config", "DataConfig", "EvalConfig", "GRU", "HRNN", "Model", "ModelConfig", "SessionRNN",
-    "SyntheticConfig", "TrainConfig", "Trained", "UserRNN", "evaluate_model", "fit",
+    "Config", "DataConfig", "EvalConfig", "GRU", "HRNN", "HRNNMeta", "Model", "ModelConfig",
+    "SessionRNN", "SyntheticConfig", "TrainConfig", "Trained", "UserRNN", "evaluate_model", "fit",
     "init_state", "load", "make_train_step", "prepare", "read_interactions", "recommend",
     "save", "score_items", "train",
 ]

@@ -17,10 +17,25 @@ Targets:
 
 A step opens a session (``session_start``) when its input event is the first step of its session;
 it opens a user (``user_start``) at the user's first step, which is also a session start.
+
+Per-step fields beyond the contract are built only when asked for (``make_lanes(fields=...)``; a
+model lists the fields it reads, :func:`lane_options`), so a model that reads none pays nothing:
+
+* ``"gap"`` (float32): seconds from the step's input event to its target event (the frame's
+  ``time``), the time-gap control signal of HRNN-meta (Ma & Narayanaswamy). 0 on padding.
+* ``"feedback"`` (float32): the input event's ``value`` (a rating, a click/purchase code), known
+  when the next event is predicted. 0 on padding.
+
+Where the user-level update runs (``closing``, ``close_at``): at the step whose input opens a
+session (``"input"``, Quadrana et al.), or at the step whose target opens one (``"target"``: the
+boundary is known when the next session's first item is predicted; ``targets="user"`` only), or
+nowhere (``"never"``: for models without a user level; no step is ever held, so every step of a
+lane is the user's next event).
 """
 from __future__ import annotations
 
 import heapq
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +44,15 @@ import polars as pl
 from hrnn_jax import choices
 
 TARGETS = ("session", "user")
+CLOSE_AT = ("input", "target", "never")
 FIELDS = ("item", "target", "session_start", "user_start", "valid", "user", "event", "evaluate",
           "closing")
+# Optional per-step fields: name -> (the frame column it is read from, its value at the steps whose
+# input events are rows ``src`` of that column, the targets being rows ``src + 1``).
+EXTRA_FIELDS = {
+    "gap": ("time", lambda col, src: col[src + 1] - col[src]),  # seconds, input -> target
+    "feedback": ("value", lambda col, src: col[src]),  # the input event's value (e.g. a rating)
+}
 
 
 @dataclass(frozen=True)
@@ -40,9 +62,11 @@ class Lanes:
     item/target (int32, 0 = padding / no target), session_start/user_start/valid (bool), user (int32),
     event (int64: row of the target event in the source frame, -1 on padding), evaluate (bool: the
     step's prediction is scored by evaluation). ``closing`` is ``[W, L, K]`` int32: the lanes that
-    close a session at each step (session_start and not user_start), in ascending order, padded
-    with the distinct values B, B+1, ... (past the last lane: gathers read zeros, scatters skip).
+    close a session at each step (``close_at="input"``: session_start and not user_start;
+    ``"target"``: the target opens the user's next session), in ascending order, padded with the
+    distinct values B, B+1, ... (past the last lane: gathers read zeros, scatters skip).
     Steps with ``valid`` False (padding at the end of a lane, or a hold step) leave the state as is.
+    ``extras``: the optional per-step fields asked for (``EXTRA_FIELDS``), each ``[W, B, L]``.
     """
 
     item: np.ndarray
@@ -54,6 +78,7 @@ class Lanes:
     event: np.ndarray
     evaluate: np.ndarray
     closing: np.ndarray
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.item.shape[0]
@@ -65,19 +90,23 @@ class Lanes:
 
     def window(self, w: int) -> dict[str, np.ndarray]:
         """Window ``w`` as a dict of ``[B, L]`` arrays: the batch contract of the models."""
-        return {name: getattr(self, name)[w] for name in FIELDS}
+        return {name: a[w] for name, a in self.window_arrays().items()}
 
     def window_arrays(self) -> dict[str, np.ndarray]:
-        """All windows as a dict of ``[W, B, L]`` arrays."""
-        return {name: getattr(self, name) for name in FIELDS}
+        """All windows as a dict of ``[W, B, L]`` arrays (the contract's fields and the extras)."""
+        return {**{name: getattr(self, name) for name in FIELDS}, **self.extras}
 
     def __iter__(self):
         return (self.window(w) for w in range(len(self)))
 
 
-def _steps(frame: pl.DataFrame, targets: str):
+def _steps(frame: pl.DataFrame, targets: str, close_at: str = "input"):
     """Step arrays (one entry per step, grouped by user, in time order)."""
     choices.check("targets", targets, TARGETS)
+    choices.check("close_at", close_at, CLOSE_AT)
+    if close_at == "target" and targets != "user":
+        raise ValueError("close_at='target' closes a session at the step that predicts the next "
+                         "session's first item; only targets='user' lanes have such steps")
     user = frame["user"].to_numpy().astype(np.int64)
     item = frame["item"].to_numpy().astype(np.int32)
     session = frame["session"].to_numpy().astype(np.int64)
@@ -94,18 +123,41 @@ def _steps(frame: pl.DataFrame, targets: str):
     first[1:] = s_user[1:] != s_user[:-1]
     sess_first = first.copy()
     sess_first[1:] |= s_sess[1:] != s_sess[:-1]
+    if close_at == "input":
+        closing = sess_first & ~first
+    elif close_at == "target":  # the target event opens a session of the same user
+        closing = session[src + 1] != s_sess
+    else:
+        closing = np.zeros(len(src), bool)
     return dict(src=src, user=s_user, item=item[src], target=item[src + 1],
-                user_start=first, session_start=sess_first)
+                user_start=first, session_start=sess_first, closing=closing)
 
 
-def auto_slots(frame: pl.DataFrame, batch_size: int, targets: str = "session") -> int:
+def lane_options(model) -> dict:
+    """The ``make_lanes`` arguments a model needs beyond the layout: ``fields`` (the optional
+    per-step fields it reads, its ``fields`` attribute) and ``close_at`` (its ``close_at``; a
+    model without one has no user level: ``"never"``, so its lanes have no hold steps)."""
+    return {"fields": tuple(getattr(model, "fields", ())),
+            "close_at": getattr(model, "close_at", "never")}
+
+
+def _extra(frame: pl.DataFrame, name: str, src: np.ndarray) -> np.ndarray:
+    """Optional per-step field ``name`` for the steps whose input events are ``src``."""
+    column, value = EXTRA_FIELDS[name]
+    if column not in frame.columns:
+        raise ValueError(f"the per-step field {name!r} needs a {column!r} column in the frame "
+                         f"(columns: {', '.join(frame.columns)})")
+    return value(frame[column].to_numpy().astype(np.float64), src).astype(np.float32)
+
+
+def auto_slots(frame: pl.DataFrame, batch_size: int, targets: str = "session",
+               close_at: str = "input") -> int:
     """A cap on session boundaries per step: 1.2x their mean rate over B lanes, rounded up.
 
     On the benchmark's log (sessions of 3-12 events, B = 50) a cap of 9 slots placed the steps in
     as many windows as no cap at all; 12 (the former 1.5x + 1) only added user-level work.
     """
-    st = _steps(frame, targets)
-    return _slots_for(st["session_start"] & ~st["user_start"], batch_size)
+    return _slots_for(_steps(frame, targets, close_at)["closing"], batch_size)
 
 
 def _slots_for(closing: np.ndarray, batch_size: int) -> int:
@@ -143,7 +195,8 @@ def _place(seqs: list[np.ndarray], closing: np.ndarray, slots: int):
 
 def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: str = "session",
                seed: int | None = None, evaluate: np.ndarray | None = None,
-               boundary_slots: int | None = None) -> Lanes:
+               boundary_slots: int | None = None, fields: tuple[str, ...] = (),
+               close_at: str = "input") -> Lanes:
     """Lay the events of ``frame`` (columns user, item, session; sorted by user, time) into lanes.
 
     seed: users are put in a random order drawn from ``seed`` (reshuffle each epoch by passing a new
@@ -152,11 +205,17 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: st
     boundary_slots: at most this many lanes close a session (a session start that is not a user
       start) at the same step; a lane that would exceed it waits one hold step. Hierarchical models
       run their user-level update on these slots only (``closing``). Default: :func:`auto_slots`.
+    fields: optional per-step fields to build (names of ``EXTRA_FIELDS``), in ``Lanes.extras``.
+    close_at: ``"input"`` | ``"target"`` | ``"never"``: where ``closing`` lists a session's end
+      (module doc).
     """
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, got {batch_size} and {window}")
-    st = _steps(frame, targets)
-    closing = st["session_start"] & ~st["user_start"]
+    unknown = sorted(set(fields) - set(EXTRA_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown per-step field(s) {unknown}; known: {sorted(EXTRA_FIELDS)}")
+    st = _steps(frame, targets, close_at)
+    closing = st["closing"]
     K = boundary_slots or _slots_for(closing, batch_size)
     if not 1 <= K <= batch_size:
         raise ValueError(f"boundary_slots must be in 1..{batch_size}, got {K}")
@@ -205,4 +264,5 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: st
         event=grid(target_event, -1, np.int64),
         evaluate=grid(ev, False, bool),
         closing=slots.reshape(T // window, window, K).copy(),
+        extras={name: grid(_extra(frame, name, st["src"]), 0, np.float32) for name in fields},
     )

@@ -266,6 +266,7 @@ class Trained:
         R, N1 = len(y), self.encoded.n_items + 1
         size = min(CHUNK, _bucket(R))
         codes, scores = np.zeros((R, k), np.int64), np.zeros((R, k), np.float32)
+        p_s = models.scoring_params(self.model, self.params)
         for start in range(0, R, size):
             n = min(size, R - start)
             chunk = np.zeros((size, y.shape[1]), np.float32)
@@ -274,7 +275,7 @@ class Trained:
             if seen is not None:
                 for r in range(n):
                     mask[r, seen[start + r]] = True
-            s, c = _top_k(self.params, jnp.asarray(chunk), jnp.asarray(mask), k)
+            s, c = _top_k(p_s, jnp.asarray(chunk), jnp.asarray(mask), k)
             codes[start:start + n], scores[start:start + n] = np.asarray(c)[:n], np.asarray(s)[:n]
         return codes, scores
 

@@ -359,6 +359,17 @@ def metrics_from_ranks(ranks, ks=(5, 20)) -> dict[str, float]:
     return out
 
 
+def perplexity(log_probs, n_items: int) -> dict[str, float]:
+    """Perplexity of next-item predictions (Brown et al. 1992, as Ma & Narayanaswamy use it):
+    ``exp(-mean log p(target))`` over the rows, ``log_probs [R]`` natural logs of the full
+    softmax over the catalogue. A perplexity of p is a uniform guess among p items, so it depends
+    on the catalogue: the result states it (``{"ppl", "n", "catalogue": n_items}``)."""
+    lp = np.asarray(log_probs, dtype=np.float64).reshape(-1)
+    if lp.size == 0:
+        raise ValueError("perplexity: no rows")
+    return {"ppl": float(np.exp(-lp.mean())), "n": int(lp.size), "catalogue": int(n_items)}
+
+
 def breakdown(ranks, groups: dict[str, np.ndarray], ks=(5,)) -> dict[str, dict]:
     """Metrics per group: ``groups`` maps a label to a bool mask [R]; empty groups are omitted."""
     ranks = np.asarray(ranks)

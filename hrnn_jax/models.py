@@ -49,12 +49,14 @@ class Model(Protocol):
     ``init(rng) -> params`` (vmappable over ``rng``); ``init_carry(batch_size) -> carry`` for B
     lanes; ``apply(params, carry, batch, *, rng=None, train=False) -> (carry, y [B, L, H])`` for
     one window of the batch contract (``hrnn_jax.batching``). Scores are
-    ``score_items(params, y)``.
+    ``score_items(scoring_params(model, params), y)``.
 
     Optional, read by :func:`row_tables` and :func:`apply_with_aux`: ``row_tables`` (which
     parameters are tables updated by sparse rows, and the batch field that indexes each), and an
     ``apply`` that returns ``(carry, y, extra)``, ``extra`` a dict of scalar loss terms (already
-    weighted: an L2 penalty, a KL term) that the train step adds to the ranking loss.
+    weighted: an L2 penalty, a KL term) that the train step adds to the ranking loss; a
+    ``scoring_params`` hook (see :func:`scoring_params`); the per-step fields it reads
+    (``fields``) and where sessions close (``close_at``), see ``batching.lane_options``.
     """
 
     n_items: int
@@ -76,7 +78,11 @@ ITEM_TABLES = {"item_in": "item", "item_out": "target", "item_bias": "target"}
 def row_tables(model) -> dict[str, str]:
     """``{param: batch field}`` of the tables a train step updates by sparse rows: the model's own
     ``row_tables`` if it declares them, else the item tables (inputs by ``item``, the output
-    weights and biases by ``target``, which also covers sampled negatives)."""
+    weights and biases by ``target``, which also covers sampled negatives).
+
+    Inside the train step the model sees only the gathered rows, and each indexing field other
+    than ``target`` holds row positions in them instead of ids: a model that reads such a field
+    for anything else (e.g. features by item id) must not declare a table indexed by it."""
     return dict(getattr(model, "row_tables", ITEM_TABLES))
 
 
@@ -89,6 +95,7 @@ def apply_with_aux(model, params, carry, batch, *, rng=None, train=False):
 
 Mode = Literal["init", "all"]
 Reset = Literal["session", "user"]
+CloseAt = Literal["input", "target"]
 UserVector = Literal["table", "state"]
 
 
@@ -115,8 +122,19 @@ def _mask(rng, p: float, shape, train: bool):
 
 
 def score_items(params: Params, y: jax.Array) -> jax.Array:
-    """Scores of every item, ``[..., H] -> [..., N+1]``; column 0 is padding (callers mask it)."""
+    """Scores of every item, ``[..., H] -> [..., N+1]``; column 0 is padding (callers mask it).
+    ``params``: the model's :func:`scoring_params`."""
     return y @ params["item_out"].T + params["item_bias"]
+
+
+def scoring_params(model, params: Params, *, rng=None, train: bool = False) -> Params:
+    """The parameters the scores read (``item_out``, ``item_bias``): the model's own
+    ``scoring_params(params, rng=, train=)`` if it declares one (a decoder that mixes item
+    features into the output rows, ``meta.HRNNMeta``), else ``params`` as they are. Training
+    losses, evaluation and ``recommend`` all score through it; ``params`` may hold only the rows
+    a training step gathered (a hook maps rows to rows)."""
+    hook = getattr(model, "scoring_params", None)
+    return params if hook is None else hook(params, rng=rng, train=train)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,16 +190,18 @@ class _Base:
             "item_out": _uniform(k_out, (N, H), N, H),
             "item_bias": jnp.zeros((N,), jnp.float32),
         }
-        carry = cells.zero_carry(self.session_cell, 1)
         if self.user_based:
             self._check_user_based()
-        if self.one_hot:
-            p = self.session_cell.init(k_cell, carry, jnp.zeros((1, D)), method="step")
-        else:
-            x = jnp.zeros((1, D + self._extra_input()))
-            p = self.session_cell.init(k_cell, carry, x)
-        params["session"] = p["params"]
+        params["session"] = self._init_cell(k_cell)
         return params
+
+    def _init_cell(self, rng) -> Params:
+        """The session cell's parameters."""
+        carry, D = cells.zero_carry(self.session_cell, 1), self.input_width
+        if self.one_hot:
+            return self.session_cell.init(rng, carry, jnp.zeros((1, D)), method="step")["params"]
+        x = jnp.zeros((1, D + self._extra_input()))
+        return self.session_cell.init(rng, carry, x)["params"]
 
     def _inputs(self, params, items, user=None):
         """Per-step inputs of the session cell, outside the scan: ``[B, L] -> [B, L, D]``; with
@@ -231,7 +251,7 @@ class SessionRNN(_Base):
     def apply(self, params, carry, batch, *, rng=None, train=False):
         chex.assert_rank([batch["item"], batch["session_start"]], 2)
         B = batch["item"].shape[0]
-        x = self._inputs(params, batch["item"])
+        x = self._step_inputs(params, batch)
         reset = batch["session_start"] if self.reset == "session" else batch["user_start"]
         zero = cells.zero_carry(self.session_cell, B)
 
@@ -244,6 +264,11 @@ class SessionRNN(_Base):
         carry, ys = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), reset.T, batch["valid"].T),
                                  unroll=self.unroll)
         return carry, self._output(ys, rng, train)
+
+    def _step_inputs(self, params, batch):
+        """The cell's per-step inputs ``[B, L, D]``, outside the scan (models with further input
+        channels, e.g. ``hrnn_jax.meta.HRNNMeta``, add theirs here)."""
+        return self._inputs(params, batch["item"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -309,6 +334,15 @@ class HRNN(_Base):
       hgru4rec keeps its dropped-out user state), ``dropout_init`` on the initial session state of
       Eq. 4, ``dropout_session`` on the session outputs before scoring (Table 2's three rates).
     * For a session cell with a tuple carry (LSTM), Eq. 4 sets the hidden part; the memory is zero.
+    * ``close_at``: when a session is closed (Eq. 3) and the next one initialised (Eq. 4).
+      ``"input"`` (default, as the paper and hgru4rec): at the step whose input is the new
+      session's first event, so the prediction of that first event is still made from the old
+      session's state. ``"target"``: the boundary is known when the next session's first item is
+      predicted (Ma & Narayanaswamy's HGRU in their Table 1): at the step whose target opens the
+      next session, the session state first takes the step's input (the session's last event),
+      then Eq. 3-4 run and the step's output is the new session's initial state (Eq. 4), from
+      which that first item is scored; the next step continues from it. Needs lanes made with
+      ``close_at="target"`` and ``targets="user"`` (``batching.lane_options``).
 
     Carry: ``{"session": s, "user": u, "context": c}``, c ``[B, U]`` being the user output that
     initialised the current session (width 0 in ``mode="init"`` unless ``user_vector="state"``).
@@ -331,9 +365,11 @@ class HRNN(_Base):
     unroll: int = 2  # scan steps per loop iteration: 2 measured ~4% faster than 1 on 2 CPU cores
     user_vector: UserVector | None = None  # user-based session cell: "state" (default) | "table"
     n_users: int | None = None  # rows of the user table (user_vector="table" only)
+    close_at: CloseAt = "input"
 
     def __post_init__(self):
         choices.check("mode", self.mode, Mode)
+        choices.check("close_at", self.close_at, CloseAt)
         choices.check("context_gates", self.context_gates, ContextGates)
         choices.check("first_session", self.first_session, FirstSession)
         choices.check("context_grad", self.context_grad, ContextGrad)
@@ -483,6 +519,9 @@ class HRNN(_Base):
         # them in `closing [L, K]` (ascending, padded with distinct values >= B); without it every
         # lane is a slot (K = B). Their rows are gathered and scattered back (exact copies).
         closing = batch.get("closing")
+        if closing is None and self.close_at == "target":
+            raise ValueError("HRNN(close_at='target') needs the batch's 'closing' lanes from "
+                             "batching.make_lanes(close_at='target', targets='user')")
         if closing is None:
             boundary = (batch["session_start"] & ~batch["user_start"]).T  # [L, B]
             closing = jnp.sort(jnp.where(boundary, jnp.arange(B), B + jnp.arange(B)), axis=1)
@@ -524,9 +563,12 @@ class HRNN(_Base):
                 new.update(context=c, gate=self._user_gate(params["session"], c))
             return {**st, **precision.put_lanes({k: st[k] for k in new}, idx, new)}
 
+        at_target = self.close_at == "target"
+
         def body(st, inp):
             x_t, ustart_t, valid_t, idx, mu_t, mi_t, mn_t = inp
-            st = close_sessions(st, idx, mu_t, mi_t)
+            if not at_target:
+                st = close_sessions(st, idx, mu_t, mi_t)
             # A new user: the user state restarts (c_{u,0} = 0) and the session state is Eq. 4
             # with c = 0, tanh(b_init), or zeros (first_session="zero", as hgru4rec).
             if zero_start:
@@ -549,6 +591,11 @@ class HRNN(_Base):
                 x_t = jnp.concatenate([x_t, st["gate"]], axis=-1)  # Eq. 5: the cell projects [i, c]
             s_new, y = self._session_step(params, st["session"], x_t)  # Eq. 1 / 5
             st["session"] = cells.select(valid_t, s_new, st["session"])  # hold/padding: unchanged
+            if at_target:  # the target opens the next session: close this one now, score Eq. 4
+                st = close_sessions(st, idx, mu_t, mi_t)
+                # a cell's output is its new hidden state, so on valid steps this is y except on
+                # the closing lanes, where it is the next session's initial state
+                y = cells.hidden_of(st["session"])
             return st, y
 
         inputs = (jnp.swapaxes(x, 0, 1), batch["user_start"].T, batch["valid"].T, closing,

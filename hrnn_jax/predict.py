@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from hrnn_jax import cells, evaluation
-from hrnn_jax.batching import make_lanes
-from hrnn_jax.models import Model, apply_with_aux, score_items
+from hrnn_jax.batching import lane_options, make_lanes
+from hrnn_jax.models import Model, apply_with_aux, score_items, scoring_params
 
 
 @partial(jax.jit, static_argnums=0)
@@ -38,6 +38,27 @@ def rank_scores(params, y, targets, seen, ties):
     return evaluation.rank_targets(scores, targets, ties=ties, exclude=exclude)
 
 
+@jax.jit
+def _target_log_probs(params, y, targets):
+    """log softmax over items 1..N (column 0, padding, left out) at each row's target."""
+    logp = jax.nn.log_softmax(score_items(params, y)[:, 1:], axis=-1)
+    return jnp.take_along_axis(logp, targets[:, None] - 1, axis=1)[:, 0]
+
+
+def target_log_probs(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *,
+                     batch_size: int = 50, window: int = 20, targets: str = "session",
+                     chunk: int = 4096) -> np.ndarray:
+    """Natural log of the model's full-softmax probability of each target event ``[R]`` (for
+    ``evaluation.perplexity``); ``frame``, ``events`` and ``targets`` as :func:`states_at`."""
+    y = states_at(model, params, frame, events, batch_size=batch_size, window=window,
+                  targets=targets)
+    items = frame["item"].to_numpy()[events].astype(np.int32)
+    p_s = scoring_params(model, params)
+    return np.concatenate([np.asarray(_target_log_probs(p_s, jnp.asarray(y[i:i + chunk]),
+                                                        jnp.asarray(items[i:i + chunk])))
+                           for i in range(0, len(events), chunk)] or [np.zeros(0, np.float32)])
+
+
 def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *, batch_size: int = 50,
               window: int = 20, targets: str = "session") -> np.ndarray:
     """Session-level outputs ``[R, H]`` at the steps whose target events are ``events``.
@@ -49,7 +70,7 @@ def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *, 
     evaluate = np.zeros(len(frame), bool)
     evaluate[events] = True
     lanes = make_lanes(frame, batch_size=batch_size, window=window, targets=targets,
-                       evaluate=evaluate)
+                       evaluate=evaluate, **lane_options(model))
     out = np.zeros((len(events), model.hidden), np.float32)
     filled = 0
     carry = model.init_carry(batch_size)
@@ -75,7 +96,8 @@ def _final_window(model, after, params, carry, store, batch):
     ``store`` gets the carry (before that step, or ``after`` it) and the step's output. Rows are
     written by a scatter with distinct indices (exact); other lanes write past the last row."""
     U, B = store["output"].shape[0], batch["item"].shape[0]
-    steps = {k: jnp.swapaxes(batch[k], 0, 1)[:, :, None] for k in _STEP_FIELDS}  # [L, B, 1]
+    steps = {k: jnp.swapaxes(batch[k], 0, 1)[:, :, None]  # [L, B, 1]
+             for k in (*_STEP_FIELDS, *lane_options(model)["fields"])}
     steps["closing"] = batch["closing"][:, None, :]  # [L, 1, K]
 
     def body(state, step):
@@ -134,7 +156,7 @@ def final_states(model: Model, params, frame: pl.DataFrame, *, n_users: int | No
               .sort(["user", "_end"], maintain_order=True))
     U = int(cols["user"].max()) + 1 if n_users is None else n_users
     lanes = make_lanes(padded, batch_size=batch_size, window=window, targets=targets,
-                       evaluate=padded["_end"].to_numpy())
+                       evaluate=padded["_end"].to_numpy(), **lane_options(model))
     store = {"carry": model.init_carry(U), "output": jnp.zeros((U, model.hidden), jnp.float32),
              "fresh": jnp.ones((U,), bool)}
     carry = model.init_carry(batch_size)
@@ -159,9 +181,10 @@ def model_ranks(model: Model, params, stream, rows, *, batch_size=50, window=20,
     each chunk to ``progress``)."""
     y = jnp.asarray(hidden_states(model, params, stream, rows, batch_size=batch_size,
                                   window=window, targets=targets))
+    p_s = scoring_params(model, params)
     return evaluation.rank_chunks(
         None, rows, ties=ties, exclude_seen=exclude_seen, chunk=chunk, progress=progress,
-        rank_fn=lambda idx, targets, seen: rank_scores(params, y[idx], targets, seen, ties))
+        rank_fn=lambda idx, targets, seen: rank_scores(p_s, y[idx], targets, seen, ties))
 
 
 def evaluate_model(model: Model, params, stream, rows, *, ks=(5, 20), **kw) -> dict[str, float]:
@@ -190,8 +213,40 @@ def recommend(model: Model, params, encoded, sessions, *, k: int = 10, exclude_s
                           "session": session + [session[-1]]})
     y_last = states_at(model, params, frame, np.array([len(items)]), batch_size=1,
                        window=max(1, len(items)), targets=targets)
-    scores = _scores(params, jnp.asarray(y_last))[0]
+    scores = _scores(scoring_params(model, params), jnp.asarray(y_last))[0]
     if exclude_seen:
         scores = scores.at[jnp.asarray(items)].set(-jnp.inf)
     top = np.asarray(jax.lax.top_k(scores, min(k, model.n_items))[1])
     return list(encoded.decode_items(top))
+
+
+def recommend_by_gap(model: Model, params, history: pl.DataFrame, gaps, *, k: int = 10,
+                     exclude_seen: bool = False, window: int = 20) -> np.ndarray:
+    """Inference-time control (Ma & Narayanaswamy, Table 5): a user's top-``k`` item codes for
+    each assumed time since the last event, ``[len(gaps), k]``.
+
+    history: the user's encoded events in time order (columns item, time, session), the last one
+      being the input of the prediction. gaps: seconds from the last event to the predicted one.
+
+    The gap reaches the model through the lanes' ``"gap"`` field (a model that reads it, e.g.
+    ``meta.HRNNMeta``); session ids are kept, so a model that switches states at session ends
+    sees no difference. Every gap is scored in one pass (one copy of the history per gap).
+    """
+    gaps = np.atleast_1d(np.asarray(gaps, np.float64))
+    if history.height == 0:
+        raise ValueError("recommend_by_gap needs a history of at least one event")
+    if np.any(~np.isfinite(gaps)) or np.any(gaps < 0):
+        raise ValueError(f"gaps must be finite and >= 0 seconds, got {gaps.tolist()}")
+    hist = history.select("item", "time", "session")
+    last = hist.tail(1)
+    frames = [pl.concat([hist, last.with_columns(pl.col("time") + g)]).with_columns(
+        user=pl.lit(j, pl.Int32)) for j, g in enumerate(gaps)]
+    frame = pl.concat(frames).select("user", "item", "time", "session")
+    events = np.arange(1, len(gaps) + 1) * (hist.height + 1) - 1  # each copy's placeholder
+    y = states_at(model, params, frame, events, batch_size=len(gaps), window=window,
+                  targets="user")
+    scores = _scores(scoring_params(model, params), jnp.asarray(y))
+    if exclude_seen:
+        scores = scores.at[:, jnp.asarray(hist["item"].to_numpy())].set(-jnp.inf)
+    return np.asarray(jax.lax.top_k(scores, min(k, model.n_items))[1])
+

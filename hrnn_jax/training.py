@@ -25,7 +25,7 @@ import polars as pl
 from hrnn_jax import choices, losses, models, optim, precision
 from hrnn_jax.config import TrainConfig
 from hrnn_jax.models import Model
-from hrnn_jax.batching import make_lanes
+from hrnn_jax.batching import lane_options, make_lanes
 
 class TrainState(NamedTuple):
     params: Any
@@ -120,6 +120,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
             p = {**dense, **gathered}
             carry, y, extra = models.apply_with_aux(model, p, state.carry, {**batch, **local},
                                                     rng=r_model, train=True)
+            p = models.scoring_params(model, p, rng=jax.random.fold_in(r_model, 1), train=True)
             if loss == "full-ce":
                 value = losses.full_cross_entropy(p, y, target, activation)
             else:
@@ -333,7 +334,7 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
     first_epoch = fs.epoch
     for epoch in range(first_epoch, cfg.epochs):
         lanes = [make_lanes(train, batch_size=cfg.batch_size, window=cfg.window, targets=targets,
-                            seed=s * 1_000_003 + epoch) for s in seeds]
+                            seed=s * 1_000_003 + epoch, **lane_options(model)) for s in seeds]
         W = max(len(ln) for ln in lanes)
         groups = -(-W // K)
         fields = {name: _stack([ln.window_arrays()[name] for ln in lanes], groups * K)

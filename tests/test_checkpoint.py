@@ -212,7 +212,7 @@ def test_evaluate_equals_compare(tmp_path, capsys, log_csv, gru_dir):
     assert got["data"] == want["data"] and got["config"]["eval"]["ks"] == [3, 10]
     for metric in ("recall@3", "mrr@3", "recall@10", "mrr@10", "ndcg@10"):
         assert got["models"]["gru"][metric] == want["models"]["gru"][metric], metric
-    assert 0 < got["models"]["gru"]["recall@10"] < 1
+    assert 0 < got["models"]["gru"]["mrr@3"] < 1  # not a degenerate ranking
 
 
 # ---------------------------------------------------------------------------------------------

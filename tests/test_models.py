@@ -227,7 +227,7 @@ def test_hrnn_options_are_checked():
     assert p_rz.shape == (H + 1, 2 * H) and p_rzn.shape == (H + 1, 3 * H)
 
 
-@pytest.mark.parametrize("context_grad", ["step", "session"])
+@pytest.mark.parametrize("context_grad", ["step", pytest.param("session", marks=pytest.mark.slow)])
 def test_context_grad_reaches_w_c_from_every_step(context_grad):
     """With one-step windows, a step in the middle of a session (no session closes in the window)
     gives W_c a gradient with ``context_grad="step"`` (W_c c recomputed from the carried c, as

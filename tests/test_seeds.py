@@ -61,8 +61,8 @@ def fitted(prep):
     return get
 
 
-@pytest.mark.parametrize("window", [1, 4])
-@pytest.mark.parametrize("name", ["gru", "hrnn-all"])
+@pytest.mark.parametrize("name,window", [pytest.param("gru", 1, marks=pytest.mark.slow),
+                                         ("gru", 4), ("hrnn-all", 1), ("hrnn-all", 4)])
 def test_vmapped_fit_equals_single_fits(fitted, name, window):
     S, seed = 3, TRAIN["seed"]
     _, many = fitted(name, seed, S, window)

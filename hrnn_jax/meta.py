@@ -1,0 +1,314 @@
+"""HRNN-meta (Ma & Narayanaswamy, "Hierarchical Temporal-Contextual Recommenders"): the session
+hierarchy as an input rather than a switch of hidden states.
+
+HRNN (Quadrana et al., "HGRU" in this paper) closes a session by running a user-level cell and
+re-initialising the session state. HRNN-meta keeps one recurrent encoder over the user's whole
+sequence (reset only at a new user) and feeds it a *control signal* at every step: the level of
+the time gap between the step's input event and the event it predicts (Section 2, Figure 1's
+second input position). Nothing but the inputs changes, so any encoder works and batches keep the
+plain lane layout.
+
+Control levels. The gap in seconds (``batching`` field ``"gap"``: target time - input time) is
+mapped to a level by ``gap_edges`` (ascending, seconds): level ``j`` = the number of edges <= the
+gap. The default ``(60, 3600, 86400)`` gives the paper's Table 5 levels: within a minute, an hour,
+a day, and longer. The gap is the one to the *target* (not to the previous event): the model is
+told whether the event it predicts opens a new session, which is what lets it predict a session's
+first item (Table 1).
+
+How the level enters (the paper's Figure 2 concatenates a learned embedding with the input):
+
+* A split cell (``hrnn_jax.cells.GRU``): ``[x; e_level]`` projected by the cell's input kernel is
+  ``W_x x + W_e e_level``, so the level's part is one learned row per level in the projected 3H
+  space (``control [levels, 3H]``), added to the projected item input outside the scan: a step
+  costs what the plain GRU's does.
+* A cell that projects its own input (flax ``GRUCell``, ``LSTMCell``) or the temporal
+  convolution encoder (``hrnn_jax.tcn.TCN``): a learned embedding ``control [levels,
+  control_dim]`` concatenated with the item embedding.
+
+Encoders. ``session_cell`` is any of them: a cell scanned step by step (reset at a new user), or
+a :class:`hrnn_jax.tcn.TCN`, which convolves the whole window at once with its receptive-field
+buffers in the carry (a new user inside a lane sees none of the previous user's steps).
+
+Item features in the decoder (Section 2). The vanilla decoder scores item j by
+``phi_j(h) = w_j^T h + b_j``; with features ``f_j`` it becomes
+
+    score_j = (1 - lambda) (w_j^T h + b_j) + lambda (w(f_j)^T h + b(f_j))
+
+with ``w(f) = f W_w + c_w`` and ``b(f) = f v_b + c_b`` learned affine maps (our choice: the paper
+says "learnable functions"). The mix is linear in the output rows, so it is a
+``scoring_params`` hook (``models.scoring_params``): the effective rows ``(1 - lambda) w_j +
+lambda w(f_j)`` and biases replace ``item_out``/``item_bias`` wherever scores are made (every
+loss, evaluation, ``recommend``), also for the rows a sparse training step gathers. lambda:
+
+* in training, drawn from U(0, 1) once per training step (``random_mix``, the paper's trick that
+  makes feature embeddings substitutes rather than complements of the item rows); one draw per
+  step keeps the decoder a table of rows, so the full softmax costs one product as before;
+* at evaluation (and in training without ``random_mix``) ``feature_mix`` (0.5, the mean of the
+  training draws);
+* 1 for cold items (``cold_items``): items in the catalogue without training events are scored
+  from their features alone, so they can be ranked and recommended.
+
+The feature table and the cold flags are data, kept in the parameters (``item_feat``,
+``item_cold``: saved with them, gathered with the item rows) behind ``stop_gradient``, so no
+optimiser moves them.
+
+User features and feedback (Section 2, Figure 2) join the input beside the control signal, each
+embedded by a learned affine map to the control's width (added in the 3H space of a split cell,
+concatenated otherwise): a user's feature vector ``user_features[user]`` (``[n_users, F_u]``, data
+like the item features), and the input event's feedback value (lane field ``"feedback"``, the
+log's ``value``: a standardised rating, a click/purchase code). ``item_input`` says what the
+encoder sees of the input item: its id (``"id"``, default), its feature vector (``"features"``,
+embedded by a learned affine map) or nothing (``"none"``, a learned constant): the ablations of
+the paper's Table 2.
+
+Everything else is :class:`hrnn_jax.models.SessionRNN` (item tables, dropout, scoring); with
+``reset="user"`` (the default here) it is RNN Concat with the control input, the vanilla RNN of the
+paper's Table 1 plus the control channel.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnn_jax import cells, choices, precision
+from hrnn_jax.models import ITEM_TABLES, Params, Reset, SessionRNN
+from hrnn_jax.tcn import TCN
+
+TABLE5_EDGES = (60.0, 3600.0, 86400.0)  # within a minute, an hour, a day; longer
+ItemInput = Literal["id", "features", "none"]
+
+
+def gap_levels(gap, edges) -> jax.Array:
+    """Control level of each gap (seconds): the number of ``edges`` that are <= the gap, so
+    ``len(edges) + 1`` levels. ``gap [...] -> int32 [...]``."""
+    return jnp.searchsorted(jnp.asarray(edges, jnp.float32), gap, side="right").astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class HRNNMeta(SessionRNN):
+    """A recurrent encoder over each user's sequence with the time-gap control signal as input.
+
+    Attributes (beyond :class:`hrnn_jax.models.SessionRNN`'s):
+      gap_edges: ascending level edges in seconds (default: Table 5's minute, hour, day).
+      control_dim: width of the level embedding for a cell that projects its own input (default:
+        the hidden size); unused with a split cell, whose level rows are 3H wide.
+      item_features: ``[N+1, F]`` feature vectors of the items (row 0, padding, is ignored), or
+        None for the vanilla decoder.
+      cold_items: bool ``[N+1]``: items scored from their features alone (lambda = 1), e.g. the
+        catalogue's items without training events. Needs ``item_features``.
+      feature_mix: lambda at evaluation (and in training without ``random_mix``), in [0, 1].
+      random_mix: draw lambda from U(0, 1) at every training step.
+      user_features: ``[n_users, F_u]`` feature vectors of the users (by user code), or None.
+      feedback: the input event's feedback value (lane field ``"feedback"``) joins the input.
+      item_input: ``"id"`` | ``"features"`` | ``"none"``: what the encoder sees of the input item.
+
+    The batch must carry the ``"gap"`` field (``fields``; ``batching.lane_options``). The feature
+    table and cold flags are copied into the parameters at ``init`` (they are not part of the
+    model's identity: two models that differ only there compare equal).
+    """
+
+    reset: Reset = "user"
+    gap_edges: tuple[float, ...] = TABLE5_EDGES
+    control_dim: int | None = None
+    item_features: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    cold_items: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    feature_mix: float = 0.5
+    random_mix: bool = True
+    user_features: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    feedback: bool = False
+    item_input: ItemInput = "id"
+
+    close_at = "never"  # no user level: lanes without hold steps (every step one event)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self._tcn and self.reset != "user":
+            raise ValueError("HRNNMeta: the TCN encoder resets at a new user only (reset='user'); "
+                             "the control input tells it about sessions")
+        edges = np.asarray(self.gap_edges, float)
+        if edges.ndim != 1 or len(edges) < 1 or np.any(np.diff(edges) <= 0) \
+                or not np.all(np.isfinite(edges)):
+            raise ValueError(f"HRNNMeta: gap_edges must be finite and strictly ascending, got "
+                             f"{self.gap_edges}")
+        if self.control_dim is not None and self.control_dim < 1:
+            raise ValueError(f"HRNNMeta: control_dim must be >= 1, got {self.control_dim}")
+        choices.check("item_input", self.item_input, ItemInput)
+        if self.item_input == "features" and self.item_features is None:
+            raise ValueError("HRNNMeta: item_input='features' needs item_features")
+        if self.user_features is not None:
+            u = np.asarray(self.user_features)
+            if u.ndim != 2 or u.shape[1] < 1 or not np.all(np.isfinite(u)):
+                raise ValueError(f"HRNNMeta: user_features must be a finite [n_users, F_u] "
+                                 f"array, got shape {u.shape}")
+        if not 0.0 <= self.feature_mix <= 1.0:
+            raise ValueError(f"HRNNMeta: feature_mix must be in [0, 1], got {self.feature_mix}")
+        N1 = self.n_items + 1
+        if self.item_features is not None:
+            f = np.asarray(self.item_features)
+            if f.ndim != 2 or f.shape[0] != N1 or f.shape[1] < 1:
+                raise ValueError(f"HRNNMeta: item_features must be [n_items + 1, F] = [{N1}, F>=1] "
+                                 f"(row 0 is padding), got {f.shape}")
+            if not np.all(np.isfinite(f)):
+                raise ValueError("HRNNMeta: item_features has NaN or infinite values")
+        if self.cold_items is not None:
+            if self.item_features is None:
+                raise ValueError("HRNNMeta: cold_items are scored from their features: give "
+                                 "item_features too")
+            if np.shape(self.cold_items) != (N1,):
+                raise ValueError(f"HRNNMeta: cold_items must be bool [n_items + 1] = [{N1}], got "
+                                 f"{np.shape(self.cold_items)}")
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The lane fields it reads: the gap, and the feedback value if used."""
+        return ("gap", "feedback") if self.feedback else ("gap",)
+
+    @property
+    def n_features(self) -> int:
+        return 0 if self.item_features is None else int(np.shape(self.item_features)[1])
+
+    @property
+    def n_channels(self) -> int:
+        """Input channels beside the item: control, user features, feedback."""
+        return 1 + (self.user_features is not None) + self.feedback
+
+    @property
+    def row_tables(self) -> dict[str, str]:
+        """The item tables; with features, the feature table and cold flags too (gathered with the
+        output rows, by ``target``), so a sparse step's hook sees the same rows."""
+        tables = dict(ITEM_TABLES)
+        if self.item_input != "id":  # no input table: the batch's items stay global ids
+            del tables["item_in"]
+        if self.n_features:
+            tables.update(item_feat="target", item_cold="target")
+        return tables
+
+    @property
+    def _tcn(self) -> bool:
+        return isinstance(self.session_cell, TCN)
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.gap_edges) + 1
+
+    @property
+    def _split(self) -> bool:
+        return cells.is_split(self.session_cell)
+
+    @property
+    def control_width(self) -> int:
+        """Width of a level's row: 3H (added to a split cell's projected input) or
+        ``control_dim`` (concatenated with the item embedding)."""
+        return 3 * self.hidden if self._split else (self.control_dim or self.hidden)
+
+    def _extra_input(self) -> int:
+        return 0 if self._split else self.n_channels * self.control_width
+
+    def init(self, rng) -> Params:
+        k_common, k_control = jax.random.split(rng)
+        params = self._init_common(k_common)
+        C = self.control_width
+        s = np.sqrt(6.0 / (self.n_levels + C))  # GRU4Rec's initialisation, as the item table
+        params["control"] = jax.random.uniform(k_control, (self.n_levels, C), jnp.float32, -s, s)
+        if self.n_features:
+            F, H = self.n_features, self.hidden
+            k_w, k_b = jax.random.split(jax.random.fold_in(k_control, 1))
+            s = np.sqrt(6.0 / (F + H))
+            params["feature_out"] = {"kernel": jax.random.uniform(k_w, (F, H), jnp.float32, -s, s),
+                                     "bias": jnp.zeros((H,), jnp.float32)}
+            params["feature_bias"] = {"kernel": jnp.zeros((F,), jnp.float32),
+                                      "bias": jnp.zeros((), jnp.float32)}
+            params["item_feat"] = jnp.asarray(self.item_features, jnp.float32)
+            cold = np.zeros(self.n_items + 1) if self.cold_items is None else self.cold_items
+            params["item_cold"] = jnp.asarray(cold, jnp.float32)
+        keys = iter(jax.random.split(jax.random.fold_in(k_control, 2), 3))
+        D = self.input_width  # the item input's width before the cell (3H one-hot)
+
+        def affine(key, rows, width):
+            s = np.sqrt(6.0 / (rows + width))
+            return {"kernel": jax.random.uniform(key, (rows, width), jnp.float32, -s, s),
+                    "bias": jnp.zeros((width,), jnp.float32)}
+        if self.item_input != "id":
+            del params["item_in"]  # the encoder does not see item ids
+        if self.item_input == "features":
+            params["item_feature_in"] = affine(next(keys), self.n_features, D)
+        elif self.item_input == "none":
+            params["item_const"] = jnp.zeros((D,), jnp.float32)
+        if self.user_features is not None:
+            params["user_feat"] = jnp.asarray(self.user_features, jnp.float32)
+            params["user_feature_in"] = affine(next(keys), params["user_feat"].shape[1], C)
+        if self.feedback:
+            params["feedback_in"] = affine(next(keys), 1, C)
+        return params
+
+    def _init_cell(self, rng) -> Params:
+        if not self._tcn:
+            return super()._init_cell(rng)
+        D = self.input_width + self._extra_input()
+        x = jnp.zeros((1, 1, D))
+        return self.session_cell.init(rng, self.init_carry(1), x, jnp.zeros((1, 1), bool))["params"]
+
+    def init_carry(self, batch_size: int):
+        if not self._tcn:
+            return super().init_carry(batch_size)
+        return self.session_cell.initialize_carry(None, (batch_size,
+                                                         self.input_width + self._extra_input()))
+
+    def apply(self, params, carry, batch, *, rng=None, train=False):
+        if not self._tcn:
+            return super().apply(params, carry, batch, rng=rng, train=train)
+        x = self._step_inputs(params, batch)  # [B, L, E + C]
+        carry, y = self.session_cell.apply({"params": params["session"]}, carry, x,
+                                           batch["user_start"])
+        return carry, self._output(jnp.swapaxes(y, 0, 1), rng, train)
+
+    def scoring_params(self, params, *, rng=None, train=False):
+        """The output rows with item features mixed in (module docstring); unchanged without
+        features. Works on whole tables and on the rows a training step gathered."""
+        if "item_feat" not in params:
+            return params
+        f = jax.lax.stop_gradient(params["item_feat"])  # data, not parameters
+        cold = jax.lax.stop_gradient(params["item_cold"])
+        w_f = f @ params["feature_out"]["kernel"] + params["feature_out"]["bias"]  # w(f_j)
+        b_f = f @ params["feature_bias"]["kernel"] + params["feature_bias"]["bias"]  # b(f_j)
+        lam = self.feature_mix
+        if train and self.random_mix:
+            lam = jax.random.uniform(rng, ())  # one lambda per training step
+        lam = jnp.where(cold > 0, 1.0, lam)  # cold items: features alone
+        return {**params,
+                "item_out": (1.0 - lam)[:, None] * params["item_out"] + lam[:, None] * w_f,
+                "item_bias": (1.0 - lam) * params["item_bias"] + lam * b_f}
+
+    def _item_input(self, params, items):
+        """What the encoder sees of the input items ``[B, L] -> [B, L, D]`` (``item_input``)."""
+        if self.item_input == "id":
+            return self._inputs(params, items)
+        if self.item_input == "features":
+            f = jnp.take(jax.lax.stop_gradient(params["item_feat"]), items, axis=0)
+            x = f @ params["item_feature_in"]["kernel"] + params["item_feature_in"]["bias"]
+        else:
+            x = jnp.broadcast_to(params["item_const"], items.shape + params["item_const"].shape)
+        if self._split and not self.one_hot:
+            x = self.session_cell.apply({"params": params["session"]}, x, method="project")
+        return x
+
+    def _step_inputs(self, params, batch):
+        """The item input with the control signal of each step's gap to its target and, if used,
+        the user's features and the input event's feedback, each embedded."""
+        x = self._item_input(params, batch["item"])  # [B, L, 3H] (split) or [B, L, E]
+        level = gap_levels(batch["gap"], self.gap_edges)  # [B, L]
+        channels = [precision.take_rows(params["control"], level)]  # [B, L, C]
+        if "user_feat" in params:
+            u = jnp.take(jax.lax.stop_gradient(params["user_feat"]), batch["user"], axis=0)
+            channels.append(u @ params["user_feature_in"]["kernel"]
+                            + params["user_feature_in"]["bias"])
+        if self.feedback:
+            channels.append(batch["feedback"][..., None] * params["feedback_in"]["kernel"][0]
+                            + params["feedback_in"]["bias"])
+        if self._split:  # each channel's rows in the projected space: added
+            return x + sum(channels)
+        return jnp.concatenate([x, *channels], axis=-1)
