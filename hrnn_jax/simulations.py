@@ -105,15 +105,19 @@ def table1_data(n_users: int = 2500, *, seed: int = 0, test_fraction: float = 0.
     frame = data.sessionize(raw, session_gap)
     frame, dropped = data.filter_interactions(frame, min_item_support=1, min_session_len=1)
     encoded = data.encode(frame)
-    events = encoded.events
+    train, test, info = split_users(encoded.events, test_fraction, seed=seed + 1)
+    return encoded, train, test, {**info, "dropped": dropped}
+
+
+def split_users(events: pl.DataFrame, test_fraction: float, *, seed: int):
+    """A random ``1 - test_fraction`` / ``test_fraction`` split of the users (drawn from
+    ``seed``): ``(train, test, info)``, info the log's summary and both parts' user counts."""
     users = np.unique(events["user"].to_numpy())
-    test_users = np.random.default_rng(seed + 1).permutation(users)[:int(round(test_fraction
-                                                                              * len(users)))]
-    is_test = pl.col("user").is_in(test_users.tolist())
+    n_test = int(round(test_fraction * len(users)))
+    is_test = pl.col("user").is_in(np.random.default_rng(seed).permutation(users)[:n_test].tolist())
     train, test = events.filter(~is_test), events.filter(is_test)
-    info = {**data.summary(events), "train_users": int(train["user"].n_unique()),
-            "test_users": int(test["user"].n_unique()), "dropped": dropped}
-    return encoded, train, test, info
+    return train, test, {**data.summary(events), "train_users": int(train["user"].n_unique()),
+                         "test_users": int(test["user"].n_unique())}
 
 
 def first_in_session(frame: pl.DataFrame) -> np.ndarray:
@@ -211,15 +215,8 @@ def table2_data(n_sequences: int = 1000, *, seed: int = 0, test_fraction: float 
     for code, raw_id in enumerate(encoded.user_ids):
         if first[str(raw_id)] >= 0:
             user_features[code, first[str(raw_id)]] = 1.0
-    events = encoded.events
-    users = np.unique(events["user"].to_numpy())
-    test_users = np.random.default_rng(seed + 1).permutation(users)[
-        :int(round(test_fraction * len(users)))]
-    is_test = pl.col("user").is_in(test_users.tolist())
-    train, test = events.filter(~is_test), events.filter(is_test)
-    info = {**data.summary(events), "train_users": int(train["user"].n_unique()),
-            "test_users": int(test["user"].n_unique()), "dropped": dropped}
-    return encoded, train, test, item_features, user_features, info
+    train, test, info = split_users(encoded.events, test_fraction, seed=seed + 1)
+    return encoded, train, test, item_features, user_features, {**info, "dropped": dropped}
 
 
 def table2_models(n_items: int, hidden: int, item_features, user_features) -> dict:
