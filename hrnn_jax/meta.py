@@ -196,10 +196,6 @@ class HRNNMeta(SessionRNN):
         return len(self.gap_edges) + 1
 
     @property
-    def _split(self) -> bool:
-        return cells.is_split(self.session_cell)
-
-    @property
     def control_width(self) -> int:
         """Width of a level's row: 3H (added to a split cell's projected input) or
         ``control_dim`` (concatenated with the item embedding)."""

@@ -149,6 +149,11 @@ class _Base:
         return cells.hidden_size(self.session_cell)
 
     @property
+    def _split(self) -> bool:
+        """The session cell projects its input outside the scan (``cells.is_split``)."""
+        return cells.is_split(self.session_cell)
+
+    @property
     def user_based(self) -> bool:
         """The session cell is a user-based cell (``hrnn_jax.user_cells``): its item table is
         ``item_features`` wide and its input is ``[E_i i, user vector]`` (see :class:`HRNN`)."""
@@ -453,10 +458,6 @@ class HRNN(_Base):
     @property
     def user_hidden(self) -> int:
         return cells.hidden_size(self.user_cell)
-
-    @property
-    def _split(self) -> bool:
-        return cells.is_split(self.session_cell)
 
     def _extra_input(self) -> int:
         # HRNN All with a cell that projects its own input: c is concatenated to the item input;
