@@ -25,6 +25,8 @@ model lists the fields it reads, :func:`lane_options`), so a model that reads no
   ``time``), the time-gap control signal of HRNN-meta (Ma & Narayanaswamy). 0 on padding.
 * ``"feedback"`` (float32): the input event's ``value`` (a rating, a click/purchase code), known
   when the next event is predicted. 0 on padding.
+* ``"rating"`` (float32): the target event's ``value``, the label of a rating-prediction head
+  (HRNN-meta's RMSE objective). 0 on padding.
 
 Where the user-level update runs (``closing``, ``close_at``): at the step whose input opens a
 session (``"input"``, Quadrana et al.), or at the step whose target opens one (``"target"``: the
@@ -52,6 +54,7 @@ FIELDS = ("item", "target", "session_start", "user_start", "valid", "user", "eve
 EXTRA_FIELDS = {
     "gap": ("time", lambda col, src: col[src + 1] - col[src]),  # seconds, input -> target
     "feedback": ("value", lambda col, src: col[src]),  # the input event's value (e.g. a rating)
+    "rating": ("value", lambda col, src: col[src + 1]),  # the target event's value: a label
 }
 
 

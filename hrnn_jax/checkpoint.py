@@ -16,7 +16,9 @@ one. It has two items:
 * ``arrays`` (orbax PyTree): ``fit`` -- the :class:`~hrnn_jax.training.FitState`'s arrays
   (``train_state``: params, optimiser state, lane carry, step; ``rng``; ``best_params`` when a
   validation ran); ``train`` -- the training part's events as item/user/session codes (int32 [E]);
-  ``popularity`` -- training events per item code (int64 [N+1]); and, once training has ended,
+  ``popularity`` -- training events per item code (int64 [N+1]); for a model that reads the time to
+  the predicted event (HRNN-meta) also the events' ``time`` (float64 [E]); and, once training has
+  ended,
   ``users`` -- :func:`hrnn_jax.predict.final_states` of the training part: each user's output after
   its last training event, the carry its next session continues from (HRNN: session, user and
   context states) and ``fresh``. Containers are saved as nested dicts and rebuilt from the model
@@ -46,6 +48,7 @@ import orbax.checkpoint as ocp
 import polars as pl
 
 from hrnn_jax import compare, data, evaluation, jsonio, models, optim, predict, training
+from hrnn_jax.batching import lane_options
 from hrnn_jax.config import Config, ConfigError, DataConfig, EvalConfig
 from hrnn_jax.models import score_items
 
@@ -53,6 +56,20 @@ FORMAT = 1
 _SAVE = re.compile(r"^ckpt-(\d+)$")
 _TMP = ".orbax-checkpoint-tmp"
 CHUNK = 256  # requests scored (and sessions stepped) per call
+
+
+_TRAIN_DTYPES = {"user": np.int32, "item": np.int32, "session": np.int32, "time": np.float64}
+
+
+def _reads_time(model) -> bool:
+    """The model reads the time to the predicted event (the lanes' ``"gap"``, HRNN-meta)."""
+    return "gap" in lane_options(model)["fields"]
+
+
+def _train_columns(model) -> tuple[str, ...]:
+    """The columns of the training events a checkpoint keeps: the codes, and the times for a
+    model that reads them."""
+    return ("user", "item", "session") + (("time",) if _reads_time(model) else ())
 
 
 class CheckpointError(data.DataError):
@@ -146,8 +163,8 @@ class Trained:
         return {k: v for k, v in metrics.items() if k != "n"}
 
     # -- recommendation ---------------------------------------------------------------------
-    def recommend(self, user=None, *, session=None, history=None, k: int = 10,
-                  exclude_seen: bool = False,
+    def recommend(self, user=None, *, session=None, history=None, gap: float | None = None,
+                  k: int = 10, exclude_seen: bool = False,
                   note: Callable[[str], None] | None = _stderr) -> pl.DataFrame:
         """Top-``k`` items for one user: a frame with columns user, rank, item, score (raw ids).
 
@@ -158,12 +175,22 @@ class Trained:
           in the checkpoint gets the session alone (a new user), with a ``note``.
         history: instead of ``user``, a new user's sessions (lists of raw item ids, the last in
           progress), replayed from scratch as ``predict.recommend`` does.
+        gap: with ``user``, for a model that reads the time to the predicted event (HRNN-meta):
+          the assumed seconds from the user's last training event to the next (Ma &
+          Narayanaswamy's inference-time control, Table 5); the user's training history is
+          replayed with its times (``predict.states_by_gap``). Without it such a model
+          recommends for an event right after the last one (a gap of 0 s). Such a model needs
+          event times, so it takes no ``session`` or ``history`` (lists of ids without times).
         exclude_seen: leave out the items of the session or history, and a known user's training
           items.
         Scores are ``models.score_items`` of the session-level output, as in evaluation.
         """
         if (user is None) == (history is None):
             raise ValueError("recommend needs either user (with an optional session) or history")
+        if session is not None or history is not None:
+            self._check_untimed()
+        if gap is not None:
+            return self._recommend_by_gap(user, gap, k, exclude_seen)
         if history is None:
             return self.recommend_many([user], [session], k=k, exclude_seen=exclude_seen,
                                        note=note)
@@ -190,6 +217,8 @@ class Trained:
         if len(sessions) != len(users):
             raise ValueError(f"{len(users)} users but {len(sessions)} sessions")
         sessions = [None if s is None or len(s) == 0 else s for s in sessions]
+        if any(s is not None for s in sessions):
+            self._check_untimed()
         _check_items(self.encoded, [s for s in sessions if s is not None])
         codes = np.array([self._user_codes.get(u, -1) for u in users], np.int64)
         lost = [u for u, c, s in zip(users, codes, sessions) if c < 0 and s is None]
@@ -226,6 +255,33 @@ class Trained:
                                     items.get(r, np.zeros(0, np.int32))])
                     for r, c in enumerate(codes)]
         return self._frame(users, *self._top(y, seen, k))
+
+    def _check_untimed(self) -> None:
+        """DataError for a model that reads event times, asked about sessions without times."""
+        if _reads_time(self.model):
+            raise data.DataError(f"{self.name} reads the time between events, and a session or "
+                                 "history of item ids has none: recommend for a user of the "
+                                 "checkpoint, with --gap SECONDS for the time since its last "
+                                 "event")
+
+    def _recommend_by_gap(self, user, gap: float, k: int, exclude_seen: bool) -> pl.DataFrame:
+        """:meth:`recommend` with ``gap`` (see there)."""
+        if not _reads_time(self.model):
+            raise data.DataError(f"a gap (--gap) needs a model that reads the time to the "
+                                 f"predicted event (hrnn-meta); {self.name} does not")
+        if not np.isfinite(gap) or gap < 0:
+            raise data.DataError(f"the gap must be finite and >= 0 seconds, got {gap}")
+        code = self._user_codes.get(str(user))
+        if code is None:
+            raise data.DataError(f"user {user} is not in the checkpoint; a gap needs a user's "
+                                 "training history")
+        ev = self.encoded.events
+        user_col = ev["user"].to_numpy()
+        lo, hi = np.searchsorted(user_col, [code, code + 1])
+        y = predict.states_by_gap(self.model, self.params, ev[lo:hi], [float(gap)],
+                                  window=compare.EVAL_WINDOW)
+        seen = [self._training_items(code)] if exclude_seen else None
+        return self._frame([str(user)], *self._top(y, seen, k))
 
     def _training_items(self, code: int) -> np.ndarray:
         user = self.encoded.events["user"].to_numpy()
@@ -360,10 +416,11 @@ def train(source, model_name: str, config: Config = Config(), *, out=None,
         resume.check_log(prep)
 
     counts = np.bincount(prep.train["item"].to_numpy(), minlength=prep.encoded.n_items + 1)
-    base = Trained(model_name, compare.build_model(model_name, prep.encoded.n_items, config.model,
-                                       n_users=prep.encoded.n_users),
-                   config, data.Encoded(prep.train.select("user", "item", "session"),
-                                        prep.encoded.user_ids, prep.encoded.item_ids),
+    model = compare.build_model(model_name, prep.encoded.n_items, config.model,
+                                n_users=prep.encoded.n_users)
+    base = Trained(model_name, model, config,
+                   data.Encoded(prep.train.select(_train_columns(model)),
+                                prep.encoded.user_ids, prep.encoded.item_ids),
                    None, counts.astype(np.int64), None, jsonio.to_jsonable(prep.info))
 
     def on_epoch(fs: training.FitState) -> None:  # before fit's next step reuses the arrays
@@ -467,8 +524,8 @@ def save(directory, trained: Trained) -> str:
     path = os.path.join(directory, f"ckpt-{(old[-1][0] + 1) if old else 1:06d}")
     fs = trained.state
     tree = {"fit": {"train_state": fs.train_state, "rng": fs.rng},
-            "train": {c: trained.encoded.events[c].to_numpy().astype(np.int32)
-                      for c in ("user", "item", "session")},
+            "train": {c: trained.encoded.events[c].to_numpy().astype(_TRAIN_DTYPES[c])
+                      for c in _train_columns(trained.model)},
             "popularity": np.asarray(trained.popularity, np.int64)}
     if fs.best_params is not None:
         tree["fit"]["best_params"] = fs.best_params
@@ -533,10 +590,10 @@ def load(directory) -> Trained:
     train_state = jax.eval_shape(lambda: training.init_state(
         model, tx, jax.random.PRNGKey(0), t.batch_size, loss=t.loss))
     E, U = meta["events"], len(meta["user_ids"])
-    ints = jax.ShapeDtypeStruct((E,), np.int32)
     abstract = {"fit": {"train_state": train_state,
                         "rng": jax.eval_shape(lambda: jax.random.PRNGKey(0))},
-                "train": {"user": ints, "item": ints, "session": ints},
+                "train": {c: jax.ShapeDtypeStruct((E,), _TRAIN_DTYPES[c])
+                          for c in _train_columns(model)},
                 "popularity": jax.ShapeDtypeStruct((len(item_ids),), np.int64)}
     if meta["best_params"]:
         abstract["fit"]["best_params"] = train_state.params
@@ -558,7 +615,7 @@ def load(directory) -> Trained:
                               meta["epoch"], tuple(meta["history"]),
                               np.array(meta["best"], np.float64), fit.get("best_params"),
                               meta["bad"])
-    encoded = data.Encoded(pl.DataFrame({c: tree["train"][c] for c in ("user", "item", "session")}),
+    encoded = data.Encoded(pl.DataFrame({c: tree["train"][c] for c in _train_columns(model)}),
                            np.array(meta["user_ids"], dtype=object), item_ids)
     return Trained(meta["model"], model, config, encoded, state, tree["popularity"],
                    tree.get("users"), meta["data"])

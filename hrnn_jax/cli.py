@@ -345,6 +345,10 @@ def add_checkpoint_commands(sub) -> None:
                           "separated by spaces); needs --out")
     r.add_argument("--session", metavar="ITEMS", default=None,
                    help="with --user: a new session in progress, comma-separated raw item ids")
+    r.add_argument("--gap", metavar="SECONDS", type=float, default=None,
+                   help="with --user, for hrnn-meta: the assumed time since the user's last "
+                        "event (e.g. 30, 3600, 86400: Ma & Narayanaswamy's inference-time "
+                        "control); default 0")
     r.add_argument("--k", type=_positive, default=10, help="items per user (default: 10)")
     r.add_argument("--exclude-seen", action="store_true",
                    help="leave out the items of the session or history and, for a known user, "
@@ -428,6 +432,9 @@ def run_recommend(args, config: conf.Config, out, err) -> int:
     if args.session is not None and args.user is None:
         raise UsageError("--session goes with --user (the last session of a --history file is "
                          "the one in progress; a --batch file has a session column)")
+    if args.gap is not None and (args.user is None or args.session is not None):
+        raise UsageError("--gap goes with --user alone (the time since that user's last "
+                         "training event)")
     if args.batch is not None and args.out is None:
         raise UsageError("--batch needs --out FILE.csv or FILE.parquet")
     if args.out is not None:
@@ -444,7 +451,7 @@ def run_recommend(args, config: conf.Config, out, err) -> int:
               note=lambda message: print(message, file=err, flush=True))
     with precision.matmul_precision(trained.config.train.precision):
         if args.user is not None:
-            recs = trained.recommend(args.user, session=session, **kw)
+            recs = trained.recommend(args.user, session=session, gap=args.gap, **kw)
         elif args.history is not None:
             recs = trained.recommend(history=checkpoint.read_history(args.history), **kw)
         else:

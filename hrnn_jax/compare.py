@@ -10,7 +10,9 @@ Lane layouts (``targets``): the session GRU and the HRNNs learn within-session t
 last-session protocol, as the paper; RNN Concat treats a user's sessions as one sequence, so it
 learns and is run with ``"user"`` targets (its first prediction of a session, made from the previous
 session, is not scored: footnote 5). Under leave-one-out and temporal splits a test event may open a
-session, so every model runs with ``"user"`` targets there.
+session, so every model runs with ``"user"`` targets there; so it does under the random user split
+(``"users"``, Ma & Narayanaswamy), where every event of a test user but its first (which has no
+input) is a prediction.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import jax
 import numpy as np
 import polars as pl
 
-from hrnn_jax import (baselines, cells, data, evaluation, models, predict, significance,
+from hrnn_jax import (baselines, cells, data, evaluation, meta, models, predict, significance,
                       training, user_cells)
 from hrnn_jax.config import Config, DataConfig, ModelConfig
 from hrnn_jax.progress import tagged
@@ -30,7 +32,9 @@ from hrnn_jax.progress import tagged
 USER_GRUS = {"user-gru-linear": user_cells.LinearUserGRU,
              "user-gru-rectified": user_cells.RectifiedUserGRU,
              "user-gru-attentional": user_cells.AttentionalUserGRU}
-NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS)
+NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS) + ("hrnn-meta",)
+# models over each user's whole sequence: their lanes have "user" targets under every protocol
+WHOLE_SEQUENCE = ("concat", "hrnn-meta") + tuple(USER_GRUS)
 MODELS = ("pop", "ppop", "itemknn", "decay-itemknn", "mf", "seq-mf") + NEURAL
 # Quadrana et al.'s comparison (Table 3): what `hrnn-jax compare` and the demo run by default.
 QUADRANA = ("pop", "ppop", "itemknn", "gru", "concat", "hrnn-init", "hrnn-all")
@@ -53,12 +57,15 @@ class Prepared:
 
 
 def rows_targets(protocol: str) -> str:
+    """The targets of the evaluation rows: within the test session for "last-session", else the
+    user's previous event in any session (for "users": every step of a test user's sequence)."""
     return "session" if protocol == "last-session" else "user"
 
 
 def lane_targets(name: str, protocol: str) -> str:
-    """RNN Concat and the user-based GRUs (Donkers et al.) run over the user's whole sequence."""
-    return "user" if name == "concat" or name in USER_GRUS else rows_targets(protocol)
+    """RNN Concat, the user-based GRUs (Donkers et al.) and HRNN-meta (Ma & Narayanaswamy) run
+    over the user's whole sequence."""
+    return "user" if name in WHOLE_SEQUENCE else rows_targets(protocol)
 
 
 def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
@@ -69,7 +76,8 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
     training part (``data.restrict_items``): every model ranks the same N items.
 
     ``info``: summary of the filtered log before the split (users, items, sessions, events),
-    train/test sizes, ``dropped`` (events per reason) and ``catalogue`` = {"items": N,
+    train/test sizes (for the "users" protocol also ``train_users`` and ``test_users``),
+    ``dropped`` (events per reason) and ``catalogue`` = {"items": N,
     "removed_items": number of ITEMS of the filtered log that occur only outside the training
     part, e.g. only in removed test events}; so ``items`` = N + ``removed_items``.
     """
@@ -83,7 +91,8 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
         min_sessions=cfg.min_sessions, min_user_events=cfg.min_user_events)
     encoded = data.encode(frame)
     train, test, split_report = data.split(encoded.events, cfg.protocol,
-                                           test_fraction=cfg.test_fraction)
+                                           test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+    users = {k: split_report.pop(k) for k in data.USER_COUNTS if k in split_report}
     if test.height == 0:
         raise data.DataError(f"the {cfg.protocol} split left no test events; users need more "
                              "history")
@@ -91,7 +100,7 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
     stream = data.combine(train, test)
     rows = evaluation.make_eval_rows(stream, rows_targets(cfg.protocol))
     info = {**data.summary(encoded.events), "train_events": train.height,
-            "test_events": test.height, "evaluated": len(rows),
+            "test_events": test.height, **users, "evaluated": len(rows),
             "dropped": {**repeats, **dropped, **split_report},
             "catalogue": {"items": restricted.n_items,
                           "removed_items": encoded.n_items - restricted.n_items}}
@@ -104,7 +113,9 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
 
     ``user-gru-linear|rectified|attentional``: ``models.UserRNN`` (Donkers et al.) with item and
     user embeddings as wide as the hidden state (their Table 1) and ``config``'s item/user
-    dropout, L2 on the user side and omega; they need ``n_users`` (the user table's rows)."""
+    dropout, L2 on the user side and omega; they need ``n_users`` (the user table's rows).
+    ``hrnn-meta``: ``meta.HRNNMeta`` (a GRU over the user's sequence fed the level of the time to
+    the predicted event, Table 5's edges), without item or user features."""
     cfg = config
     if name == "gru":
         return models.SessionRNN(n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
@@ -119,6 +130,9 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
                            dropout_user=cfg.dropout_user, dropout_init=cfg.dropout_init,
                            context_gates=cfg.context_gates, first_session=cfg.first_session,
                            context_grad=cfg.context_grad)
+    if name == "hrnn-meta":  # the time-gap control input: Table 5's levels
+        return meta.HRNNMeta(n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
+                             dropout_session=cfg.dropout_session)
     if name in USER_GRUS:
         if n_users is None:
             raise ValueError(f"{name} has a user table: build_model needs n_users")
@@ -143,11 +157,13 @@ class Ranked(NamedTuple):
 
 def validation(prep: Prepared, config: Config):
     """``(train, validate_fn_factory)`` for early stopping: the training part split again by the
-    same protocol and ``test_fraction`` (``data.validation_split``); the factory takes a model
-    and its lane targets and returns ``validate(params) -> MRR@max(ks)`` on the validation rows.
+    same protocol, ``test_fraction`` and ``split_seed`` (``data.validation_split``); the factory
+    takes a model and its lane targets and returns ``validate(params) -> MRR@max(ks)`` on the
+    validation rows.
     """
     train, valid, _ = data.validation_split(prep.train, prep.protocol,
-                                            test_fraction=config.data.test_fraction)
+                                            test_fraction=config.data.test_fraction,
+                                            seed=config.data.split_seed)
     v_stream = data.combine(train, valid)
     v_rows = evaluation.make_eval_rows(v_stream, rows_targets(prep.protocol))
     k = max(config.eval.ks)

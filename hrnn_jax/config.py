@@ -10,6 +10,7 @@
   ``--batch-size``, its help text is the field's ``help`` metadata, its checks (``choices`` from a
   ``Literal`` type, ``min``/``max`` bounds) are the field's. A boolean field ``dedupe`` is
   ``--dedupe`` / ``--no-dedupe``; a tuple is a comma list; ``none`` clears an optional value.
+  A field's ``aliases`` are further spellings of its flag (``--split`` for ``--protocol``).
 * A TOML file (``--config run.toml``, read with ``tomllib``) sets fields by section::
 
       [data]
@@ -34,7 +35,7 @@ from typing import Any, Literal
 
 from hrnn_jax import choices
 
-Protocol = Literal["last-session", "leave-one-out", "temporal"]
+Protocol = Literal["last-session", "leave-one-out", "temporal", "users"]
 TimeUnit = Literal["s", "ms", "us", "ns"]
 Optimizer = Literal["adagrad", "adam"]
 Loss = Literal["top1", "bpr", "ce", "full-ce"]
@@ -51,10 +52,12 @@ class ConfigError(ValueError):
 
 
 def field(default, help: str, *, min: float | None = None, max: float | None = None,
-          open_min: bool = False, flag: str | None = None):
+          open_min: bool = False, flag: str | None = None, aliases: tuple[str, ...] = ()):
     """A dataclass field with its help text and bounds (``min``/``max`` inclusive unless
-    ``open_min``). ``flag`` overrides the generated flag name (without ``--``)."""
-    meta = {"help": help, "min": min, "max": max, "open_min": open_min, "flag": flag}
+    ``open_min``). ``flag`` overrides the generated flag name (without ``--``); ``aliases``:
+    further spellings of the flag (without ``--``), e.g. ``--split`` for ``--protocol``."""
+    meta = {"help": help, "min": min, "max": max, "open_min": open_min, "flag": flag,
+            "aliases": aliases}
     if isinstance(default, (list, dict)):
         raise TypeError("use a tuple for sequence defaults")
     return dataclasses.field(default=default, metadata=meta)
@@ -97,10 +100,15 @@ class DataConfig(_Checked):
     min_sessions: int = field(1, "drop users with fewer sessions", min=1)
     min_user_events: int = field(1, "drop users with fewer events", min=1)
     protocol: Protocol = field("last-session", "train/test split: each user's last session, "
-                                               "last event, or last fraction of events")
-    test_fraction: float = field(0.05, "share of each user's events in test (and in validation) "
-                                       "for --protocol temporal", min=0.0, max=0.5,
-                                 open_min=True)
+                                               "last event, or last fraction of events; or "
+                                               "users: a random fraction of the users (all "
+                                               "their events) in test (Ma & Narayanaswamy)",
+                               aliases=("split",))
+    test_fraction: float = field(0.05, "--protocol temporal: share of each user's events in test "
+                                       "(and in validation); --protocol users: share of the "
+                                       "users in test (the papers' 0.2), and of the training "
+                                       "users in validation", min=0.0, max=0.5, open_min=True)
+    split_seed: int = field(0, "seed of the random user split (--protocol users)", min=0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,12 +365,13 @@ def add_arguments(parser: argparse.ArgumentParser, section: str, *, skip=()) -> 
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = f"{f.metadata['help']} (default: {shown})".replace("%", "%%")
         kw = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS, help=help_text)
+        flags = [flag_of(f)] + [f"--{a}" for a in f.metadata.get("aliases", ())]
         if tp is bool:
-            group.add_argument(flag_of(f), action=argparse.BooleanOptionalAction, **kw)
+            group.add_argument(*flags, action=argparse.BooleanOptionalAction, **kw)
         elif typing.get_origin(tp) is Literal:
-            group.add_argument(flag_of(f), choices=choices.options(tp), **kw)
+            group.add_argument(*flags, choices=choices.options(tp), **kw)
         else:
-            group.add_argument(flag_of(f), type=_parse(cls, f.name), metavar=f.name.upper(), **kw)
+            group.add_argument(*flags, type=_parse(cls, f.name), metavar=f.name.upper(), **kw)
 
 
 def from_sources(args: argparse.Namespace, toml: dict | None = None) -> Config:

@@ -1,14 +1,16 @@
-"""Interaction data: reading, sessions, filters, integer codes and train/test splits.
+"""Interaction data: reading, sessions, filters, integer codes and train/test splits; item features.
 
 Data flow (every step a pure function of its inputs)::
 
     read_interactions -> sessionize -> [dedupe_sessions] -> filter_interactions -> encode
         -> split -> restrict_items -> combine
+    read_item_features -> item_feature_matrix(features, encoded.item_ids)   (rows by item code)
 
 Frames after ``encode`` use the *encoded schema*: ``user`` Int32 (0..U-1), ``item`` Int32
 (1..N, 0 is padding), ``time`` Float64 seconds, ``session`` Int32, plus ``event`` / ``value``
-when present, sorted by (user, time). All report dictionaries count dropped *events* (rows).
-After ``restrict_items`` the catalogue (codes 1..N) is exactly the items of the training part.
+when present, sorted by (user, time). All report dictionaries count dropped *events* (rows),
+except the user counts ``USER_COUNTS`` of ``split_users``. After ``restrict_items`` the catalogue
+(codes 1..N) is exactly the items of the training part.
 """
 from __future__ import annotations
 
@@ -82,7 +84,7 @@ def _infer_numbers(df: pl.DataFrame, keep: set[str]) -> pl.DataFrame:
     return df
 
 
-def _read_split(path, sep, columns, id_cols) -> pl.DataFrame:
+def _read_split(path, sep, columns, id_cols, encoding="utf8") -> pl.DataFrame:
     """Read a text file whose fields are separated by ``sep`` of any length (e.g. "::").
 
     Lines are read with polars and split on ``sep`` literally (no quoting); blank lines are
@@ -90,7 +92,7 @@ def _read_split(path, sep, columns, id_cols) -> pl.DataFrame:
     with another number of fields is a DataError naming its (1-based) line number.
     """
     lines = pl.read_csv(path, has_header=False, separator=_LINE_SEP, quote_char=None,
-                        new_columns=["line"], infer_schema=False)
+                        new_columns=["line"], infer_schema=False, encoding=encoding)
     lines = (lines.with_row_index("_line", offset=1)
              .filter(pl.col("line").str.strip_chars().str.len_chars() > 0)
              .select("_line", pl.col("line").str.strip_suffix("\r").str.split(sep).alias("f")))
@@ -122,10 +124,11 @@ def _read_split(path, sep, columns, id_cols) -> pl.DataFrame:
     return _infer_numbers(df, set(id_cols))
 
 
-def _load(path, sep, id_cols, columns=None) -> tuple[pl.DataFrame, str | None]:
+def _load(path, sep, id_cols, columns=None, encoding="utf8") -> tuple[pl.DataFrame, str | None]:
     """Read a CSV / TSV / ``::`` / Parquet file with polars; id columns are read as strings.
 
-    Returns (frame, separator used; None for Parquet).
+    ``encoding``: of text files, polars' "utf8" (invalid bytes are an error) or "utf8-lossy"
+    (they become U+FFFD). Returns (frame, separator used; None for Parquet).
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -142,15 +145,15 @@ def _load(path, sep, id_cols, columns=None) -> tuple[pl.DataFrame, str | None]:
         if not isinstance(sep, str) or not sep:
             raise DataError(f"separator must be a non-empty string, got {sep!r}")
         if len(sep.encode()) > 1:
-            return _read_split(path, sep, columns, id_cols), sep
+            return _read_split(path, sep, columns, id_cols, encoding), sep
         quote = None if sep == "\t" else '"'  # TSV has no quoting (LastFM-1K: '"Heroes"')
         if columns is None:
             overrides = {c: pl.String for c in id_cols}
             return pl.read_csv(path, separator=sep, quote_char=quote,
-                               schema_overrides=overrides), sep
+                               schema_overrides=overrides, encoding=encoding), sep
         # no header: read every field as text, name the columns, then infer numbers
         df = pl.read_csv(path, has_header=False, separator=sep, quote_char=quote,
-                         infer_schema=False)
+                         infer_schema=False, encoding=encoding)
         if df.width != len(columns):
             raise _count_mismatch(columns, df.width, path, sep)
         return _infer_numbers(df.rename(dict(zip(df.columns, columns))), set(id_cols)), sep
@@ -220,7 +223,7 @@ def read_interactions(path, *, user_col="user", item_col="item", time_col="time"
     if time_unit not in TIME_UNITS:
         raise DataError(f"bad time_unit {time_unit!r}; valid: {', '.join(TIME_UNITS)}")
     columns = _column_names(columns)
-    hint = ""
+    used_sep = None
     if isinstance(path, pl.DataFrame):
         if columns is not None:
             raise DataError(f"columns {list(columns)} given for a DataFrame, which names its "
@@ -229,21 +232,12 @@ def read_interactions(path, *, user_col="user", item_col="item", time_col="time"
     else:
         df, used_sep = _load(path, sep, [user_col, item_col], columns)
         where = os.fspath(path)
-        if used_sep is not None:
-            hint = f" (separator {used_sep!r}" + (
-                "; for a file without a header line, name its columns with columns= / --columns)"
-                if columns is None else ")")
     wanted = {"user": user_col, "item": item_col, "time": time_col}
     if event_col is not None:
         wanted["event"] = event_col
     if value_col is not None:
         wanted["value"] = value_col
-    missing = [c for c in wanted.values() if c not in df.columns]
-    if missing:
-        raise DataError(f"missing column(s) {missing} in {where}; columns present: "
-                        f"{df.columns}{hint}")
-    if df.height == 0:
-        raise DataError(f"no rows in {where}")
+    _check_columns(df, wanted.values(), where, used_sep, columns)
     df = df.select([pl.col(src).alias(dst) for dst, src in wanted.items()])
 
     dtype = df.schema["time"]
@@ -275,10 +269,28 @@ def read_interactions(path, *, user_col="user", item_col="item", time_col="time"
     if n:
         raise DataError(f"time column {time_col!r} has {n} null/NaN value(s), rows {rows}")
     for dst, src in (("user", user_col), ("item", item_col)):
-        n, rows = _bad_rows(df, pl.col(dst).is_null())
-        if n:
-            raise DataError(f"id column {src!r} has {n} null value(s), rows {rows}")
+        _check_ids(df, dst, src)
     return df
+
+
+def _check_columns(df: pl.DataFrame, wanted, where: str, sep: str | None, columns) -> None:
+    """DataError if a ``wanted`` column is missing (naming those present) or there is no row."""
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        hint = "" if sep is None else f" (separator {sep!r}" + (
+            "; for a file without a header line, name its columns with columns= / --columns)"
+            if columns is None else ")")
+        raise DataError(f"missing column(s) {missing} in {where}; columns present: "
+                        f"{df.columns}{hint}")
+    if df.height == 0:
+        raise DataError(f"no rows in {where}")
+
+
+def _check_ids(df: pl.DataFrame, col: str, name: str) -> None:
+    """DataError naming the rows where id column ``col`` (``name`` in the file) is null."""
+    n, rows = _bad_rows(df, pl.col(col).is_null())
+    if n:
+        raise DataError(f"id column {name!r} has {n} null value(s), rows {rows}")
 
 
 READING = ("user_col", "item_col", "time_col", "sep", "columns", "time_unit", "event_col",
@@ -288,6 +300,111 @@ READING = ("user_col", "item_col", "time_col", "sep", "columns", "time_unit", "e
 def read_log(path, config: DataConfig) -> pl.DataFrame:
     """``read_interactions(path)`` with the reading fields of ``config``."""
     return read_interactions(path, **{k: getattr(config, k) for k in READING})
+
+
+# ------------------------------------------------------------------------------------------
+# Item features (Ma & Narayanaswamy: "movie genre vectors, with L2 normalization")
+# ------------------------------------------------------------------------------------------
+MOVIELENS_MOVIES = ("movieId", "title", "genres")  # movies.dat's fields; movies.csv's header
+NO_GENRES = "(no genres listed)"  # MovieLens' genres of a movie without any
+
+
+@dataclass(frozen=True)
+class ItemFeatures:
+    """Multi-hot genre vectors of items, each row of unit L2 norm (all zeros: no genre)."""
+
+    item_ids: np.ndarray  # raw item ids (str, object array), in file order
+    names: tuple[str, ...]  # the genre of each column, sorted
+    matrix: np.ndarray  # float32 [n, G]
+
+
+def read_item_features(path, *, item_col: str = "movieId", genres_col: str = "genres",
+                       sep: str | None = None, columns=None, genre_sep: str = "|"
+                       ) -> ItemFeatures:
+    """Read an item file with a column of ``genre_sep``-separated genres (MovieLens' movies).
+
+    The defaults read MovieLens as it comes:
+
+    * ml-1m / ml-10m ``movies.dat`` (``1::Toy Story (1995)::Animation|Children's|Comedy``): a
+      ``.dat`` file is split on "::" and, without ``columns``, has no header and the fields
+      ``MOVIELENS_MOVIES`` = (movieId, title, genres).
+    * ml-20m / ml-25m ``movies.csv``: header ``movieId,title,genres``, CSV quoting (titles with
+      commas are quoted).
+
+    ``path`` may also be a ``pl.DataFrame`` with those columns. Other files (CSV / TSV / any
+    separator / Parquet, read with polars as
+    :func:`read_interactions`) name the columns with ``item_col`` and ``genres_col``, and
+    ``columns`` when they have no header. Text is decoded as UTF-8 with invalid bytes replaced
+    (ml-1m's titles are Latin-1; ids and genres are ASCII). Genres are stripped of spaces;
+    ``NO_GENRES`` and empty fields are no genre.
+
+    Returns:
+      ``ItemFeatures``: ``item_ids`` (raw ids as text, as ``read_interactions`` reads them),
+      ``names`` (every genre, sorted) and ``matrix`` float32 ``[n, G]``, the multi-hot genres
+      divided by their L2 norm (a row without genres stays all zeros).
+
+    Raises:
+      DataError: one line naming the problem: a missing file or column, an empty file, a null
+        or duplicate item id.
+    """
+    columns = _column_names(columns)
+    if isinstance(path, pl.DataFrame):  # already loaded (e.g. generated): its own column names
+        if columns is not None:
+            raise DataError(f"columns {list(columns)} given for a DataFrame, which names its "
+                            f"own columns; leave columns out")
+        df, used_sep, where = path, None, "frame"
+    else:
+        if columns is None and os.path.splitext(os.fspath(path))[1].lower() == ".dat":
+            columns = MOVIELENS_MOVIES
+        df, used_sep = _load(path, sep, [item_col, genres_col], columns, encoding="utf8-lossy")
+        where = os.fspath(path)
+    _check_columns(df, (item_col, genres_col), where, used_sep, columns)
+    _check_ids(df, item_col, item_col)
+    ids = df[item_col].cast(pl.String)
+    dup = ids.filter(ids.is_duplicated()).unique(maintain_order=True)
+    if dup.len():
+        raise DataError(f"{dup.len()} item id(s) occur more than once in column {item_col!r} of "
+                        f"{where}: {dup.head(5).to_list()}")
+    genres = df[genres_col]
+    if not isinstance(genres.dtype, pl.List):
+        genres = genres.cast(pl.String).str.split(genre_sep)
+    pairs = (pl.DataFrame({"row": np.arange(df.height), "genre": genres.cast(pl.List(pl.String))})
+             .explode("genre")
+             .with_columns(pl.col("genre").str.strip_chars())
+             .filter(pl.col("genre").is_not_null() & (pl.col("genre") != "")
+                     & (pl.col("genre") != NO_GENRES)))
+    names = tuple(sorted(pairs["genre"].unique().to_list()))
+    matrix = np.zeros((df.height, len(names)), np.float32)
+    col = np.searchsorted(np.array(names, dtype=str), pairs["genre"].to_numpy().astype(str))
+    matrix[pairs["row"].to_numpy(), col] = 1.0
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    np.divide(matrix, norms, out=matrix, where=norms > 0)
+    return ItemFeatures(item_ids=ids.to_numpy().astype(object), names=names, matrix=matrix)
+
+
+def item_feature_matrix(features: ItemFeatures, item_ids) -> tuple[np.ndarray, dict[str, int]]:
+    """The rows of ``features`` in the order of ``item_ids``, e.g. ``Encoded.item_ids``.
+
+    Args:
+      features: from :func:`read_item_features`.
+      item_ids: the raw id of each item code (any scalars, compared as strings); ``None`` entries
+        (the padding code 0 of ``Encoded.item_ids``) get zero rows.
+
+    Returns:
+      (matrix float32 ``[len(item_ids), G]``, report): row i is the features of ``item_ids[i]``,
+      zeros where it has none; report ``{"items_without_features": ids (not None) missing from
+      the features, "feature_items_not_in_log": feature ids not among item_ids}``.
+    """
+    raw = [None if r is None else str(r) for r in np.asarray(item_ids, dtype=object).ravel()]
+    index = {r: i for i, r in enumerate(features.item_ids)}
+    rows = np.array([index.get(r, -1) if r is not None else -1 for r in raw], dtype=np.int64)
+    matrix = np.zeros((len(raw), len(features.names)), np.float32)
+    found = rows >= 0
+    matrix[found] = features.matrix[rows[found]]
+    logged = set(raw)
+    report = {"items_without_features": int(sum(r is not None for r in raw) - found.sum()),
+              "feature_items_not_in_log": sum(r not in logged for r in features.item_ids)}
+    return matrix, report
 
 
 def _sort(df: pl.DataFrame, *keys: str) -> pl.DataFrame:
@@ -495,27 +612,70 @@ def split_temporal(events: pl.DataFrame, test_fraction: float = 0.05):
     return train, test, {"test_unseen_items": unseen}
 
 
-def split(events: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05):
-    """Split by a named protocol: "last-session", "leave-one-out" or "temporal"."""
+USER_COUNTS = ("train_users", "test_users")  # split_users' report: users, not dropped events
+
+
+def split_users(events: pl.DataFrame, test_fraction: float = 0.2, *, seed: int = 0,
+                drop_unseen: bool = True):
+    """Ma & Narayanaswamy, Song et al.: a random ``test_fraction`` of the users, with all their
+    events, is test; the other users are train.
+
+    The sorted unique user ids are permuted by ``np.random.default_rng(seed)`` and the first
+    n_test = round(test_fraction * n_users) are the test users (at least 1 and at most
+    n_users - 1, so that neither part is empty). Test events whose item is not in train are
+    removed ("test_unseen_items", events) unless ``drop_unseen`` is False (the simulations of
+    ``hrnn_jax.simulations`` keep them: they score the whole encoded catalogue).
+
+    Returns:
+      (train, test, report): report ``{"test_unseen_items", "train_users", "test_users"}``;
+      the last two (``USER_COUNTS``) count the users of the returned parts, not events.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    users = np.unique(events["user"].to_numpy())
+    if len(users) < 2:
+        raise DataError(f"the users split needs at least 2 users, got {len(users)}")
+    n_test = min(max(int(round(test_fraction * len(users))), 1), len(users) - 1)
+    chosen = np.random.default_rng(seed).permutation(users)[:n_test]
+    is_test = pl.col("user").is_in(pl.Series(chosen.tolist(), dtype=events.schema["user"])
+                                   .implode())
+    ev = _sort(events, "user", "time")
+    train, test = ev.filter(~is_test), ev.filter(is_test)
+    unseen = 0
+    if drop_unseen:
+        test, unseen = _drop_unseen(train, test)
+    return train, test, {"test_unseen_items": unseen, "train_users": train["user"].n_unique(),
+                         "test_users": test["user"].n_unique()}
+
+
+def split(events: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05, seed: int = 0):
+    """Split by a named protocol: "last-session", "leave-one-out", "temporal" (each user's last
+    ``test_fraction`` of events) or "users" (a random ``test_fraction`` of the users, drawn from
+    ``seed``; ``seed`` is used by no other protocol). Returns (train, test, report)."""
     choices.check("protocol", protocol, PROTOCOLS)
     if protocol == "last-session":
         return split_last_session(events)
     if protocol == "leave-one-out":
         return split_leave_one_out(events)
+    if protocol == "users":
+        return split_users(events, test_fraction, seed=seed)
     return split_temporal(events, test_fraction)
 
 
-def validation_split(train: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05):
+def validation_split(train: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05,
+                     seed: int = 0):
     """Apply ``protocol`` again to the training part: (train2, valid, report).
 
     For "temporal" the fraction becomes test_fraction / (1 - test_fraction), so that two
-    calls with 0.05 give 90/5/5 of the original events.
+    calls with 0.05 give 90/5/5 of the original events. For "users" ``test_fraction`` is the
+    share of the *training* users that validate (Ma & Narayanaswamy hold out 10% of them), drawn
+    with ``seed``; the fraction is not rescaled.
     """
     if protocol == "temporal":
         if not 0.0 < test_fraction < 0.5:
             raise DataError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
         test_fraction = test_fraction / (1.0 - test_fraction)
-    return split(train, protocol, test_fraction=test_fraction)
+    return split(train, protocol, test_fraction=test_fraction, seed=seed)
 
 
 def restrict_items(encoded: Encoded, train: pl.DataFrame, test: pl.DataFrame

@@ -370,6 +370,20 @@ def perplexity(log_probs, n_items: int) -> dict[str, float]:
     return {"ppl": float(np.exp(-lp.mean())), "n": int(lp.size), "catalogue": int(n_items)}
 
 
+def rmse(predicted, actual) -> dict[str, float]:
+    """Root-mean-square error of rating predictions (Ma & Narayanaswamy, Table 3):
+    ``sqrt(mean((predicted - actual)^2))`` over the rows (``[R]`` each): ``{"rmse", "n"}``."""
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    a = np.asarray(actual, dtype=np.float64).reshape(-1)
+    if p.shape != a.shape:
+        raise ValueError(f"rmse: {p.size} predictions for {a.size} ratings")
+    if p.size == 0:
+        raise ValueError("rmse: no rows")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(a))):
+        raise ValueError("rmse: predictions or ratings are NaN or infinite")
+    return {"rmse": float(np.sqrt(np.mean((p - a) ** 2))), "n": int(p.size)}
+
+
 def breakdown(ranks, groups: dict[str, np.ndarray], ks=(5,)) -> dict[str, dict]:
     """Metrics per group: ``groups`` maps a label to a bool mask [R]; empty groups are omitted."""
     ranks = np.asarray(ranks)

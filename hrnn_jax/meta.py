@@ -61,6 +61,24 @@ encoder sees of the input item: its id (``"id"``, default), its feature vector (
 embedded by a learned affine map) or nothing (``"none"``, a learned constant): the ablations of
 the paper's Table 2.
 
+Rating prediction (Section 3, Table 3: "we can extend the objective to root-mean-square error
+(RMSE) for rating predictions"). With ``rating_weight > 0`` the model gains a regression head that
+predicts the rating of the step's target item j from the state h (our choice of form, the paper
+gives none: the decoder's, on a table of its own)
+
+    r_hat_j(h) = mu + c_j + u_j^T h
+
+and its training loss gains ``rating_weight`` times the mean squared error against the lane field
+``"rating"`` (the target event's ``value``) on the steps with a target. ``item_weight`` weights the
+next-item loss (0: a pure rating model, the paper's RMSE rows; its step skips the item scores).
+``mu`` starts at ``rating_mean`` (e.g. the training mean). The head's tables ``rating_out
+[N+1, H]`` and ``rating_item_bias [N+1]`` are dense parameters, not row tables: they are indexed by
+the target inside ``apply``, which sees global target ids (``models.row_tables``), and they are
+read only there. :meth:`HRNNMeta.predict_ratings` gives the head's predictions for any states;
+``predict.target_ratings`` runs it over users' histories. With ``control=False`` the gap signal
+is left out: the vanilla RNN ("RNN wo./w. feedback encoding" in Table 3), beside HRNN-meta with
+it ("HRNN w/ feedback encoding").
+
 Everything else is :class:`hrnn_jax.models.SessionRNN` (item tables, dropout, scoring); with
 ``reset="user"`` (the default here) it is RNN Concat with the control input, the vanilla RNN of the
 paper's Table 1 plus the control channel.
@@ -105,8 +123,14 @@ class HRNNMeta(SessionRNN):
       user_features: ``[n_users, F_u]`` feature vectors of the users (by user code), or None.
       feedback: the input event's feedback value (lane field ``"feedback"``) joins the input.
       item_input: ``"id"`` | ``"features"`` | ``"none"``: what the encoder sees of the input item.
+      control: feed the time-gap control signal (False: the vanilla RNN with the other channels).
+      rating_weight: weight of the rating head's squared error in the training loss; 0 (default):
+        no rating head.
+      rating_mean: the head's initial global bias mu (e.g. the training ratings' mean).
+      item_weight: weight of the next-item loss (0: trained on ratings alone).
 
-    The batch must carry the ``"gap"`` field (``fields``; ``batching.lane_options``). The feature
+    The batch must carry the fields it reads (``fields``: ``"gap"`` with the control signal,
+    ``"feedback"``, ``"rating"``; ``batching.lane_options``). The feature
     table and cold flags are copied into the parameters at ``init`` (they are not part of the
     model's identity: two models that differ only there compare equal).
     """
@@ -121,6 +145,10 @@ class HRNNMeta(SessionRNN):
     user_features: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
     feedback: bool = False
     item_input: ItemInput = "id"
+    control: bool = True
+    rating_weight: float = 0.0
+    rating_mean: float = 0.0
+    item_weight: float = 1.0
 
     close_at = "never"  # no user level: lanes without hold steps (every step one event)
 
@@ -144,6 +172,12 @@ class HRNNMeta(SessionRNN):
             if u.ndim != 2 or u.shape[1] < 1 or not np.all(np.isfinite(u)):
                 raise ValueError(f"HRNNMeta: user_features must be a finite [n_users, F_u] "
                                  f"array, got shape {u.shape}")
+        if not (self.rating_weight >= 0 and self.item_weight >= 0
+                and self.rating_weight + self.item_weight > 0):
+            raise ValueError(f"HRNNMeta: rating_weight and item_weight must be >= 0 and not both "
+                             f"0, got {self.rating_weight}, {self.item_weight}")
+        if not np.isfinite(self.rating_mean):
+            raise ValueError(f"HRNNMeta: rating_mean must be finite, got {self.rating_mean}")
         if not 0.0 <= self.feature_mix <= 1.0:
             raise ValueError(f"HRNNMeta: feature_mix must be in [0, 1], got {self.feature_mix}")
         N1 = self.n_items + 1
@@ -164,8 +198,10 @@ class HRNNMeta(SessionRNN):
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The lane fields it reads: the gap, and the feedback value if used."""
-        return ("gap", "feedback") if self.feedback else ("gap",)
+        """The lane fields it reads: the gap (with the control signal), the feedback value and the
+        rating label, each if used."""
+        used = {"gap": self.control, "feedback": self.feedback, "rating": self.rating_weight > 0}
+        return tuple(name for name, on in used.items() if on)
 
     @property
     def n_features(self) -> int:
@@ -174,7 +210,7 @@ class HRNNMeta(SessionRNN):
     @property
     def n_channels(self) -> int:
         """Input channels beside the item: control, user features, feedback."""
-        return 1 + (self.user_features is not None) + self.feedback
+        return int(self.control) + (self.user_features is not None) + self.feedback
 
     @property
     def row_tables(self) -> dict[str, str]:
@@ -209,7 +245,15 @@ class HRNNMeta(SessionRNN):
         params = self._init_common(k_common)
         C = self.control_width
         s = np.sqrt(6.0 / (self.n_levels + C))  # GRU4Rec's initialisation, as the item table
-        params["control"] = jax.random.uniform(k_control, (self.n_levels, C), jnp.float32, -s, s)
+        if self.control:
+            params["control"] = jax.random.uniform(k_control, (self.n_levels, C), jnp.float32,
+                                                   -s, s)
+        if self.rating_weight > 0:
+            N1, H = self.n_items + 1, self.hidden
+            params["rating_out"] = jax.random.uniform(jax.random.fold_in(k_control, 3), (N1, H),
+                                                      jnp.float32, -0.01, 0.01)
+            params["rating_item_bias"] = jnp.zeros((N1,), jnp.float32)
+            params["rating_bias"] = jnp.asarray(self.rating_mean, jnp.float32)
         if self.n_features:
             F, H = self.n_features, self.hidden
             k_w, k_b = jax.random.split(jax.random.fold_in(k_control, 1))
@@ -255,12 +299,27 @@ class HRNNMeta(SessionRNN):
                                                          self.input_width + self._extra_input()))
 
     def apply(self, params, carry, batch, *, rng=None, train=False):
+        """``(carry, y)``, and with a rating head in training ``(carry, y, {"rating": loss})``."""
         if not self._tcn:
-            return super().apply(params, carry, batch, rng=rng, train=train)
-        x = self._step_inputs(params, batch)  # [B, L, E + C]
-        carry, y = self.session_cell.apply({"params": params["session"]}, carry, x,
-                                           batch["user_start"])
-        return carry, self._output(jnp.swapaxes(y, 0, 1), rng, train)
+            carry, y = super().apply(params, carry, batch, rng=rng, train=train)
+        else:
+            x = self._step_inputs(params, batch)  # [B, L, E + C]
+            carry, y = self.session_cell.apply({"params": params["session"]}, carry, x,
+                                               batch["user_start"])
+            y = self._output(jnp.swapaxes(y, 0, 1), rng, train)
+        if not (train and self.rating_weight > 0):
+            return carry, y
+        has = batch["target"] > 0
+        err = self.predict_ratings(params, y, batch["target"]) - batch["rating"]
+        mse = jnp.where(has, err**2, 0.0).sum() / jnp.maximum(has.sum(), 1)
+        return carry, y, {"rating": self.rating_weight * mse}
+
+    def predict_ratings(self, params, y, items):
+        """The rating head: ``r_hat = mu + c_j + u_j^T h`` for states ``y [..., H]`` and the items
+        ``[...]`` (global ids) whose ratings are predicted -> ``[...]``."""
+        u = precision.take_rows(params["rating_out"], items)
+        c = precision.take_rows(params["rating_item_bias"], items)
+        return params["rating_bias"] + c + (u * y).sum(-1)
 
     def scoring_params(self, params, *, rng=None, train=False):
         """The output rows with item features mixed in (module docstring); unchanged without
@@ -296,8 +355,10 @@ class HRNNMeta(SessionRNN):
         """The item input with the control signal of each step's gap to its target and, if used,
         the user's features and the input event's feedback, each embedded."""
         x = self._item_input(params, batch["item"])  # [B, L, 3H] (split) or [B, L, E]
-        level = gap_levels(batch["gap"], self.gap_edges)  # [B, L]
-        channels = [precision.take_rows(params["control"], level)]  # [B, L, C]
+        channels = []
+        if self.control:
+            level = gap_levels(batch["gap"], self.gap_edges)  # [B, L]
+            channels.append(precision.take_rows(params["control"], level))  # [B, L, C]
         if "user_feat" in params:
             u = jnp.take(jax.lax.stop_gradient(params["user_feat"]), batch["user"], axis=0)
             channels.append(u @ params["user_feature_in"]["kernel"]
@@ -306,5 +367,5 @@ class HRNNMeta(SessionRNN):
             channels.append(batch["feedback"][..., None] * params["feedback_in"]["kernel"][0]
                             + params["feedback_in"]["bias"])
         if self._split:  # each channel's rows in the projected space: added
-            return x + sum(channels)
+            return x + sum(channels) if channels else x
         return jnp.concatenate([x, *channels], axis=-1)

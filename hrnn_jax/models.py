@@ -55,7 +55,8 @@ class Model(Protocol):
     parameters are tables updated by sparse rows, and the batch field that indexes each), and an
     ``apply`` that returns ``(carry, y, extra)``, ``extra`` a dict of scalar loss terms (already
     weighted: an L2 penalty, a KL term) that the train step adds to the ranking loss; a
-    ``scoring_params`` hook (see :func:`scoring_params`); the per-step fields it reads
+    ``scoring_params`` hook (see :func:`scoring_params`); ``item_weight``, the weight of the
+    ranking loss (default 1; 0: trained on its extra terms alone); the per-step fields it reads
     (``fields``) and where sessions close (``close_at``), see ``batching.lane_options``.
     """
 

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from hrnn_jax import cells, evaluation
-from hrnn_jax.batching import lane_options, make_lanes
+from hrnn_jax.batching import EXTRA_FIELDS, lane_options, make_lanes
 from hrnn_jax.models import Model, apply_with_aux, score_items, scoring_params
 
 
@@ -57,6 +57,27 @@ def target_log_probs(model: Model, params, frame: pl.DataFrame, events: np.ndarr
     return np.concatenate([np.asarray(_target_log_probs(p_s, jnp.asarray(y[i:i + chunk]),
                                                         jnp.asarray(items[i:i + chunk])))
                            for i in range(0, len(events), chunk)] or [np.zeros(0, np.float32)])
+
+
+def target_ratings(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *,
+                   batch_size: int = 50, window: int = 20, targets: str = "user") -> np.ndarray:
+    """The model's rating predictions for target events ``[R]`` (for ``evaluation.rmse``), from
+    its rating head (``model.predict_ratings(params, y, items)``, e.g. ``meta.HRNNMeta`` with
+    ``rating_weight > 0``); ``frame``, ``events`` and ``targets`` as :func:`states_at`. The
+    frame's ``value`` column holds the ratings: a model fed its feedback reads those before each
+    prediction, never the predicted event's own."""
+    if not callable(getattr(model, "predict_ratings", None)) or \
+            getattr(model, "rating_weight", 1.0) <= 0:
+        raise ValueError(f"{type(model).__name__} has no rating head (HRNNMeta: rating_weight > 0)")
+    y = states_at(model, params, frame, events, batch_size=batch_size, window=window,
+                  targets=targets)
+    items = frame["item"].to_numpy()[events].astype(np.int32)
+    return np.asarray(_ratings(model, params, jnp.asarray(y), jnp.asarray(items)))
+
+
+@partial(jax.jit, static_argnums=0)
+def _ratings(model, params, y, items):
+    return model.predict_ratings(params, y, items)
 
 
 def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *, batch_size: int = 50,
@@ -148,7 +169,10 @@ def final_states(model: Model, params, frame: pl.DataFrame, *, n_users: int | No
       has no such step (e.g. only one-event sessions under ``"session"`` targets): a new session
       starts as a new user's, and ``carry`` is zeros. Users without events: zeros, fresh.
     """
-    cols = frame.select("user", "item", "session")
+    # the columns of the model's per-step fields too (HRNN-meta: time); the placeholder copies
+    # the last event's, so its gap is 0 s: the output is for an event right after the last one
+    read = sorted({EXTRA_FIELDS[f][0] for f in lane_options(model)["fields"]})
+    cols = frame.select("user", "item", "session", *read)
     ends = (cols.group_by("user", maintain_order=True).last()
             .with_columns(pl.lit(1, cols.schema["item"]).alias("item")))
     padded = (pl.concat([cols.with_columns(_end=pl.lit(False)),
@@ -223,19 +247,31 @@ def recommend(model: Model, params, encoded, sessions, *, k: int = 10, exclude_s
 def recommend_by_gap(model: Model, params, history: pl.DataFrame, gaps, *, k: int = 10,
                      exclude_seen: bool = False, window: int = 20) -> np.ndarray:
     """Inference-time control (Ma & Narayanaswamy, Table 5): a user's top-``k`` item codes for
-    each assumed time since the last event, ``[len(gaps), k]``.
+    each assumed time since the last event, ``[len(gaps), k]`` (``history``, ``gaps`` and
+    ``window`` as :func:`states_by_gap`; ``exclude_seen`` leaves out the history's items)."""
+    y = states_by_gap(model, params, history, gaps, window=window)
+    scores = _scores(scoring_params(model, params), jnp.asarray(y))
+    if exclude_seen:
+        scores = scores.at[:, jnp.asarray(history["item"].to_numpy())].set(-jnp.inf)
+    return np.asarray(jax.lax.top_k(scores, min(k, model.n_items))[1])
+
+
+def states_by_gap(model: Model, params, history: pl.DataFrame, gaps, *,
+                  window: int = 20) -> np.ndarray:
+    """The outputs ``[len(gaps), H]`` after a user's history for each assumed time since its last
+    event (what :func:`recommend_by_gap` ranks).
 
     history: the user's encoded events in time order (columns item, time, session), the last one
       being the input of the prediction. gaps: seconds from the last event to the predicted one.
 
     The gap reaches the model through the lanes' ``"gap"`` field (a model that reads it, e.g.
     ``meta.HRNNMeta``); session ids are kept, so a model that switches states at session ends
-    sees no difference. Every gap is scored in one pass (one copy of the history per gap).
+    sees no difference. Every gap is run in one pass (one copy of the history per gap).
     """
     gaps = np.atleast_1d(np.asarray(gaps, np.float64))
     if history.height == 0:
         raise ValueError("recommend_by_gap needs a history of at least one event")
-    if np.any(~np.isfinite(gaps)) or np.any(gaps < 0):
+    if gaps.size == 0 or np.any(~np.isfinite(gaps)) or np.any(gaps < 0):
         raise ValueError(f"gaps must be finite and >= 0 seconds, got {gaps.tolist()}")
     hist = history.select("item", "time", "session")
     last = hist.tail(1)
@@ -243,10 +279,5 @@ def recommend_by_gap(model: Model, params, history: pl.DataFrame, gaps, *, k: in
         user=pl.lit(j, pl.Int32)) for j, g in enumerate(gaps)]
     frame = pl.concat(frames).select("user", "item", "time", "session")
     events = np.arange(1, len(gaps) + 1) * (hist.height + 1) - 1  # each copy's placeholder
-    y = states_at(model, params, frame, events, batch_size=len(gaps), window=window,
-                  targets="user")
-    scores = _scores(scoring_params(model, params), jnp.asarray(y))
-    if exclude_seen:
-        scores = scores.at[:, jnp.asarray(hist["item"].to_numpy())].set(-jnp.inf)
-    return np.asarray(jax.lax.top_k(scores, min(k, model.n_items))[1])
-
+    return states_at(model, params, frame, events, batch_size=len(gaps), window=window,
+                     targets="user")

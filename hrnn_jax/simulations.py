@@ -17,9 +17,10 @@ Choices where the text is silent (all parameters of the functions):
   days) apart; the log is cut into sessions by the library's idle-gap rule (30 minutes), which
   recovers them exactly, and sessions of one item are kept (no filter removes anything; the data
   report says so). A user with no session has no events; one with a single event has no step.
-* Train and test are a random 80/20 split of the users; the perplexity is over the test users'
-  first items of a session other than their first (the only first-in-session items with an
-  input before them).
+* Train and test are a random 80/20 split of the users (``data.split_users``; test events of
+  items seen only in test are kept: the models score the whole encoded catalogue); the
+  perplexity is over the test users' first items of a session other than their first (the only
+  first-in-session items with an input before them).
 * HGRU closes a session when the next session's first item is predicted (``close_at="target"``):
   with the library's default (the session is closed one step later) no model could predict the
   first item of a session from the session's end.
@@ -95,6 +96,21 @@ def hierarchical_sessions(n_users: int, *, seed: int = 0, max_sessions: int = 5,
                         schema={"user": pl.Int64, "item": pl.Int64, "time": pl.Float64})
 
 
+def preprocess(raw: pl.DataFrame, test_fraction: float, *, seed: int, session_gap: float = 1800.0):
+    """The simulations' preprocessing of a validated log: sessions, no filter, codes and a random
+    user split (``data.split_users`` drawn from ``seed``) that keeps every test event, as the
+    perplexity is over the whole encoded catalogue: ``(encoded, train, test, info)``, info the
+    log's summary, both parts' user counts and the rows each filter dropped (none)."""
+    frame = data.sessionize(raw, session_gap)
+    frame, dropped = data.filter_interactions(frame, min_item_support=1, min_session_len=1)
+    encoded = data.encode(frame)
+    train, test, split = data.split_users(encoded.events, test_fraction, seed=seed,
+                                          drop_unseen=False)
+    info = {**data.summary(encoded.events), **{k: split[k] for k in data.USER_COUNTS},
+            "dropped": dropped}
+    return encoded, train, test, info
+
+
 def table1_data(n_users: int = 2500, *, seed: int = 0, test_fraction: float = 0.2,
                 session_gap: float = 1800.0, **knobs):
     """Table 1's data through the library's preprocessing: ``(encoded, train, test, info)``.
@@ -102,22 +118,7 @@ def table1_data(n_users: int = 2500, *, seed: int = 0, test_fraction: float = 0.
     ``train``/``test``: encoded events of a random ``1 - test_fraction`` / ``test_fraction`` of
     the users (drawn from ``seed``); ``info``: sizes and the rows each filter dropped (none)."""
     raw = data.read_interactions(hierarchical_sessions(n_users, seed=seed, **knobs))
-    frame = data.sessionize(raw, session_gap)
-    frame, dropped = data.filter_interactions(frame, min_item_support=1, min_session_len=1)
-    encoded = data.encode(frame)
-    train, test, info = split_users(encoded.events, test_fraction, seed=seed + 1)
-    return encoded, train, test, {**info, "dropped": dropped}
-
-
-def split_users(events: pl.DataFrame, test_fraction: float, *, seed: int):
-    """A random ``1 - test_fraction`` / ``test_fraction`` split of the users (drawn from
-    ``seed``): ``(train, test, info)``, info the log's summary and both parts' user counts."""
-    users = np.unique(events["user"].to_numpy())
-    n_test = int(round(test_fraction * len(users)))
-    is_test = pl.col("user").is_in(np.random.default_rng(seed).permutation(users)[:n_test].tolist())
-    train, test = events.filter(~is_test), events.filter(is_test)
-    return train, test, {**data.summary(events), "train_users": int(train["user"].n_unique()),
-                         "test_users": int(test["user"].n_unique())}
+    return preprocess(raw, test_fraction, seed=seed + 1, session_gap=session_gap)
 
 
 def first_in_session(frame: pl.DataFrame) -> np.ndarray:
@@ -203,9 +204,7 @@ def table2_data(n_sequences: int = 1000, *, seed: int = 0, test_fraction: float 
     sequence without bets)."""
     log = betting(n_sequences, seed=seed, n_bets=n_bets, **knobs)
     raw = data.read_interactions(log.drop("first"), value_col="value")
-    frame = data.sessionize(raw)
-    frame, dropped = data.filter_interactions(frame, min_item_support=1, min_session_len=1)
-    encoded = data.encode(frame)
+    encoded, train, test, info = preprocess(raw, test_fraction, seed=seed + 1)
     ids = encoded.item_ids
     item_features = np.zeros((len(ids), 3), np.float32)
     for code in range(1, len(ids)):
@@ -215,8 +214,7 @@ def table2_data(n_sequences: int = 1000, *, seed: int = 0, test_fraction: float 
     for code, raw_id in enumerate(encoded.user_ids):
         if first[str(raw_id)] >= 0:
             user_features[code, first[str(raw_id)]] = 1.0
-    train, test, info = split_users(encoded.events, test_fraction, seed=seed + 1)
-    return encoded, train, test, item_features, user_features, {**info, "dropped": dropped}
+    return encoded, train, test, item_features, user_features, info
 
 
 def table2_models(n_items: int, hidden: int, item_features, user_features) -> dict:

@@ -90,6 +90,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
     fields = sorted(set(rows.values()))
     cdf = None if negative_cdf is None else jnp.asarray(negative_cdf)
     clipper = optax.clip_by_global_norm(clip) if clip else None
+    item_weight = float(getattr(model, "item_weight", 1.0))  # the model's weight of the item loss
 
     def train_step(state: TrainState, batch, rng, active=None):
         r_neg, r_model = jax.random.split(rng)
@@ -120,13 +121,16 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
             p = {**dense, **gathered}
             carry, y, extra = models.apply_with_aux(model, p, state.carry, {**batch, **local},
                                                     rng=r_model, train=True)
+            if not item_weight:  # a model trained on its own terms alone: no item scores
+                value = jnp.zeros((), y.dtype)
+                return sum(extra.values()), (carry, value, extra)
             p = models.scoring_params(model, p, rng=jax.random.fold_in(r_model, 1), train=True)
             if loss == "full-ce":
                 value = losses.full_cross_entropy(p, y, target, activation)
             else:
                 scores = losses.activate(activation, losses.candidate_scores(p, y, l_target, l_neg))
                 value = losses.ranking_loss(loss, scores, target, neg)
-            return value + sum(extra.values()), (carry, value, extra)
+            return item_weight * value + sum(extra.values()), (carry, value, extra)
 
         (_, (carry, value, extra)), (g_dense, g_rows) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(dense, gathered)
@@ -135,8 +139,8 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
             g_dense, g_rows = clipped["dense"], clipped["rows"]
         updates, dense_state = tx.update(g_dense, state.opt_state["dense"], dense)
         new_params = optax.apply_updates(dense, updates)
-        # "loss" is the ranking loss alone; the model's extra terms (added to it for the gradient)
-        # are reported beside it
+        # "loss" is the ranking loss alone (unweighted; 0 for a model with item_weight 0); the
+        # model's extra terms (added to it for the gradient) are reported beside it
         metrics = {"loss": value, "events": (target > 0).sum(), **extra}
         carry = jax.lax.stop_gradient(carry)
         if active is not None:  # the small parts as a whole; the tables' rows in row_update
@@ -374,6 +378,9 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
         seed_loss = (lo * ev).sum(axis=1) / np.maximum(ev_sum, 1)
         record = {"epoch": epoch + 1, "loss": float(seed_loss.mean()), "seconds": t_end - t_epoch,
                   "events_per_second": int(ev_sum.sum()) / (t_end - t_epoch)}
+        for k in sorted(collected[0].keys() - {"loss", "events"}):  # the model's extra terms, per event
+            term = np.concatenate([np.asarray(m[k]).reshape(S, -1) for m in collected], axis=1)
+            record[k] = float(((term * ev).sum(axis=1) / np.maximum(ev_sum, 1)).mean())
         if S > 1:
             record["loss_per_seed"] = seed_loss.tolist()
         if validate is not None:

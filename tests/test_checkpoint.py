@@ -401,3 +401,45 @@ def test_user_table_model_recommends_with_the_users_own_vector(prep):
     with pytest.raises(data.DataError, match="user-gru-linear has a learned vector per training "
                                              "user and cannot recommend for a new user"):
         trained.recommend("nobody", session=[item], k=8)
+
+
+def test_hrnn_meta_saves_times_and_recommends_by_gap(tmp_path, capsys, prep, log_csv):
+    """HRNN-meta through train / load / recommend: its checkpoint keeps the training events'
+    times; ``--gap`` equals ``predict.recommend_by_gap`` on the user's history; without it the
+    stored output is the gap of 0 s; sessions without times and --gap on other models are
+    one-line errors."""
+    out = tmp_path / "meta"
+    assert cli.main(["train", str(log_csv), "--model", "hrnn-meta", "--epochs", "1", "--out",
+                     str(out), *FLAGS]) == 0
+    capsys.readouterr()
+    trained = checkpoint.load(out)
+    assert trained.encoded.events.columns == ["user", "item", "session", "time"]
+    np.testing.assert_array_equal(trained.encoded.events["time"].to_numpy(),
+                                  prep.train["time"].to_numpy())
+    code = 4
+    user = prep.encoded.user_ids[code]
+    history = prep.train.filter(pl.col("user") == code)
+    for gap in (0.0, 86400.0 * 3):
+        want = predict.recommend_by_gap(trained.model, trained.params, history, [gap], k=5)[0]
+        got = trained.recommend(user, gap=gap, k=5)
+        assert got["item"].to_list() == list(prep.encoded.item_ids[want])
+    assert trained.recommend(user, k=5)["item"].to_list() == \
+        trained.recommend(user, gap=0.0, k=5)["item"].to_list()
+    rc, stdout, err = run_cli(capsys, "recommend", out, "--user", user, "--gap", "259200",
+                              "--k", "5")
+    assert rc == 0, err
+    assert [ln.split("\t")[1] for ln in stdout.splitlines()] == \
+        trained.recommend(user, gap=259200.0, k=5)["item"].to_list()
+    item = prep.encoded.item_ids[1]
+    for argv, needle in (
+            (["--user", user, "--session", item], "reads the time between events"),
+            (["--user", user, "--gap", "-5"], "finite and >= 0"),
+            (["--user", "stranger", "--gap", "60"], "not in the checkpoint")):
+        rc, stdout, err = run_cli(capsys, "recommend", out, *argv)
+        assert rc != 0 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_gap_needs_a_model_that_reads_it(capsys, prep, gru_dir):
+    rc, _, err = run_cli(capsys, "recommend", gru_dir, "--user", prep.encoded.user_ids[0],
+                         "--gap", "60")
+    assert rc != 0 and "needs a model that reads the time" in err

@@ -220,6 +220,34 @@ def test_demo_tiny_writes_json(capsys, tmp_path):
     assert res["config"]["data"]["min_item_support"] == 1  # the demo's own default
 
 
+def test_compare_with_a_random_split_of_users(capsys, tmp_path, csv_path):
+    """``--split`` is ``--protocol``; every scored row belongs to a test user, who has no training
+    history (PersonalPop and Item-KNN cope; the neural models: test_compare)."""
+    argv = ["compare", csv_path, "--split", "users", "--test-fraction", "0.2", "--split-seed", "4",
+            "--models", "pop,ppop,itemknn,mf", "--ks", "5", "--min-item-support", "2", *TINY]
+    code, out, err = run_cli(capsys, *argv, "--json", tmp_path / "users.json")
+    assert code == 0, err
+    res = json.loads((tmp_path / "users.json").read_text())
+    assert (res["config"]["data"]["protocol"], res["config"]["data"]["split_seed"]) == ("users", 4)
+    assert set(res["models"]) == {"pop", "ppop", "itemknn", "mf"}
+    args = cli.build_parser().parse_args([str(a) for a in argv])
+    prep = cli.load_prepared(args, cli.config_of(args))
+    test_users = set(prep.test["user"].to_list())
+    assert len(test_users) == round(0.2 * res["data"]["users"])
+    assert test_users.isdisjoint(prep.train["user"].to_list())
+    assert set(prep.rows.user.tolist()) == test_users
+    assert len(prep.rows) == prep.test.height - len(test_users)  # all but each one's first event
+    assert f"({len(prep.rows)} predictions scored)" in out.splitlines()[0]
+
+
+def test_split_flags_in_help(capsys):
+    for command in ("compare", "train"):
+        assert cli.main([command, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert "--protocol {last-session,leave-one-out,temporal,users}, --split" in out
+        assert "--split-seed SPLIT_SEED" in out
+
+
 def test_check_line():
     r = {"hrnn-init": {"recall@5": 0.5, "mrr@5": 0.3}, "gru": {"recall@5": 0.4, "mrr@5": 0.2},
          "pop": {"recall@5": 0.1, "mrr@5": 0.05}}
@@ -255,6 +283,8 @@ def bad_files(tmp_path_factory, log_frame):
     (["compare", "{d}/ok.csv", "--ks", "5,x"], "--ks"),
     (["compare", "{d}/ok.csv", "--ks", "0"], "--ks"),
     (["compare", "{d}/ok.csv", "--protocol", "random"], "--protocol"),
+    (["compare", "{d}/ok.csv", "--split", "random"], "--split"),
+    (["compare", "{d}/ok.csv", "--split-seed", "-1"], "--split-seed"),
     (["compare", "{d}/ok.csv", "--dropout-user", "1"], "--dropout-user"),
     (["compare", "{d}/ok.csv", "--epochs", "0"], "--epochs"),
     (["compare", "{d}/ok.csv", "--learning-rate", "-1"], "--learning-rate"),

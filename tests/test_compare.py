@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from hrnn_jax import baselines, compare, data, evaluation, models, predict
-from hrnn_jax.config import DataConfig, ModelConfig
+from hrnn_jax.config import Config, DataConfig, ModelConfig
 
 ONLY_IN_TEST = "X"
 
@@ -25,10 +25,18 @@ def log_with_item_only_in_test(seed=0):
     return data.read_interactions(frame)
 
 
+# the random user split: half of the 6 users, drawn with a seed that puts u0 (and so "X") in test
+USERS = {"test_fraction": 0.5, "split_seed": 1}
+
+
+def data_config(protocol):
+    return DataConfig(protocol=protocol, min_item_support=1,
+                      **(USERS if protocol == "users" else {}))
+
+
 @pytest.fixture(scope="module", params=data.PROTOCOLS)
 def prep(request):
-    return compare.prepare(log_with_item_only_in_test(),
-                           DataConfig(protocol=request.param, min_item_support=1))
+    return compare.prepare(log_with_item_only_in_test(), data_config(request.param))
 
 
 def test_catalogue_is_the_training_items(prep):
@@ -44,6 +52,29 @@ def test_catalogue_is_the_training_items(prep):
     assert prep.info["dropped"]["test_unseen_items"] >= 1  # X's event, a row
     with pytest.raises(data.DataError, match="unknown item id"):
         enc.encode_items([ONLY_IN_TEST])
+
+
+def test_users_protocol_scores_every_step_of_the_test_users_only():
+    raw = log_with_item_only_in_test()
+    prep = compare.prepare(raw, data_config("users"))
+    train_users = set(prep.train["user"].to_list())
+    test_users = set(prep.test["user"].to_list())
+    assert 0 in test_users and train_users.isdisjoint(test_users)       # u0 is a test user
+    assert (prep.info["train_users"], prep.info["test_users"]) == (3, 3)
+    assert "test_users" not in prep.info["dropped"]                    # users, not dropped rows
+    assert compare.rows_targets("users") == "user"
+    # every test event but each test user's first (it has no input) is a row, across sessions
+    assert set(prep.rows.user.tolist()) == test_users
+    assert len(prep.rows) == prep.test.height - len(test_users) == prep.info["evaluated"]
+    assert (~prep.rows.same_session).any()
+    assert (prep.rows.history_sessions == 0).all()                     # no training history
+    assert compare.prepare(raw, data_config("users")).test.equals(prep.test)
+    other = compare.prepare(raw, DataConfig(protocol="users", min_item_support=1,
+                                            test_fraction=0.5, split_seed=0))
+    assert set(other.test["user"].to_list()) != test_users
+    # validation: the same share of the training users, drawn with the same seed
+    train, _ = compare.validation(prep, Config(data=data_config("users")))
+    assert set(train["user"].to_list()) < train_users
 
 
 def n_training_items(prep):

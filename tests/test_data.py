@@ -275,8 +275,68 @@ def test_validation_split_disjoint(protocol):
 
 def test_bad_protocol():
     with pytest.raises(ValueError, match="protocol must be one of 'last-session', 'leave-one-out', "
-                                         "'temporal'; got 'random'"):
+                                         "'temporal', 'users'; got 'random'"):
         data.split(enc([0], [1], [0], [0]), "random")
+
+
+def user_log(n_users, own_item=False):
+    """Encoded events: user u has 4 events (in time order, listed in reverse) on items 1..4 and,
+    with ``own_item``, a fifth on item 10 + u that no other user has."""
+    rows = [(u, i, float(10 * u + i), u) for u in range(n_users) for i in (4, 3, 2, 1)]
+    rows += [(u, 10 + u, 10.0 * u + 5, u) for u in range(n_users) if own_item]
+    u, i, t, s = zip(*rows)
+    return enc(list(u), list(i), list(t), list(s))
+
+
+def test_split_users_is_a_seeded_random_share_of_the_users():
+    ev = user_log(50)
+    train, test, report = data.split_users(ev, 0.2, seed=3)
+    test_users = set(test["user"].to_list())
+    # the first round(0.2 * 50) users of a seeded permutation of the sorted user ids
+    assert test_users == set(np.random.default_rng(3).permutation(np.arange(50))[:10].tolist())
+    assert report == {"test_unseen_items": 0, "train_users": 40, "test_users": 10}
+    assert test_users.isdisjoint(train["user"].to_list())
+    assert test.height == 4 * 10 and train.height == 4 * 40  # every event of a test user
+    for part in (train, test):  # sorted by (user, time) like the other splits
+        assert part.equals(part.sort(["user", "time"]))
+    again = data.split_users(ev, 0.2, seed=3)
+    assert again[0].equals(train) and again[1].equals(test)
+    assert set(data.split_users(ev, 0.2, seed=4)[1]["user"].to_list()) != test_users
+    # the named protocol is the same function
+    named = data.split(ev, "users", test_fraction=0.2, seed=3)
+    assert named[0].equals(train) and named[1].equals(test) and named[2] == report
+
+
+def test_split_users_removes_unseen_test_items():
+    ev = user_log(10, own_item=True)
+    train, test, report = data.split_users(ev, 0.3, seed=0)
+    assert report == {"test_unseen_items": 3, "train_users": 7, "test_users": 3}
+    assert test.height == 3 * 4 and test["item"].max() == 4
+    kept = data.split_users(ev, 0.3, seed=0, drop_unseen=False)
+    assert kept[1].height == 3 * 5 and kept[2]["test_unseen_items"] == 0
+    assert kept[0].equals(train)
+
+
+def test_split_users_keeps_both_parts_non_empty():
+    ev = user_log(10)
+    assert data.split_users(ev, 0.01)[2]["test_users"] == 1     # round(0.1) = 0 -> 1
+    assert data.split_users(ev, 0.99)[2]["train_users"] == 1    # round(9.9) = 10 -> 9
+    with pytest.raises(DataError, match="at least 2 users, got 1"):
+        data.split_users(user_log(1), 0.5)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.2, 1.5])
+def test_split_users_bad_fraction(fraction):
+    with pytest.raises(DataError, match=rf"test_fraction must be in \(0, 1\), got {fraction}"):
+        data.split_users(user_log(5), fraction)
+
+
+def test_validation_split_of_users_takes_a_share_of_the_training_users():
+    train, test, _ = data.split(user_log(40), "users", test_fraction=0.2, seed=1)
+    train2, valid, report = data.validation_split(train, "users", test_fraction=0.25, seed=1)
+    assert report["test_users"] == 8 and report["train_users"] == 24   # 25% of 32, not rescaled
+    assert set(valid["user"].to_list()) <= set(train["user"].to_list())
+    assert set(valid["user"].to_list()).isdisjoint(train2["user"].to_list())
 
 
 # ---------------------------------------------------------------- catalogue

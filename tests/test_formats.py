@@ -1,6 +1,7 @@
 """Tests for the log formats that hrnn_jax.data.read_interactions reads (small generated files)."""
 import datetime as dt
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -219,3 +220,98 @@ def test_cli_reads_movielens_style_file(tmp_path):
     assert cli.main(["compare", str(path), "--sep", "::", "--columns", "user,item,rating,time",
                      "--value-col", "rating", "--models", "pop", "--min-item-support", "1",
                      "--quiet"]) == 0
+
+
+# ---------------------------------------------------------------- item features (genres)
+# ml-1m's movies.dat is Latin-1 ("\xe9" is not UTF-8); ml-20m's movies.csv quotes its titles
+MOVIES_DAT = (b"1::Toy Story (1995)::Animation|Children's|Comedy\n"
+              b"2::Cit\xe9 des enfants perdus, La (1995)::Adventure|Sci-Fi\n"
+              b"3::Nothing (2000)::(no genres listed)\n")
+MOVIES_CSV = ('movieId,title,genres\n'
+              '1,Toy Story (1995),Adventure|Animation|Comedy\n'
+              '11,"American President, The (1995)",Comedy|Drama|Romance\n'
+              '20,"Life Is ""Beautiful"", Really (1997)",Drama\n'
+              '131262,Innocence (2014),(no genres listed)\n')
+
+
+def unit_rows(features, genres_of):
+    """The expected matrix: 1/sqrt(k) at the k genres of each item, zeros without genres."""
+    rows = []
+    for item in features.item_ids:
+        g = genres_of[item]
+        rows.append([1 / np.sqrt(len(g)) if n in g else 0.0 for n in features.names])
+    return np.array(rows, np.float32)
+
+
+def test_movielens_movies_dat_latin1(tmp_path):
+    (tmp_path / "movies.dat").write_bytes(MOVIES_DAT)
+    f = data.read_item_features(tmp_path / "movies.dat")
+    assert f.item_ids.tolist() == ["1", "2", "3"] and f.item_ids.dtype == object
+    assert f.names == ("Adventure", "Animation", "Children's", "Comedy", "Sci-Fi")
+    assert f.matrix.dtype == np.float32 and f.matrix.shape == (3, 5)
+    np.testing.assert_allclose(f.matrix, unit_rows(f, {
+        "1": {"Animation", "Children's", "Comedy"}, "2": {"Adventure", "Sci-Fi"}, "3": set()}))
+    np.testing.assert_allclose(np.linalg.norm(f.matrix, axis=1), [1.0, 1.0, 0.0], rtol=1e-6)
+
+
+def test_movielens_movies_csv_quoted_titles(tmp_path):
+    (tmp_path / "movies.csv").write_text(MOVIES_CSV)
+    f = data.read_item_features(tmp_path / "movies.csv")
+    assert f.item_ids.tolist() == ["1", "11", "20", "131262"]
+    assert f.names == ("Adventure", "Animation", "Comedy", "Drama", "Romance")
+    np.testing.assert_allclose(f.matrix, unit_rows(f, {
+        "1": {"Adventure", "Animation", "Comedy"}, "11": {"Comedy", "Drama", "Romance"},
+        "20": {"Drama"}, "131262": set()}))
+
+
+def test_item_features_of_other_files_by_column_name(tmp_path):
+    write(tmp_path / "items.tsv", ["sku\tname\tcats", "007\ta\t x ; y", "8\tb\t", "9\tc\ty"])
+    f = data.read_item_features(tmp_path / "items.tsv", item_col="sku", genres_col="cats",
+                                genre_sep=";")
+    assert f.item_ids.tolist() == ["007", "8", "9"] and f.names == ("x", "y")
+    np.testing.assert_allclose(f.matrix, [[0.5 ** 0.5] * 2, [0, 0], [0, 1]], rtol=1e-6)
+    write(tmp_path / "items.txt", ["1|a|b", "2|c|"])
+    g = data.read_item_features(tmp_path / "items.txt", sep="|", columns="id,g1,g2",
+                                item_col="id", genres_col="g1")
+    assert g.names == ("a", "c") and g.matrix.tolist() == [[1, 0], [0, 1]]
+    pl.DataFrame({"movieId": [5, 6], "genres": [["b", "a", "b"], []]}).write_parquet(
+        tmp_path / "g.parquet")  # a list column; a repeated genre counts once
+    h = data.read_item_features(tmp_path / "g.parquet")
+    assert h.item_ids.tolist() == ["5", "6"] and h.names == ("a", "b")
+    np.testing.assert_allclose(h.matrix, [[0.5 ** 0.5] * 2, [0, 0]], rtol=1e-6)
+
+
+def test_item_feature_matrix_follows_the_item_codes(tmp_path):
+    (tmp_path / "movies.csv").write_text(MOVIES_CSV)
+    f = data.read_item_features(tmp_path / "movies.csv")
+    log = data.read_interactions(pl.DataFrame({"user": [1, 1, 2], "item": [11, 999, 1],
+                                               "time": [0.0, 1.0, 0.0]}))
+    enc = data.encode(data.sessionize(log))
+    assert enc.item_ids.tolist() == [None, "1", "11", "999"]  # raw ids are strings
+    m, report = data.item_feature_matrix(f, enc.item_ids)
+    assert m.dtype == np.float32 and m.shape == (4, len(f.names))
+    np.testing.assert_array_equal(m[0], 0)                     # padding
+    np.testing.assert_array_equal(m[1], f.matrix[0])           # "1"
+    np.testing.assert_array_equal(m[2], f.matrix[1])           # "11"
+    np.testing.assert_array_equal(m[3], 0)                     # "999": no features
+    assert report == {"items_without_features": 1, "feature_items_not_in_log": 2}  # 20, 131262
+    same, _ = data.item_feature_matrix(f, [None, 1, 11, 999])  # ids compared as strings
+    np.testing.assert_array_equal(same, m)
+
+
+@pytest.mark.parametrize("name, content, kw, match", [
+    ("missing.csv", None, {}, "file not found"),
+    ("empty.dat", "", {}, "empty file"),
+    ("empty.csv", "", {}, "empty file"),
+    ("header.csv", "movieId,title,genres\n", {}, "no rows in"),
+    ("nogenres.csv", "movieId,title\n1,a\n", {}, r"missing column\(s\) \['genres'\]"),
+    ("other.csv", "id,genres\n1,a\n", {}, r"missing column\(s\) \['movieId'\]"),
+    ("dup.dat", "1::a::x\n2::b::y\n1::c::z\n", {}, r"1 item id\(s\) occur more than once.*'1'"),
+    ("null.csv", "movieId,title,genres\n,a,x\n", {}, "id column 'movieId' has 1 null"),
+    ("wide.dat", "1::a::x::extra\n", {}, "has 4 field"),
+])
+def test_item_feature_errors(tmp_path, name, content, kw, match):
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    with pytest.raises(DataError, match=match):
+        data.read_item_features(tmp_path / name, **kw)

@@ -72,7 +72,7 @@ def test_gap_field_is_the_time_to_the_target_and_costs_nothing_unasked():
 def test_lane_fields_are_checked():
     frame = timed_log()
     with pytest.raises(ValueError, match="unknown per-step field"):
-        make_lanes(frame, batch_size=2, window=2, targets="user", fields=("rating",))
+        make_lanes(frame, batch_size=2, window=2, targets="user", fields=("bogus",))
     with pytest.raises(ValueError, match="needs a 'time' column"):
         make_lanes(frame.drop("time"), batch_size=2, window=2, targets="user", fields=("gap",))
     with pytest.raises(ValueError, match="only targets='user'"):
