@@ -27,6 +27,8 @@ model lists the fields it reads, :func:`lane_options`), so a model that reads no
   when the next event is predicted. 0 on padding.
 * ``"rating"`` (float32): the target event's ``value``, the label of a rating-prediction head
   (HRNN-meta's RMSE objective). 0 on padding.
+* ``"event_type"`` (float32 holding codes): the input event's ``event_code`` (its type, e.g.
+  click/purchase, coded by ``data.encode``), categorical feedback. 0 on padding.
 
 Where the user-level update runs (``closing``, ``close_at``): at the step whose input opens a
 session (``"input"``, Quadrana et al.), or at the step whose target opens one (``"target"``: the
@@ -55,6 +57,7 @@ EXTRA_FIELDS = {
     "gap": ("time", lambda col, src: col[src + 1] - col[src]),  # seconds, input -> target
     "feedback": ("value", lambda col, src: col[src]),  # the input event's value (e.g. a rating)
     "rating": ("value", lambda col, src: col[src + 1]),  # the target event's value: a label
+    "event_type": ("event_code", lambda col, src: col[src]),  # the input event's type code
 }
 
 

@@ -17,8 +17,8 @@ one. It has two items:
   (``train_state``: params, optimiser state, lane carry, step; ``rng``; ``best_params`` when a
   validation ran); ``train`` -- the training part's events as item/user/session codes (int32 [E]);
   ``popularity`` -- training events per item code (int64 [N+1]); for a model that reads the time to
-  the predicted event (HRNN-meta) also the events' ``time`` (float64 [E]); and, once training has
-  ended,
+  the predicted event (HRNN-meta) also the events' ``time`` (float64 [E]), and their ``value`` or
+  ``event_code`` with feedback; and, once training has ended,
   ``users`` -- :func:`hrnn_jax.predict.final_states` of the training part: each user's output after
   its last training event, the carry its next session continues from (HRNN: session, user and
   context states) and ``fresh``. Containers are saved as nested dicts and rebuilt from the model
@@ -48,7 +48,7 @@ import orbax.checkpoint as ocp
 import polars as pl
 
 from hrnn_jax import compare, data, evaluation, jsonio, models, optim, predict, training
-from hrnn_jax.batching import lane_options
+from hrnn_jax.batching import EXTRA_FIELDS, lane_options
 from hrnn_jax.config import Config, ConfigError, DataConfig, EvalConfig
 from hrnn_jax.models import score_items
 
@@ -58,7 +58,8 @@ _TMP = ".orbax-checkpoint-tmp"
 CHUNK = 256  # requests scored (and sessions stepped) per call
 
 
-_TRAIN_DTYPES = {"user": np.int32, "item": np.int32, "session": np.int32, "time": np.float64}
+_TRAIN_DTYPES = {"user": np.int32, "item": np.int32, "session": np.int32, "time": np.float64,
+                 "value": np.float64, "event_code": np.int32}
 
 
 def _reads_time(model) -> bool:
@@ -67,9 +68,11 @@ def _reads_time(model) -> bool:
 
 
 def _train_columns(model) -> tuple[str, ...]:
-    """The columns of the training events a checkpoint keeps: the codes, and the times for a
-    model that reads them."""
-    return ("user", "item", "session") + (("time",) if _reads_time(model) else ())
+    """The columns of the training events a checkpoint keeps: the codes, and the columns of the
+    per-step fields the model reads (HRNN-meta: times; values with feedback)."""
+    read = {EXTRA_FIELDS[f][0] for f in lane_options(model)["fields"]}
+    return ("user", "item", "session") + tuple(c for c in ("time", "value", "event_code")
+                                               if c in read)
 
 
 class CheckpointError(data.DataError):
@@ -416,8 +419,7 @@ def train(source, model_name: str, config: Config = Config(), *, out=None,
         resume.check_log(prep)
 
     counts = np.bincount(prep.train["item"].to_numpy(), minlength=prep.encoded.n_items + 1)
-    model = compare.build_model(model_name, prep.encoded.n_items, config.model,
-                                n_users=prep.encoded.n_users)
+    model = compare.model_for(model_name, prep, config)
     base = Trained(model_name, model, config,
                    data.Encoded(prep.train.select(_train_columns(model)),
                                 prep.encoded.user_ids, prep.encoded.item_ids),
@@ -537,6 +539,9 @@ def save(directory, trained: Trained) -> str:
             "bad": int(fs.bad), "best_params": fs.best_params is not None,
             "complete": trained.complete, "data": trained.info,
             "events": trained.encoded.events.height,
+            # the item features' width: they are data in the parameters (HRNN-meta)
+            "item_features": getattr(trained.model, "n_features", 0),
+            "feedback_levels": getattr(trained.model, "feedback_levels", 0),
             "user_ids": [str(u) for u in trained.encoded.user_ids],
             "item_ids": [None] + [str(i) for i in trained.encoded.item_ids[1:]]}
     _checkpointer().save(path, args=ocp.args.Composite(
@@ -583,8 +588,11 @@ def load(directory) -> Trained:
     meta = _meta(path)
     config = Config.from_dict(meta["config"])
     item_ids = np.array(meta["item_ids"], dtype=object)
+    G = meta.get("item_features", 0)  # the saved parameters hold the features themselves
     model = compare.build_model(meta["model"], len(item_ids) - 1, config.model,
-                                n_users=len(meta["user_ids"]))
+                                n_users=len(meta["user_ids"]),
+                                item_features=np.zeros((len(item_ids), G), np.float32)
+                                if G else None, feedback_levels=meta.get("feedback_levels", 0))
     t = config.train
     tx = optim.make_optimizer(t.optimizer, t.learning_rate, t.momentum)
     train_state = jax.eval_shape(lambda: training.init_state(

@@ -47,6 +47,11 @@ EVAL_WINDOW = 20
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
+    """A prepared log. With an item-feature file (``DataConfig.item_features``), also ``item_features``
+    ``[N+1, G]`` (lined up with the codes), ``cold_items`` (bool ``[N+1]``: catalogue items
+    without training events) and ``known_items`` (codes of the file's items, which every split
+    keeps in test)."""
+
     encoded: data.Encoded
     protocol: str
     train: pl.DataFrame
@@ -54,6 +59,9 @@ class Prepared:
     stream: pl.DataFrame
     rows: evaluation.EvalRows
     info: dict
+    item_features: np.ndarray | None = None
+    cold_items: np.ndarray | None = None
+    known_items: np.ndarray | None = None
 
 
 def rows_targets(protocol: str) -> str:
@@ -89,33 +97,50 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
     frame, dropped = data.filter_interactions(
         frame, min_item_support=cfg.min_item_support, min_session_len=cfg.min_session_len,
         min_sessions=cfg.min_sessions, min_user_events=cfg.min_user_events)
-    encoded = data.encode(frame)
+    genres = None if cfg.item_features is None else data.read_item_features(cfg.item_features)
+    encoded = data.encode(frame, catalogue=None if genres is None else genres.item_ids)
+    known = None if genres is None else encoded.encode_items(genres.item_ids)
     train, test, split_report = data.split(encoded.events, cfg.protocol,
-                                           test_fraction=cfg.test_fraction, seed=cfg.split_seed)
+                                           test_fraction=cfg.test_fraction, seed=cfg.split_seed,
+                                           known_items=known)
     users = {k: split_report.pop(k) for k in data.USER_COUNTS if k in split_report}
     if test.height == 0:
         raise data.DataError(f"the {cfg.protocol} split left no test events; users need more "
                              "history")
-    restricted, train, test = data.restrict_items(encoded, train, test)
+    restricted, train, test = data.restrict_items(encoded, train, test, known_items=known)
     stream = data.combine(train, test)
+    features = cold = None
+    catalogue = {"items": restricted.n_items,
+                 "removed_items": encoded.n_items - restricted.n_items}
+    if genres is not None:
+        features, coverage = data.item_feature_matrix(genres, restricted.item_ids)
+        known = restricted.encode_items(genres.item_ids)
+        cold = np.ones(restricted.n_items + 1, bool)
+        cold[0] = False
+        cold[np.unique(train["item"].to_numpy())] = False
+        catalogue.update(cold_items=int(cold.sum()), genres=features.shape[1], **coverage)
     rows = evaluation.make_eval_rows(stream, rows_targets(cfg.protocol))
     info = {**data.summary(encoded.events), "train_events": train.height,
             "test_events": test.height, **users, "evaluated": len(rows),
             "dropped": {**repeats, **dropped, **split_report},
-            "catalogue": {"items": restricted.n_items,
-                          "removed_items": encoded.n_items - restricted.n_items}}
-    return Prepared(restricted, cfg.protocol, train, test, stream, rows, info)
+            "catalogue": catalogue}
+    return Prepared(restricted, cfg.protocol, train, test, stream, rows, info, features, cold,
+                    known)
 
 
 def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
-                n_users: int | None = None) -> models.Model:
+                n_users: int | None = None, item_features: np.ndarray | None = None,
+                cold_items: np.ndarray | None = None, feedback_levels: int = 0) -> models.Model:
     """The papers' models with ``config.hidden`` units (HRNN: 100+100 'small').
 
     ``user-gru-linear|rectified|attentional``: ``models.UserRNN`` (Donkers et al.) with item and
     user embeddings as wide as the hidden state (their Table 1) and ``config``'s item/user
     dropout, L2 on the user side and omega; they need ``n_users`` (the user table's rows).
     ``hrnn-meta``: ``meta.HRNNMeta`` (a GRU over the user's sequence fed the level of the time to
-    the predicted event, Table 5's edges), without item or user features."""
+    the predicted event, Table 5's edges; with ``config.feedback`` each event's value, or its
+    type among ``feedback_levels`` types, joins its input); with ``item_features`` ``[N+1, G]`` its decoder mixes
+    them in (lambda randomised in training) and ``cold_items`` are scored from them alone. The
+    other models ignore features."""
     cfg = config
     if name == "gru":
         return models.SessionRNN(n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
@@ -132,7 +157,9 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
                            context_grad=cfg.context_grad)
     if name == "hrnn-meta":  # the time-gap control input: Table 5's levels
         return meta.HRNNMeta(n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
-                             dropout_session=cfg.dropout_session)
+                             dropout_session=cfg.dropout_session, item_features=item_features,
+                             cold_items=cold_items, feedback=cfg.feedback != "none",
+                             feedback_levels=feedback_levels if cfg.feedback == "event" else 0)
     if name in USER_GRUS:
         if n_users is None:
             raise ValueError(f"{name} has a user table: build_model needs n_users")
@@ -163,7 +190,8 @@ def validation(prep: Prepared, config: Config):
     """
     train, valid, _ = data.validation_split(prep.train, prep.protocol,
                                             test_fraction=config.data.test_fraction,
-                                            seed=config.data.split_seed)
+                                            seed=config.data.split_seed,
+                                            known_items=prep.known_items)
     v_stream = data.combine(train, valid)
     v_rows = evaluation.make_eval_rows(v_stream, rows_targets(prep.protocol))
     k = max(config.eval.ks)
@@ -179,6 +207,22 @@ def validation(prep: Prepared, config: Config):
     return train, factory
 
 
+def model_for(name: str, prep: Prepared, config: Config) -> models.Model:
+    """:func:`build_model` for ``prep``'s catalogue, users and item features."""
+    source = {"value": ("value", "--value-col"), "event": ("event_code", "--event-col")}
+    levels = 0
+    if name == "hrnn-meta" and config.model.feedback != "none":
+        column, flag = source[config.model.feedback]
+        if column not in prep.train.columns:
+            raise data.DataError(f"--feedback {config.model.feedback} reads each event's "
+                                 f"{config.model.feedback}: give the log's column with {flag}")
+        if column == "event_code":
+            levels = int(prep.encoded.events["event_code"].max()) + 1
+    return build_model(name, prep.encoded.n_items, config.model, n_users=prep.encoded.n_users,
+                       item_features=prep.item_features, cold_items=prep.cold_items,
+                       feedback_levels=levels)
+
+
 def seed_params(params, n_seeds: int) -> list:
     """The parameters of each seed: ``params`` itself for one, slices of the seed axis else."""
     if n_seeds == 1:
@@ -190,7 +234,7 @@ def fit_neural(name: str, prep: Prepared, config: Config, log=None, progress=Non
                resume=None, on_epoch=None):
     """Train neural model ``name`` (``config.train.seeds`` seeds at once): (model, FitResult).
     ``resume`` and ``on_epoch``: as ``training.fit``'s (``hrnn_jax.checkpoint`` uses them)."""
-    model = build_model(name, prep.encoded.n_items, config.model, n_users=prep.encoded.n_users)
+    model = model_for(name, prep, config)
     targets = lane_targets(name, prep.protocol)
     train, validate = prep.train, None
     if config.train.patience > 0:

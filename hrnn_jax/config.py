@@ -45,6 +45,7 @@ MatmulPrecision = Literal["default", "high", "highest"]
 ContextGates = Literal["rz", "rzn"]
 FirstSession = Literal["init", "zero"]
 ContextGrad = Literal["step", "session"]
+Feedback = Literal["none", "value", "event"]
 
 
 class ConfigError(ValueError):
@@ -109,6 +110,10 @@ class DataConfig(_Checked):
                                        "users in test (the papers' 0.2), and of the training "
                                        "users in validation", min=0.0, max=0.5, open_min=True)
     split_seed: int = field(0, "seed of the random user split (--protocol users)", min=0)
+    item_features: str | None = field(None, "item-feature file: MovieLens movies.dat or movies.csv (or "
+                                    "columns movieId,genres): its items join the catalogue "
+                                    "even without training events, and hrnn-meta scores items "
+                                    "from their genres too (cold items from genres alone)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +153,9 @@ class ModelConfig(_Checked):
     mf_learning_rate: float = field(0.01, "MF and sequential MF: SGD learning rate", min=0.0,
                                     open_min=True)
     mf_window: int = field(2, "sequential MF: previous items in the window (FPMC-style)", min=1)
+    feedback: Feedback = field("none", "hrnn-meta: feedback joined to the input: each event's "
+                                       "value (--value-col: a rating) or its type (--event-col: "
+                                       "click/purchase, a learned row per type)")
 
 
 @dataclasses.dataclass(frozen=True)

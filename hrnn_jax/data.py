@@ -528,16 +528,27 @@ class Encoded:
         return self.item_ids[codes]
 
 
-def encode(df: pl.DataFrame) -> Encoded:
+def encode(df: pl.DataFrame, catalogue=None) -> Encoded:
     """Map raw ids to integer codes and renumber sessions 0..S-1 in (user, time) order.
 
     Users get codes 0..U-1 and items 1..N in sorted raw-id order (numeric order when all ids
     are integers). Rows are sorted by (user, time) stably.
+
+    ``catalogue``: raw item ids (e.g. ``ItemFeatures.item_ids``) that get codes too, whether or
+    not they occur in ``df``: an explicit catalogue, so that items without events (cold items)
+    can be scored and recommended.
+
+    With an ``event`` column (the interaction type) the events also get ``event_code`` (Int32):
+    0..K-1 in sorted order of the type names.
     """
     if "session" not in df.columns:
         raise DataError("encode needs a 'session' column; call sessionize first")
     user_ids = _id_order(df["user"])
-    item_ids = np.concatenate([np.array([None], dtype=object), _id_order(df["item"])])
+    items = df["item"].cast(pl.String)
+    if catalogue is not None:
+        items = pl.concat([items, pl.Series(np.asarray(catalogue, dtype=object).astype(str),
+                                            dtype=pl.String)])
+    item_ids = np.concatenate([np.array([None], dtype=object), _id_order(items)])
     user_map = pl.DataFrame({"user": user_ids.tolist(), "_u": np.arange(len(user_ids))},
                             schema={"user": pl.String, "_u": pl.Int32})
     item_map = pl.DataFrame({"item": item_ids[1:].tolist(), "_i": np.arange(1, len(item_ids))},
@@ -554,16 +565,24 @@ def encode(df: pl.DataFrame) -> Encoded:
     ev = ev.with_columns(session=first_pos.rank("dense") - 1)
     events = ev.select(pl.col("_u").alias("user"), pl.col("_i").alias("item"),
                        pl.col("time").cast(pl.Float64), pl.col("session").cast(pl.Int32), *extra)
+    if "event" in events.columns:  # the types' codes 0..K-1 in sorted order of their names
+        events = events.with_columns(
+            event_code=(pl.col("event").rank("dense") - 1).cast(pl.Int32))
     return Encoded(events=events, user_ids=user_ids, item_ids=item_ids)
 
 
-def _drop_unseen(train: pl.DataFrame, test: pl.DataFrame) -> tuple[pl.DataFrame, int]:
-    """Remove test events whose item never occurs in train."""
-    kept = test.filter(pl.col("item").is_in(train["item"].unique().implode()))
+def _drop_unseen(train: pl.DataFrame, test: pl.DataFrame, known_items=None
+                 ) -> tuple[pl.DataFrame, int]:
+    """Remove test events whose item never occurs in train, unless it is one of ``known_items``
+    (codes: catalogue items scored without training events, e.g. from their features)."""
+    seen = train["item"].unique()
+    if known_items is not None:
+        seen = pl.concat([seen, pl.Series(np.asarray(known_items), dtype=seen.dtype)])
+    kept = test.filter(pl.col("item").is_in(seen.implode()))
     return kept, test.height - kept.height
 
 
-def split_last_session(events: pl.DataFrame):
+def split_last_session(events: pl.DataFrame, *, known_items=None):
     """Quadrana et al.: test = each user's last session, train = all earlier sessions.
 
     Users with a single session keep it in train and get no test session. Test events whose
@@ -575,13 +594,13 @@ def split_last_session(events: pl.DataFrame):
     is_last = ((pl.col("session") == pl.col("session").max().over("user"))
                & (pl.col("session").n_unique().over("user") > 1))
     train, test = ev.filter(~is_last), ev.filter(is_last)
-    test, unseen = _drop_unseen(train, test)
+    test, unseen = _drop_unseen(train, test, known_items)
     kept = test.filter(pl.len().over("session") >= 2)
     report = {"test_unseen_items": unseen, "test_short_sessions": test.height - kept.height}
     return train, kept, report
 
 
-def split_leave_one_out(events: pl.DataFrame):
+def split_leave_one_out(events: pl.DataFrame, *, known_items=None):
     """Shuvo et al.: test = each user's last event (users with < 2 events: all train).
 
     Test events whose item is not in train are removed ("test_unseen_items").
@@ -590,11 +609,11 @@ def split_leave_one_out(events: pl.DataFrame):
     is_last = ((pl.int_range(pl.len()).over("user") == pl.len().over("user") - 1)
                & (pl.len().over("user") >= 2))
     train, test = ev.filter(~is_last), ev.filter(is_last)
-    test, unseen = _drop_unseen(train, test)
+    test, unseen = _drop_unseen(train, test, known_items)
     return train, test, {"test_unseen_items": unseen}
 
 
-def split_temporal(events: pl.DataFrame, test_fraction: float = 0.05):
+def split_temporal(events: pl.DataFrame, test_fraction: float = 0.05, *, known_items=None):
     """Donkers et al.: per user, the last ceil(test_fraction * n_u) events by time are test.
 
     A user's tail goes to test only if at least one train event is left. ceil is taken with a
@@ -608,7 +627,7 @@ def split_temporal(events: pl.DataFrame, test_fraction: float = 0.05):
     k = (n.cast(pl.Float64) * test_fraction - 1e-9).ceil()
     is_test = (pl.int_range(pl.len()).over("user") >= n - k) & (n - k >= 1)
     train, test = ev.filter(~is_test), ev.filter(is_test)
-    test, unseen = _drop_unseen(train, test)
+    test, unseen = _drop_unseen(train, test, known_items)
     return train, test, {"test_unseen_items": unseen}
 
 
@@ -616,7 +635,7 @@ USER_COUNTS = ("train_users", "test_users")  # split_users' report: users, not d
 
 
 def split_users(events: pl.DataFrame, test_fraction: float = 0.2, *, seed: int = 0,
-                drop_unseen: bool = True):
+                drop_unseen: bool = True, known_items=None):
     """Ma & Narayanaswamy, Song et al.: a random ``test_fraction`` of the users, with all their
     events, is test; the other users are train.
 
@@ -643,27 +662,32 @@ def split_users(events: pl.DataFrame, test_fraction: float = 0.2, *, seed: int =
     train, test = ev.filter(~is_test), ev.filter(is_test)
     unseen = 0
     if drop_unseen:
-        test, unseen = _drop_unseen(train, test)
+        test, unseen = _drop_unseen(train, test, known_items)
     return train, test, {"test_unseen_items": unseen, "train_users": train["user"].n_unique(),
                          "test_users": test["user"].n_unique()}
 
 
-def split(events: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05, seed: int = 0):
+def split(events: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05, seed: int = 0,
+          known_items=None):
     """Split by a named protocol: "last-session", "leave-one-out", "temporal" (each user's last
     ``test_fraction`` of events) or "users" (a random ``test_fraction`` of the users, drawn from
-    ``seed``; ``seed`` is used by no other protocol). Returns (train, test, report)."""
+    ``seed``; ``seed`` is used by no other protocol). Returns (train, test, report).
+
+    Every protocol removes test events whose item has no training event, except items in
+    ``known_items`` (codes of an explicit catalogue's items, scored from their features)."""
     choices.check("protocol", protocol, PROTOCOLS)
+    kw = {"known_items": known_items}
     if protocol == "last-session":
-        return split_last_session(events)
+        return split_last_session(events, **kw)
     if protocol == "leave-one-out":
-        return split_leave_one_out(events)
+        return split_leave_one_out(events, **kw)
     if protocol == "users":
-        return split_users(events, test_fraction, seed=seed)
-    return split_temporal(events, test_fraction)
+        return split_users(events, test_fraction, seed=seed, **kw)
+    return split_temporal(events, test_fraction, **kw)
 
 
 def validation_split(train: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05,
-                     seed: int = 0):
+                     seed: int = 0, known_items=None):
     """Apply ``protocol`` again to the training part: (train2, valid, report).
 
     For "temporal" the fraction becomes test_fraction / (1 - test_fraction), so that two
@@ -675,12 +699,13 @@ def validation_split(train: pl.DataFrame, protocol: str, *, test_fraction: float
         if not 0.0 < test_fraction < 0.5:
             raise DataError(f"test_fraction must be in (0, 0.5), got {test_fraction}")
         test_fraction = test_fraction / (1.0 - test_fraction)
-    return split(train, protocol, test_fraction=test_fraction, seed=seed)
+    return split(train, protocol, test_fraction=test_fraction, seed=seed,
+                 known_items=known_items)
 
 
-def restrict_items(encoded: Encoded, train: pl.DataFrame, test: pl.DataFrame
-                   ) -> tuple[Encoded, pl.DataFrame, pl.DataFrame]:
-    """Make the catalogue exactly the items of the training part.
+def restrict_items(encoded: Encoded, train: pl.DataFrame, test: pl.DataFrame, *,
+                   known_items=None) -> tuple[Encoded, pl.DataFrame, pl.DataFrame]:
+    """Make the catalogue exactly the items of the training part (and ``known_items``).
 
     Items that occur only outside ``train`` (e.g. only in test events removed as unseen) leave
     the catalogue: the training items are renumbered 1..N in their current order, and ``train``
@@ -689,20 +714,26 @@ def restrict_items(encoded: Encoded, train: pl.DataFrame, test: pl.DataFrame
     Args:
       encoded: the ``Encoded`` that ``train`` and ``test`` were split from.
       train: training events (encoded schema).
-      test: test events (encoded schema); every item must occur in ``train`` (the splits remove
-        unseen test items), otherwise DataError.
+      test: test events (encoded schema); every item must occur in ``train`` or ``known_items``
+        (the splits remove unseen test items), otherwise DataError.
+      known_items: codes of items that stay in the catalogue without training events: an
+        explicit catalogue's items (``encode(catalogue=)``), scored from their features (cold
+        start). They keep their order among the training items.
 
     Returns:
       (encoded, train, test) with the new codes; ``encoded.events`` keeps only the events of
       catalogue items, ``encoded.item_ids`` maps the new codes back to raw ids.
     """
     kept = np.unique(train["item"].to_numpy())                   # old codes, ascending
+    if known_items is not None:
+        kept = np.union1d(kept, np.asarray(known_items, dtype=kept.dtype))
     known = pl.col("item").is_in(pl.Series(kept).implode())
     n, rows = _bad_rows(test, ~known)
     if n:
         raw = encoded.item_ids[test["item"].to_numpy()[rows]].tolist()
-        raise DataError(f"{n} test event(s) have items that are not in the training part (test "
-                        f"rows {rows}, raw item ids {raw}); remove unseen test items first")
+        raise DataError(f"{n} test event(s) have items that are not in the training part or "
+                        f"the catalogue (test rows {rows}, raw item ids {raw}); remove unseen "
+                        f"test items first")
     new = pl.col("item").replace_strict(kept, np.arange(1, len(kept) + 1), return_dtype=pl.Int32)
     events = encoded.events.filter(known)
     item_ids = np.concatenate([np.array([None], dtype=object), encoded.item_ids[kept]])

@@ -55,7 +55,7 @@ optimiser moves them.
 User features and feedback (Section 2, Figure 2) join the input beside the control signal, each
 embedded by a learned affine map to the control's width (added in the 3H space of a split cell,
 concatenated otherwise): a user's feature vector ``user_features[user]`` (``[n_users, F_u]``, data
-like the item features), and the input event's feedback value (lane field ``"feedback"``, the
+like the item features), and the input event's feedback: its value (lane field ``"feedback"``, the
 log's ``value``: a standardised rating, a click/purchase code). ``item_input`` says what the
 encoder sees of the input item: its id (``"id"``, default), its feature vector (``"features"``,
 embedded by a learned affine map) or nothing (``"none"``, a learned constant): the ablations of
@@ -121,7 +121,9 @@ class HRNNMeta(SessionRNN):
       feature_mix: lambda at evaluation (and in training without ``random_mix``), in [0, 1].
       random_mix: draw lambda from U(0, 1) at every training step.
       user_features: ``[n_users, F_u]`` feature vectors of the users (by user code), or None.
-      feedback: the input event's feedback value (lane field ``"feedback"``) joins the input.
+      feedback: the input event's feedback joins the input: its value (lane field
+        ``"feedback"``), or with ``feedback_levels`` K > 0 its type (lane field
+        ``"event_type"``: codes 0..K-1, e.g. click/purchase), embedded by a row per type.
       item_input: ``"id"`` | ``"features"`` | ``"none"``: what the encoder sees of the input item.
       control: feed the time-gap control signal (False: the vanilla RNN with the other channels).
       rating_weight: weight of the rating head's squared error in the training loss; 0 (default):
@@ -144,6 +146,7 @@ class HRNNMeta(SessionRNN):
     random_mix: bool = True
     user_features: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
     feedback: bool = False
+    feedback_levels: int = 0
     item_input: ItemInput = "id"
     control: bool = True
     rating_weight: float = 0.0
@@ -178,6 +181,9 @@ class HRNNMeta(SessionRNN):
                              f"0, got {self.rating_weight}, {self.item_weight}")
         if not np.isfinite(self.rating_mean):
             raise ValueError(f"HRNNMeta: rating_mean must be finite, got {self.rating_mean}")
+        if self.feedback_levels < 0 or (self.feedback_levels and not self.feedback):
+            raise ValueError(f"HRNNMeta: feedback_levels (event types) must be >= 0 and needs "
+                             f"feedback=True, got {self.feedback_levels}")
         if not 0.0 <= self.feature_mix <= 1.0:
             raise ValueError(f"HRNNMeta: feature_mix must be in [0, 1], got {self.feature_mix}")
         N1 = self.n_items + 1
@@ -200,7 +206,9 @@ class HRNNMeta(SessionRNN):
     def fields(self) -> tuple[str, ...]:
         """The lane fields it reads: the gap (with the control signal), the feedback value and the
         rating label, each if used."""
-        used = {"gap": self.control, "feedback": self.feedback, "rating": self.rating_weight > 0}
+        used = {"gap": self.control, "feedback": self.feedback and not self.feedback_levels,
+                "event_type": self.feedback and self.feedback_levels > 0,
+                "rating": self.rating_weight > 0}
         return tuple(name for name, on in used.items() if on)
 
     @property
@@ -282,7 +290,7 @@ class HRNNMeta(SessionRNN):
             params["user_feat"] = jnp.asarray(self.user_features, jnp.float32)
             params["user_feature_in"] = affine(next(keys), params["user_feat"].shape[1], C)
         if self.feedback:
-            params["feedback_in"] = affine(next(keys), 1, C)
+            params["feedback_in"] = affine(next(keys), max(self.feedback_levels, 1), C)
         return params
 
     def _init_cell(self, rng) -> Params:
@@ -363,7 +371,11 @@ class HRNNMeta(SessionRNN):
             u = jnp.take(jax.lax.stop_gradient(params["user_feat"]), batch["user"], axis=0)
             channels.append(u @ params["user_feature_in"]["kernel"]
                             + params["user_feature_in"]["bias"])
-        if self.feedback:
+        if self.feedback and self.feedback_levels:  # the event type's row (one-hot, affine)
+            code = batch["event_type"].astype(jnp.int32)
+            channels.append(precision.take_rows(params["feedback_in"]["kernel"], code)
+                            + params["feedback_in"]["bias"])
+        elif self.feedback:
             channels.append(batch["feedback"][..., None] * params["feedback_in"]["kernel"][0]
                             + params["feedback_in"]["bias"])
         if self._split:  # each channel's rows in the projected space: added

@@ -261,8 +261,9 @@ def states_by_gap(model: Model, params, history: pl.DataFrame, gaps, *,
     """The outputs ``[len(gaps), H]`` after a user's history for each assumed time since its last
     event (what :func:`recommend_by_gap` ranks).
 
-    history: the user's encoded events in time order (columns item, time, session), the last one
-      being the input of the prediction. gaps: seconds from the last event to the predicted one.
+    history: the user's encoded events in time order (columns item, time, session, and the
+      columns of the other fields the model reads, e.g. value), the last one being the input of
+      the prediction. gaps: seconds from the last event to the predicted one.
 
     The gap reaches the model through the lanes' ``"gap"`` field (a model that reads it, e.g.
     ``meta.HRNNMeta``); session ids are kept, so a model that switches states at session ends
@@ -273,11 +274,12 @@ def states_by_gap(model: Model, params, history: pl.DataFrame, gaps, *,
         raise ValueError("recommend_by_gap needs a history of at least one event")
     if gaps.size == 0 or np.any(~np.isfinite(gaps)) or np.any(gaps < 0):
         raise ValueError(f"gaps must be finite and >= 0 seconds, got {gaps.tolist()}")
-    hist = history.select("item", "time", "session")
+    read = sorted({EXTRA_FIELDS[f][0] for f in lane_options(model)["fields"]} - {"time"})
+    hist = history.select("item", "time", "session", *read)  # and e.g. the values (feedback)
     last = hist.tail(1)
     frames = [pl.concat([hist, last.with_columns(pl.col("time") + g)]).with_columns(
         user=pl.lit(j, pl.Int32)) for j, g in enumerate(gaps)]
-    frame = pl.concat(frames).select("user", "item", "time", "session")
+    frame = pl.concat(frames).select("user", "item", "time", "session", *read)
     events = np.arange(1, len(gaps) + 1) * (hist.height + 1) - 1  # each copy's placeholder
     return states_at(model, params, frame, events, batch_size=len(gaps), window=window,
                      targets="user")

@@ -443,3 +443,59 @@ def test_gap_needs_a_model_that_reads_it(capsys, prep, gru_dir):
     rc, _, err = run_cli(capsys, "recommend", gru_dir, "--user", prep.encoded.user_ids[0],
                          "--gap", "60")
     assert rc != 0 and "needs a model that reads the time" in err
+
+
+def test_hrnn_meta_with_feedback_from_the_value_column(tmp_path, capsys, log_csv):
+    """--feedback feeds each event's value (--value-col) to hrnn-meta: the checkpoint keeps the
+    values, and the gap recommendation replays them (the values change the result); without a
+    value column it is a one-line error."""
+    frame = pl.read_csv(log_csv)
+    rated = tmp_path / "rated.csv"
+    frame.with_columns(rating=pl.Series(np.random.default_rng(0).integers(1, 6, frame.height))
+                       ).write_csv(rated)
+    out = tmp_path / "meta"
+    assert cli.main(["train", str(rated), "--model", "hrnn-meta", "--feedback", "value",
+                     "--value-col", "rating", "--epochs", "1", "--out", str(out), *FLAGS]) == 0
+    capsys.readouterr()
+    trained = checkpoint.load(out)
+    assert trained.model.feedback and trained.model.fields == ("gap", "feedback")
+    assert "value" in trained.encoded.events.columns
+    code = 3
+    ev = trained.encoded.events.filter(pl.col("user") == code)
+    user = trained.encoded.user_ids[code]
+    want = predict.states_by_gap(trained.model, trained.params, ev, [60.0])
+    flipped = predict.states_by_gap(trained.model, trained.params,
+                                    ev.with_columns(value=6.0 - pl.col("value")), [60.0])
+    assert not np.allclose(want, flipped)
+    got = trained.recommend(user, gap=60.0, k=3)
+    np.testing.assert_allclose(scores_of(got), np.sort(np.asarray(models.score_items(
+        models.scoring_params(trained.model, trained.params), want))[0, 1:])[::-1][:3],
+        **approx())
+    rc, _, err = run_cli(capsys, "train", log_csv, "--model", "hrnn-meta", "--feedback",
+                         "value", "--epochs", "1", "--out", tmp_path / "none", *FLAGS)
+    assert rc != 0 and "--value-col" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hrnn_meta_with_the_event_type_as_feedback(tmp_path, capsys, log_csv):
+    """--feedback event: each event's type (--event-col) is a categorical input, a learned row
+    per type (the codes 0..K-1 in sorted order of the names); the checkpoint keeps the codes,
+    and changing an event's type changes the state after it."""
+    frame = pl.read_csv(log_csv)
+    typed = tmp_path / "typed.csv"
+    kinds = np.array(["click", "purchase", "view"])[
+        np.random.default_rng(1).integers(0, 3, frame.height)]
+    frame.with_columns(kind=pl.Series(kinds)).write_csv(typed)
+    out = tmp_path / "meta"
+    assert cli.main(["train", str(typed), "--model", "hrnn-meta", "--feedback", "event",
+                     "--event-col", "kind", "--epochs", "1", "--out", str(out), *FLAGS]) == 0
+    capsys.readouterr()
+    trained = checkpoint.load(out)
+    assert trained.model.feedback_levels == 3 and trained.model.fields == ("gap", "event_type")
+    assert trained.params["feedback_in"]["kernel"].shape == (3, 3 * 8)  # 3H: the split GRU
+    ev = trained.encoded.events.filter(pl.col("user") == 2)
+    y = predict.states_by_gap(trained.model, trained.params, ev, [60.0])
+    other = ev.with_columns(event_code=(pl.col("event_code") + 1) % 3)
+    assert not np.allclose(y, predict.states_by_gap(trained.model, trained.params, other, [60.0]))
+    rc, _, err = run_cli(capsys, "train", log_csv, "--model", "hrnn-meta", "--feedback",
+                         "event", "--epochs", "1", "--out", tmp_path / "none", *FLAGS)
+    assert rc != 0 and "--event-col" in err

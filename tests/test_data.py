@@ -213,8 +213,9 @@ def test_encode_keeps_event_and_value():
     df = data.read_interactions(raw(["u", "u"], [2, 1], [2, 1], kind=["buy", "view"], r=[5, 3]),
                                 event_col="kind", value_col="r")
     ev = data.encode(data.sessionize(df)).events
-    assert ev.columns == ["user", "item", "time", "session", "event", "value"]
-    assert ev.select("item", "event", "value").rows() == [(1, "view", 3.0), (2, "buy", 5.0)]
+    assert ev.columns == ["user", "item", "time", "session", "event", "value", "event_code"]
+    assert ev.select("item", "event", "value", "event_code").rows() == [(1, "view", 3.0, 1),
+                                                                         (2, "buy", 5.0, 0)]
 
 
 # ---------------------------------------------------------------- splits

@@ -134,9 +134,9 @@ def test_event_and_value_through_encode(tmp_path, name, sep):
                                 event_col="type", value_col="r")
     assert df.schema["event"] == pl.String and df.schema["value"] == pl.Float64
     ev = data.encode(data.sessionize(df)).events
-    assert ev.columns == ["user", "item", "time", "session", "event", "value"]
-    assert ev.select("user", "item", "event", "value").rows() == [
-        (0, 1, "view", 4.5), (0, 2, "buy", 3.0), (1, 1, "view", 1.0)]
+    assert ev.columns == ["user", "item", "time", "session", "event", "value", "event_code"]
+    assert ev.select("user", "item", "event", "value", "event_code").rows() == [
+        (0, 1, "view", 4.5, 1), (0, 2, "buy", 3.0, 0), (1, 1, "view", 1.0, 1)]
 
 
 # ---------------------------------------------------------------- errors

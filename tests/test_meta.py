@@ -165,15 +165,18 @@ def meta_reference(model, params, frame, u):
     carry = np.zeros(H) if cells.is_split(cell) else cells.zero_carry(cell, 1)
     ys = {}
     for n, i in enumerate(rows[:-1]):
-        channels = [P["control"][level[n]]]
+        channels = [P["control"][level[n]]] if model.control else []
         if model.user_features is not None:
             a = P["user_feature_in"]
             channels.append(P["user_feat"][u] @ a["kernel"] + a["bias"])
-        if model.feedback:
+        if model.feedback and model.feedback_levels:  # the type's row
+            a = P["feedback_in"]
+            channels.append(a["kernel"][frame["event_code"][int(i)]] + a["bias"])
+        elif model.feedback:
             a = P["feedback_in"]
             channels.append(frame["value"][int(i)] * a["kernel"][0] + a["bias"])
         if cells.is_split(cell):  # one-hot: the item's row of W_x plus each channel's row
-            carry = ref.gru_step(P["session"], carry, P["item_in"][item[i]] + sum(channels))
+            carry = ref.gru_step(P["session"], carry, P["item_in"][item[i]] + sum(channels, 0))
             ys[i + 1] = carry.copy()
         else:  # the cell projects [embedding, channels] itself
             x = np.concatenate([P["item_in"][item[i]], *channels])[None]
@@ -182,21 +185,35 @@ def meta_reference(model, params, frame, u):
     return ys
 
 
-@pytest.mark.parametrize("cell,side", [(cells.GRU(H), False), (nn.GRUCell(H), False),
-                                       (nn.LSTMCell(H), False), (cells.GRU(H), True),
-                                       (nn.LSTMCell(H), True)],
+SIDE = {"plain": ({}, ("gap",)),
+        "user-feedback": (dict(user_features=np.random.default_rng(6).normal(size=(7, 2)),
+                               feedback=True), ("gap", "feedback")),
+        "event-types": (dict(feedback=True, feedback_levels=3), ("gap", "event_type")),
+        "no-control": (dict(control=False, feedback=True), ("feedback",))}
+
+
+@pytest.mark.parametrize("cell,side", [(cells.GRU(H), "plain"), (nn.GRUCell(H), "plain"),
+                                       (nn.LSTMCell(H), "plain"), (cells.GRU(H), "user-feedback"),
+                                       (nn.LSTMCell(H), "user-feedback"),
+                                       (cells.GRU(H), "event-types"),
+                                       (nn.GRUCell(H), "event-types"),
+                                       (cells.GRU(H), "no-control")],
                          ids=["split-gru", "flax-gru", "flax-lstm", "split-gru-user-feedback",
-                              "flax-lstm-user-feedback"])
+                              "flax-lstm-user-feedback", "split-gru-event-types",
+                              "flax-gru-event-types", "split-gru-no-control"])
 def test_hrnn_meta_scan_matches_per_user_loop(cell, side):
     frame = timed_log()
-    frame = frame.with_columns(value=pl.Series(np.random.default_rng(5).normal(
-        size=frame.height)))
-    kw = dict(user_features=np.random.default_rng(6).normal(size=(7, 2)), feedback=True) \
-        if side else {}
+    rng = np.random.default_rng(5)
+    frame = frame.with_columns(value=pl.Series(rng.normal(size=frame.height)),
+                               event_code=pl.Series(rng.integers(0, 3, frame.height)))
+    kw, fields = SIDE[side]
     model = meta.HRNNMeta(N_ITEMS, cell, control_dim=3, **kw)
     params = perturbed(model.init(jax.random.PRNGKey(0)))
-    assert params["control"].shape == (4, 3 * H if cells.is_split(cell) else 3)
-    assert lane_options(model)["fields"] == (("gap", "feedback") if side else ("gap",))
+    if model.control:
+        assert params["control"].shape == (4, 3 * H if cells.is_split(cell) else 3)
+    else:
+        assert "control" not in params
+    assert lane_options(model)["fields"] == fields
     got = run_lanes(model, params, frame)
     want = {}
     for u in np.unique(frame["user"].to_numpy()):
