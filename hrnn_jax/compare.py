@@ -24,17 +24,20 @@ import jax
 import numpy as np
 import polars as pl
 
-from hrnn_jax import (baselines, cells, data, evaluation, meta, models, predict, significance,
-                      training, user_cells)
+from hrnn_jax import (baselines, cells, data, evaluation, hcrnn, meta, models, predict,
+                      significance, training, user_cells)
 from hrnn_jax.config import Config, DataConfig, ModelConfig
 from hrnn_jax.progress import tagged
 
 USER_GRUS = {"user-gru-linear": user_cells.LinearUserGRU,
              "user-gru-rectified": user_cells.RectifiedUserGRU,
              "user-gru-attentional": user_cells.AttentionalUserGRU}
-NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS) + ("hrnn-meta",)
+HCRNNS = {"hcrnn-1": (1, False), "hcrnn-2": (2, False), "hcrnn-3": (3, False),
+          "hcrnn-3-bi": (3, True)}  # Song et al.: variant, bi-channel attention
+NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS) + ("hrnn-meta",) \
+    + tuple(HCRNNS)
 # models over each user's whole sequence: their lanes have "user" targets under every protocol
-WHOLE_SEQUENCE = ("concat", "hrnn-meta") + tuple(USER_GRUS)
+WHOLE_SEQUENCE = ("concat", "hrnn-meta") + tuple(USER_GRUS) + tuple(HCRNNS)
 MODELS = ("pop", "ppop", "itemknn", "decay-itemknn", "mf", "seq-mf") + NEURAL
 # Quadrana et al.'s comparison (Table 3): what `hrnn-jax compare` and the demo run by default.
 QUADRANA = ("pop", "ppop", "itemknn", "gru", "concat", "hrnn-init", "hrnn-all")
@@ -140,7 +143,11 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
     the predicted event, Table 5's edges; with ``config.feedback`` each event's value, or its
     type among ``feedback_levels`` types, joins its input); with ``item_features`` ``[N+1, G]`` its decoder mixes
     them in (lambda randomised in training) and ``cold_items`` are scored from them alone. The
-    other models ignore features."""
+    other models ignore features. ``hcrnn-1|2|3``, ``hcrnn-3-bi``: ``hcrnn.HCRNN`` (Song et al.)
+    with embedding ``config.embed_dim`` (default: the hidden size), ``config.contexts`` global
+    contexts, ``config.kl_weight`` and, for "-bi", the bi-channel attention over the last
+    ``config.attention_history`` steps; dropout 0.25 on inputs and 0.5 on the decoder's input
+    as the paper."""
     cfg = config
     if name == "gru":
         return models.SessionRNN(n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
@@ -160,6 +167,12 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
                              dropout_session=cfg.dropout_session, item_features=item_features,
                              cold_items=cold_items, feedback=cfg.feedback != "none",
                              feedback_levels=feedback_levels if cfg.feedback == "event" else 0)
+    if name in HCRNNS:
+        variant, attention = HCRNNS[name]
+        return hcrnn.HCRNN(n_items, embed_dim=cfg.embed_dim or cfg.hidden,
+                           hidden_units=cfg.hidden, n_contexts=cfg.contexts, variant=variant,
+                           attention=attention, history=cfg.attention_history,
+                           kl_weight=cfg.kl_weight)
     if name in USER_GRUS:
         if n_users is None:
             raise ValueError(f"{name} has a user table: build_model needs n_users")

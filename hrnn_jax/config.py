@@ -153,6 +153,11 @@ class ModelConfig(_Checked):
     mf_learning_rate: float = field(0.01, "MF and sequential MF: SGD learning rate", min=0.0,
                                     open_min=True)
     mf_window: int = field(2, "sequential MF: previous items in the window (FPMC-style)", min=1)
+    contexts: int = field(50, "HCRNN: global contexts K (50 as the authors' code)", min=1)
+    kl_weight: float = field(0.001, "HCRNN: weight of the KL term of theta's inference "
+                                    "(0.001 as the authors' code)", min=0.0)
+    attention_history: int = field(50, "HCRNN +Bi: past steps the bi-channel attention reads",
+                                   min=1)
     feedback: Feedback = field("none", "hrnn-meta: feedback joined to the input: each event's "
                                        "value (--value-col: a rating) or its type (--event-col: "
                                        "click/purchase, a learned row per type)")

@@ -56,7 +56,9 @@ class Model(Protocol):
     ``apply`` that returns ``(carry, y, extra)``, ``extra`` a dict of scalar loss terms (already
     weighted: an L2 penalty, a KL term) that the train step adds to the ranking loss; a
     ``scoring_params`` hook (see :func:`scoring_params`); ``item_weight``, the weight of the
-    ranking loss (default 1; 0: trained on its extra terms alone); the per-step fields it reads
+    ranking loss (default 1; 0: trained on its extra terms alone); ``constraints(params) ->
+    params``, a projection the train step applies to the dense parameters after every update
+    (HCRNN's W_d >= 0); the per-step fields it reads
     (``fields``) and where sessions close (``close_at``), see ``batching.lane_options``.
     """
 
@@ -105,7 +107,7 @@ def _is_user_based(cell) -> bool:
     return cells.is_split(cell) and hasattr(cell, "item_features")
 
 
-def _uniform(rng, shape, fan_in, fan_out):
+def gru4rec_uniform(rng, shape, fan_in, fan_out):
     """GRU4Rec's initialisation: U(-s, s), s = sqrt(6 / (fan_in + fan_out))."""
     s = np.sqrt(6.0 / (fan_in + fan_out))
     return jax.random.uniform(rng, shape, jnp.float32, -s, s)
@@ -117,7 +119,7 @@ def _dropout(rng, p: float, shape) -> jax.Array:
     return keep.astype(jnp.float32) / (1.0 - p)
 
 
-def _mask(rng, p: float, shape, train: bool):
+def dropout_mask(rng, p: float, shape, train: bool):
     """A dropout mask, or None where there is nothing to drop."""
     return _dropout(rng, p, shape) if train and p > 0 else None
 
@@ -172,6 +174,15 @@ class _Base:
             return int(self.session_cell.item_features)
         return self.embed_dim or self.hidden
 
+    @property
+    def constraints(self):
+        """The session cell's projection after every update (``project_params``: HCRNN's
+        W_d >= 0), as the train step's ``constraints`` hook; None for cells without one."""
+        fix = getattr(type(self.session_cell), "project_params", None)
+        if fix is None:
+            return None
+        return lambda params: {**params, "session": fix(params["session"])}
+
     def _check_user_based(self):
         """A user-based session cell: ``embed_dim`` is its ``item_features`` (or None), and the
         model must give it a user part (``_extra_input() >= 1``)."""
@@ -192,8 +203,8 @@ class _Base:
         N, H, D = self.n_items + 1, self.hidden, self.input_width
         k_in, k_out, k_cell = jax.random.split(rng, 3)
         params = {
-            "item_in": _uniform(k_in, (N, D), N, D),
-            "item_out": _uniform(k_out, (N, H), N, H),
+            "item_in": gru4rec_uniform(k_in, (N, D), N, D),
+            "item_out": gru4rec_uniform(k_out, (N, H), N, H),
             "item_bias": jnp.zeros((N,), jnp.float32),
         }
         if self.user_based:
@@ -478,11 +489,11 @@ class HRNN(_Base):
         H, U = self.hidden, self.user_hidden
         u0 = cells.zero_carry(self.user_cell, 1)
         params["user"] = self.user_cell.init(k_user, u0, jnp.zeros((1, H)))["params"]
-        params["init"] = {"kernel": _uniform(k_init, (U, H), U, H),
+        params["init"] = {"kernel": gru4rec_uniform(k_init, (U, H), U, H),
                           "bias": jnp.zeros((H,), jnp.float32)}
         if self.mode == "all" and self._split:
             # one U x H block per gate, each initialised as hgru4rec's
-            params["context"] = {"kernel": _uniform(k_ctx, (U, self._gate_width), U, H)}
+            params["context"] = {"kernel": gru4rec_uniform(k_ctx, (U, self._gate_width), U, H)}
         if self.user_source == "table":  # U(-0.1, 0.1), as UserRNN's (Donkers et al., Table 1)
             params["user_in"] = jax.random.uniform(jax.random.fold_in(k_ctx, 1),
                                                    (self.n_users, U), jnp.float32, -0.1, 0.1)
@@ -531,10 +542,10 @@ class HRNN(_Base):
         # Dropout masks (drawn outside the scan) for the K slots and, for Eq. 4 at a new user, the
         # B lanes; None when the rate is 0 or not training.
         r_user, r_init, r_new, r_out = jax.random.split(rng, 4) if train else (None,) * 4
-        m_user = _mask(r_user, self.dropout_user, (L, K, U), train)
-        m_init = _mask(r_init, self.dropout_init, (L, K, H), train)
+        m_user = dropout_mask(r_user, self.dropout_user, (L, K, U), train)
+        m_init = dropout_mask(r_init, self.dropout_init, (L, K, H), train)
         zero_start = self.first_session == "zero"
-        m_new = None if zero_start else _mask(r_new, self.dropout_init, (L, B, H), train)
+        m_new = None if zero_start else dropout_mask(r_new, self.dropout_init, (L, B, H), train)
         zero_s = cells.zero_carry(self.session_cell, B)
         zero_u = cells.zero_carry(self.user_cell, B)
         W_init, b_init = params["init"]["kernel"], params["init"]["bias"]
@@ -680,8 +691,8 @@ class UserRNN:
         e_item = precision.take_rows(params["item_in"], batch["item"])  # E_i i_t [B, L, E_i]
         e_user = precision.take_rows(params["user_in"], batch["user"])  # E_v v   [B, L, E_v]
         r_item, r_user = jax.random.split(rng) if train else (None, None)
-        m_item = _mask(r_item, self.dropout_item, e_item.shape, train)
-        m_user = _mask(r_user, self.dropout_user, e_user.shape, train)
+        m_item = dropout_mask(r_item, self.dropout_item, e_item.shape, train)
+        m_user = dropout_mask(r_user, self.dropout_user, e_user.shape, train)
         x = jnp.concatenate([e_item if m_item is None else e_item * m_item,
                              e_user if m_user is None else e_user * m_user], axis=-1)
         p = {"params": params["cell"]}

@@ -42,7 +42,9 @@ Generative story:
 
 Knobs (keyword-only, defaults in ``DEFAULT_KNOBS``): the names above, plus
 ``with_session`` (add an Int64 ``session`` column, the 0-based index of the
-session within its user: ground truth for tests).
+session within its user: ground truth for tests) and ``with_topic`` (add an Int64
+``topic`` column, the event's item's topic: the known topics of the HCRNN
+analyses).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ import numpy as np
 import polars as pl
 
 DEFAULT_KNOBS = dict(n_successors=3, n_user_topics=3, n_favourites=6, fav_zipf=1.0, p_transition=0.3,
-                     p_favourite=0.6, persistence=0.5, zipf=1.0, topic_zipf=1.0, with_session=False)
+                     p_favourite=0.6, persistence=0.5, zipf=1.0, topic_zipf=1.0, with_session=False,
+                     with_topic=False)
 _DAY = 86400.0
 
 # Strong, lasting per-user tastes (the Donkers et al. 2017 experiment's default data): no drift,
@@ -176,4 +179,6 @@ def generate(n_users=1000, n_items=1000, *, n_topics=20, sessions_per_user=(5, 1
     if k["with_session"]:
         cols["session"] = pl.Series("session", np.broadcast_to(np.arange(S)[None, :, None], valid.shape)[valid],
                                     pl.Int64)
+    if k["with_topic"]:
+        cols["topic"] = pl.Series("topic", topic_of[pos[valid]], pl.Int64)
     return pl.DataFrame(cols)

@@ -91,6 +91,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
     cdf = None if negative_cdf is None else jnp.asarray(negative_cdf)
     clipper = optax.clip_by_global_norm(clip) if clip else None
     item_weight = float(getattr(model, "item_weight", 1.0))  # the model's weight of the item loss
+    constrain = getattr(model, "constraints", None)
 
     def train_step(state: TrainState, batch, rng, active=None):
         r_neg, r_model = jax.random.split(rng)
@@ -139,6 +140,8 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: str
             g_dense, g_rows = clipped["dense"], clipped["rows"]
         updates, dense_state = tx.update(g_dense, state.opt_state["dense"], dense)
         new_params = optax.apply_updates(dense, updates)
+        if constrain is not None:  # the model's projection after the update (HCRNN: W_d >= 0)
+            new_params = constrain(new_params)
         # "loss" is the ranking loss alone (unweighted; 0 for a model with item_weight 0); the
         # model's extra terms (added to it for the gradient) are reported beside it
         metrics = {"loss": value, "events": (target > 0).sum(), **extra}

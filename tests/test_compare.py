@@ -92,7 +92,8 @@ def test_baseline_scores_cover_the_catalogue(prep, name):
     assert ranks.max() <= n
 
 
-@pytest.mark.parametrize("name", compare.NEURAL)
+# HCRNN-2 and -3 differ from HCRNN-1 only inside the cell (tested in test_hcrnn_cells)
+@pytest.mark.parametrize("name", [n for n in compare.NEURAL if n not in ("hcrnn-2", "hcrnn-3")])
 def test_neural_scores_cover_the_catalogue(prep, name):
     """All-zero output rows: every item ties with the target, so the pessimistic rank counts
     every item of the catalogue: exactly N, the training items (an item only in test would add
@@ -101,12 +102,14 @@ def test_neural_scores_cover_the_catalogue(prep, name):
     model = compare.build_model(name, prep.encoded.n_items, ModelConfig(hidden=8),
                                 n_users=prep.encoded.n_users)
     params = model.init(jax.random.PRNGKey(0))
-    assert params["item_out"].shape[0] == n + 1
-    params = {**params, "item_out": jnp.zeros_like(params["item_out"]),
-              "item_bias": jnp.zeros_like(params["item_bias"])}
+    assert models.scoring_params(model, params)["item_out"].shape[0] == n + 1
+    # the scored rows all zero: HCRNN's decoder is tied to its input embedding
+    zero = ("item_out", "item_bias") if "item_out" in params else ("item_in",)
+    params = {**params, **{k: jnp.zeros_like(params[k]) for k in zero}}
     y = predict.hidden_states(model, params, prep.stream, prep.rows, batch_size=4,
                               targets=compare.lane_targets(name, prep.protocol))
-    assert models.score_items(params, jnp.asarray(y)).shape == (len(prep.rows), n + 1)
+    assert models.score_items(models.scoring_params(model, params),
+                              jnp.asarray(y)).shape == (len(prep.rows), n + 1)
     ranks = predict.model_ranks(model, params, prep.stream, prep.rows, batch_size=4,
                                 targets=compare.lane_targets(name, prep.protocol),
                                 ties="pessimistic")

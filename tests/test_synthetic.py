@@ -139,3 +139,13 @@ def test_no_user_signal_without_favourites():
     """Control: with p_favourite=0 the user's history should not help beyond the transitions."""
     h = counting_hit_rates(generate(p_favourite=0.0, seed=2))
     assert h["personal"] < 1.05 * h["trans"]
+
+
+def test_with_topic_adds_each_items_topic_and_changes_nothing_else():
+    plain = generate(60, 120, n_topics=6, seed=3)
+    topical = generate(60, 120, n_topics=6, seed=3, with_topic=True)
+    assert topical.drop("topic").equals(plain)
+    per_item = topical.group_by("item").agg(pl.col("topic").n_unique().alias("n"),
+                                            pl.col("topic").first().alias("t"))
+    assert (per_item["n"] == 1).all()  # an item has one topic
+    assert set(per_item["t"].to_list()) <= set(range(6)) and per_item["t"].n_unique() > 1

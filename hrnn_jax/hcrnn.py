@@ -1,0 +1,259 @@
+"""HCRNN (Song, Ji, Park & Moon, AAAI 2019) as a model of the library's contract: an HCRNN cell
+(``hrnn_jax.hcrnn_cells``) scanned over each user's whole sequence, its global context proportion
+theta inferred by an amortised network, the bi-channel attention over the user's past steps and
+the bi-linear decoder tied to the item embedding.
+
+Global context by amortised inference (Eq. 11-12, 30-33):
+
+    f_t            = elu(s_t W_f + b_f)                                 (f: one ELU layer, as
+                                                                          the authors' code)
+    mu_t           = f_t W_q1 + b_q1                                    (32)
+    log sigma_t    = f_t W_q2 + b_q2                                    (33)
+    theta~_t ~ N(mu_t, diag(sigma_t^2)),  theta_t = softmax(theta~_t)   (11, 12)
+
+with one reparameterised draw per step in training and ``theta~_t = mu_t`` at evaluation. The
+paper writes theta(x_{1:T}) for the whole sequence, which would let a prediction at step t read
+the items after t (its own target among them). Ours is causal: ``s_t`` is the mean embedding of
+the user's items up to and including the step's input (a running mean in the carry, reset at a new
+user), so theta_t reads only the prefix; a test changes a future item and checks that earlier
+scores do not move. The authors' code gets the same effect differently: it trains on every prefix
+as a separate example and infers one theta per prefix from the set of its items (a sum of the
+distinct items' embeddings); a running mean keeps one pass per sequence (a sum grows without bound
+over the long histories our lanes stream). The KL term of the ELBO (Eq. 30) against the standard
+normal prior, ``0.5 sum_k (mu^2 + sigma^2 - log sigma^2 - 1)`` per step, enters the training loss
+as an extra term (``apply``'s third output, averaged over the steps with a target) times
+``kl_weight`` (0.001 and K = 50 as the authors' code; the paper gives neither).
+
+Bi-channel attention (Eq. 25-27): each step t attends over the user's last ``history`` steps
+j <= t (itself included, as the authors' code; they attend over whole prefixes of at most 99
+steps) in two channels, the local contexts by scaled dot products
+``(c_t W_c1)(c_j W_c2)^T / sqrt(H)`` and the temporary contexts additively
+``v^T sigmoid(h_t W_h1 + h_j W_h2)``, both with values h_j. Past steps outlive a window: the carry
+keeps the last ``history`` steps of each lane (c, h and a validity flag), cleared at a new user.
+The decoder (Eq. 28) scores item i by ``e_i^T W_B [h_t, h^c_t, h^h_t]`` with ``e_i`` the input
+embedding (tied, no bias): :meth:`HCRNN.apply` returns ``W_B [...]`` (width D, the model's
+``hidden``) and the ``scoring_params`` hook makes the item embedding the output table. Without
+``attention`` (HCRNN-1/2/3 in the paper's table) the decoder reads ``W_B h_t``; the authors' code
+puts a NARM-style attention there instead, which the paper does not describe.
+
+The tied table is dense (``row_tables`` is empty): the full softmax reads every row at every step,
+so a row-sparse update would touch them all anyway. ``W_d >= 0`` (HCRNN-2/3) is kept by the
+``constraints`` hook, a projection the train step applies after every update.
+
+Dropout as the paper: 0.25 on the item embeddings fed to the cell and to f, 0.5 on the decoder's
+input.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnn_jax import precision
+from hrnn_jax.hcrnn_cells import HCRNNCell
+from hrnn_jax.models import Params, dropout_mask, gru4rec_uniform
+
+
+@dataclasses.dataclass(frozen=True)
+class HCRNN:
+    """HCRNN-1/2/3 (``variant``), with (``attention=True``: "+Bi") or without the bi-channel
+    attention, over items 1..``n_items``; embedding and local context ``embed_dim`` (D), ``hidden``
+    temporary units (H), ``n_contexts`` global contexts (K); ``history`` past steps attended.
+    ``session_cell`` is built from these (an :class:`hrnn_jax.hcrnn_cells.HCRNNCell`)."""
+
+    n_items: int
+    embed_dim: int = 100
+    hidden_units: int = 100
+    n_contexts: int = 50
+    variant: int = 3
+    attention: bool = True
+    history: int = 50
+    kl_weight: float = 1e-3
+    dropout_input: float = 0.25
+    dropout_output: float = 0.5
+
+    close_at = "never"  # no user level: lanes without hold steps
+    row_tables: dict = dataclasses.field(default_factory=dict, init=False, compare=False)
+
+    def __post_init__(self):
+        if self.variant not in (1, 2, 3):
+            raise ValueError(f"HCRNN: variant must be 1, 2 or 3, got {self.variant}")
+        if min(self.n_items, self.embed_dim, self.hidden_units, self.n_contexts,
+               self.history) < 1:
+            raise ValueError("HCRNN: n_items, embed_dim, hidden_units, n_contexts and history "
+                             "must be >= 1")
+        if not (0 <= self.dropout_input < 1 and 0 <= self.dropout_output < 1
+                and self.kl_weight >= 0):
+            raise ValueError("HCRNN: dropouts must be in [0, 1) and kl_weight >= 0")
+
+    @property
+    def session_cell(self) -> HCRNNCell:
+        return HCRNNCell(self.hidden_units, context_dim=self.embed_dim,
+                         n_contexts=self.n_contexts, variant=self.variant)
+
+    @property
+    def hidden(self) -> int:
+        """The width of ``apply``'s output: the decoder's D (scored against the embeddings)."""
+        return self.embed_dim
+
+    # -- parameters and carry ----------------------------------------------------------------
+    def init(self, rng) -> Params:
+        N1, D, H, K = self.n_items + 1, self.embed_dim, self.hidden_units, self.n_contexts
+        k = iter(jax.random.split(rng, 12))
+        cell = self.session_cell
+        x = jnp.zeros((1, D + K))
+
+        def u(*shape):  # GRU4Rec's uniform initialisation over the shape's two fans
+            return gru4rec_uniform(next(k), shape, shape[0], shape[-1] if len(shape) > 1 else 1)
+
+        def dense(n_in, n_out):
+            return {"kernel": u(n_in, n_out), "bias": jnp.zeros((n_out,))}
+        Z = (3 if self.attention else 1) * H
+        params = {
+            "item_in": u(N1, D),
+            "session": cell.init(next(k), cell.initialize_carry(None, x.shape), x)["params"],
+            "infer": dense(D, D), "mu": dense(D, K), "log_sigma": dense(D, K),  # f, (32), (33)
+            "decoder": u(Z, D),  # W_B (28)
+        }
+        if self.attention:  # (25), (26)
+            params["attend"] = {"c_query": u(D, H), "c_key": u(D, H), "h_query": u(H, H),
+                                "h_key": u(H, H), "v": u(H)}
+        return params
+
+    def init_carry(self, batch_size: int):
+        B, D, H, T = batch_size, self.embed_dim, self.hidden_units, self.history
+        carry = {"cell": self.session_cell.initialize_carry(None, (B, D + self.n_contexts)),
+                 "sum": jnp.zeros((B, D)), "count": jnp.zeros((B,))}
+        if self.attention:
+            carry.update(buf_c=jnp.zeros((B, T, D)), buf_h=jnp.zeros((B, T, H)),
+                         buf_ok=jnp.zeros((B, T), bool))
+        return carry
+
+    def constraints(self, params: Params) -> Params:
+        """The projection after each update: W_d >= 0 (Eq. 21-22)."""
+        return {**params, "session": self.session_cell.project_params(params["session"])}
+
+    def scoring_params(self, params, *, rng=None, train=False):
+        """The decoder tied to the item embedding (Eq. 28): no separate output table, no bias."""
+        return {**params, "item_out": params["item_in"],
+                "item_bias": jnp.zeros(params["item_in"].shape[:1], params["item_in"].dtype)}
+
+    # -- the forward pass --------------------------------------------------------------------
+    def _prefix_means(self, carry, e, batch):
+        """Running mean of the user's input embeddings up to each step ``[B, L, D]`` and the
+        carried sum and count (reset at a new user, unchanged on padding)."""
+        def body(state, inp):
+            s, n = state
+            e_t, new, ok = inp
+            s, n = jnp.where(new[:, None], 0.0, s), jnp.where(new, 0.0, n)
+            s, n = s + jnp.where(ok[:, None], e_t, 0.0), n + ok
+            return (s, n), s / jnp.maximum(n, 1.0)[:, None]
+        (s, n), means = jax.lax.scan(body, (carry["sum"], carry["count"]),
+                                     (jnp.swapaxes(e, 0, 1), batch["user_start"].T,
+                                      batch["valid"].T))
+        return jnp.swapaxes(means, 0, 1), s, n
+
+    def _theta(self, params, means, rng, train):
+        """theta_t and the per-step KL (Eq. 11-12, 30-33)."""
+        f = jax.nn.elu(means @ params["infer"]["kernel"] + params["infer"]["bias"])
+        mu = f @ params["mu"]["kernel"] + params["mu"]["bias"]  # (32)
+        log_sigma = f @ params["log_sigma"]["kernel"] + params["log_sigma"]["bias"]  # (33)
+        t = mu
+        if train:
+            t = mu + jnp.exp(log_sigma) * jax.random.normal(rng, mu.shape)  # (11)
+        kl = 0.5 * (mu**2 + jnp.exp(2 * log_sigma) - 2 * log_sigma - 1.0).sum(-1)
+        return jax.nn.softmax(t, axis=-1), kl  # (12)
+
+    def _scan(self, params, carry, xp, batch, trace=False):
+        cell, p = self.session_cell, {"params": params["session"]}
+        B = xp.shape[0]
+        zero = cell.initialize_carry(None, (B, self.embed_dim + self.n_contexts))
+        select = lambda m, a, b: jax.tree_util.tree_map(  # noqa: E731
+            lambda u, v: jnp.where(m[:, None], u, v), a, b)
+
+        def body(s, inp):
+            x_t, new, ok = inp
+            s = select(new, zero, s)
+            if trace:
+                s_new, h, gates = cell.apply(p, s, x_t, method="trace_step")
+            else:
+                (s_new, h), gates = cell.apply(p, s, x_t, method="step"), None
+            return select(ok, s_new, s), (s_new, h, gates)
+
+        state, (cs, hs, gates) = jax.lax.scan(
+            body, carry, (jnp.swapaxes(xp, 0, 1), batch["user_start"].T, batch["valid"].T))
+        c = jnp.swapaxes(cs[0], 0, 1)  # [B, L, D]
+        h = jnp.swapaxes(hs, 0, 1)  # [B, L, H]
+        gates = None if gates is None else jax.tree_util.tree_map(
+            lambda a: jnp.swapaxes(a, 0, 1), gates)
+        return state, c, h, gates
+
+    def _attend(self, params, carry, c, h, batch):
+        """The bi-channel attention over the user's steps j <= t in the buffer and the window
+        (Eq. 25-27): ``(h^c [B, L, H], h^h [B, L, H], weights, new buffer)``."""
+        a = params["attend"]
+        B, L = batch["item"].shape
+        T = self.history
+        keys_c = jnp.concatenate([carry["buf_c"], c], axis=1)  # [B, T + L, D]
+        keys_h = jnp.concatenate([carry["buf_h"], h], axis=1)
+        seg = jnp.cumsum(batch["user_start"], axis=1)  # the window's user segments, 0 = carried
+        key_seg = jnp.concatenate([jnp.zeros((B, T), seg.dtype), seg], axis=1)
+        key_ok = jnp.concatenate([carry["buf_ok"], batch["valid"]], axis=1)
+        pos = jnp.arange(T + L)
+        q = jnp.arange(L)[None, :, None]  # step t sits at key position T + t: its last T steps
+        visible = (key_ok[:, None, :] & (key_seg[:, None, :] == seg[:, :, None])  # [B, L, T+L]
+                   & (pos[None, None, :] <= T + q) & (pos[None, None, :] > q))
+        H = self.hidden_units
+        s_c = jnp.einsum("blh,bkh->blk", c @ a["c_query"], keys_c @ a["c_key"]) / np.sqrt(H)  # (25)
+        s_h = jax.nn.sigmoid((h @ a["h_query"])[:, :, None, :]
+                             + (keys_h @ a["h_key"])[:, None, :, :]) @ a["v"]  # (26)
+        w_c = jax.nn.softmax(jnp.where(visible, s_c, -1e30), axis=-1)
+        w_h = jax.nn.softmax(jnp.where(visible, s_h, -1e30), axis=-1)
+        h_c = jnp.einsum("blk,bkh->blh", w_c, keys_h)  # (27), values h_j in both channels
+        h_h = jnp.einsum("blk,bkh->blh", w_h, keys_h)
+        keep = key_ok & (key_seg == seg[:, -1:])  # the lane's current user's steps only
+        buf = {"buf_c": keys_c[:, -T:], "buf_h": keys_h[:, -T:], "buf_ok": keep[:, -T:]}
+        return h_c, h_h, {"local": w_c, "temporary": w_h}, buf
+
+    def _forward(self, params, carry, batch, rng, train, trace=False):
+        r_in, r_f, r_theta, r_out = jax.random.split(rng, 4) if rng is not None else (None,) * 4
+        D = self.embed_dim
+        e = precision.take_rows(params["item_in"], batch["item"])  # [B, L, D]
+        means, s, n = self._prefix_means(carry, e, batch)
+        m_f = dropout_mask(r_f, self.dropout_input, means.shape, train)
+        theta, kl = self._theta(params, means if m_f is None else means * m_f, r_theta, train)
+        m_in = dropout_mask(r_in, self.dropout_input, e.shape, train)
+        x = jnp.concatenate([e if m_in is None else e * m_in, theta], axis=-1)
+        xp = self.session_cell.apply({"params": params["session"]}, x, method="project")
+        cell_state, c, h, gates = self._scan(params, carry["cell"], xp, batch, trace)
+        new = {**carry, "cell": cell_state, "sum": s, "count": n}
+        weights = None
+        if self.attention:
+            h_c, h_h, weights, buf = self._attend(params, carry, c, h, batch)
+            new.update(buf)
+            z = jnp.concatenate([h, h_c, h_h], axis=-1)  # [h_t, h^c_t, h^h_t] (28)
+        else:
+            z = h
+        m_out = dropout_mask(r_out, self.dropout_output, z.shape, train)
+        y = (z if m_out is None else z * m_out) @ params["decoder"]  # W_B [...] (28)
+        has = batch["target"] > 0
+        kl_mean = jnp.where(has, kl, 0.0).sum() / jnp.maximum(has.sum(), 1)
+        assert y.shape[-1] == D
+        return new, y, kl_mean, {"gates": gates, "attention": weights, "theta": theta}
+
+    def apply(self, params, carry, batch, *, rng=None, train=False):
+        """``(carry, y [B, L, D])``; in training also ``{"kl": kl_weight * mean KL}``."""
+        carry, y, kl, _ = self._forward(params, carry, batch, rng, train)
+        if train and self.kl_weight > 0:
+            return carry, y, {"kl": self.kl_weight * kl}
+        return carry, y
+
+    def trace(self, params, carry, batch):
+        """The analyses' inspection of one window at evaluation: ``(carry, y, {"gates": {"r",
+        "drift", "local_gate", "alpha"} each [B, L, ...], "attention": {"local", "temporary"}
+        [B, L, history + L] (None without attention; key k < history is the buffer's slot k,
+        k >= history the window's step k - history), "theta": [B, L, K]})``."""
+        carry, y, _, info = self._forward(params, carry, batch, None, False, trace=True)
+        return carry, y, info

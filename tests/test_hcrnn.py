@@ -1,0 +1,187 @@
+"""The HCRNN model (hrnn_jax.hcrnn): the lanes' scan against a per-user Python loop (theta's
+amortised inference, the cell, the bi-channel attention, the tied decoder), causality, the KL
+term, and W_d >= 0 through training."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hrnn_jax import hcrnn, models, training
+from hrnn_jax.batching import lane_options, make_lanes
+from hrnn_jax.config import TrainConfig
+from tests.test_meta import N_ITEMS, perturbed, run_lanes, timed_log
+from tests.tolerance import approx
+
+D, H, K = 6, 5, 4
+
+
+def model(**kw):
+    return hcrnn.HCRNN(N_ITEMS, embed_dim=D, hidden_units=H, n_contexts=K,
+                       **{"history": 4, **kw})
+
+
+def np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def user_reference(m, params, frame, u):
+    """One user's outputs ``{target row: y}`` from its events alone, one step at a time: theta
+    from the running mean of the input embeddings (f, mu; the mean at evaluation), the cell
+    (tested against its equations in test_hcrnn_cells), attention over the last ``history``
+    steps including the current one (Eq. 25-27) and the tied decoder's input W_B [...] (28)."""
+    P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    rows = np.flatnonzero(frame["user"].to_numpy() == u)
+    items = frame["item"].to_numpy()
+    cell = m.session_cell
+    carry = cell.initialize_carry(None, (1, D + K))
+    cs, hs, out = [], [], {}
+    for n, i in enumerate(rows[:-1]):
+        mean = P["item_in"][items[rows[:n + 1]]].mean(0)
+        f = mean @ P["infer"]["kernel"] + P["infer"]["bias"]
+        f = np.where(f > 0, f, np.expm1(f))  # elu
+        theta = np_softmax(f @ P["mu"]["kernel"] + P["mu"]["bias"])
+        x = np.concatenate([P["item_in"][items[i]], theta])[None].astype(np.float32)
+        carry, h = cell.apply({"params": params["session"]}, carry, jnp.asarray(x))
+        c, h = np.asarray(carry[0][0], np.float64), np.asarray(h[0], np.float64)
+        cs.append(c)
+        hs.append(h)
+        z = h
+        if m.attention:
+            a = P["attend"]
+            C, Hs = np.array(cs[-m.history:]), np.array(hs[-m.history:])
+            s_c = (c @ a["c_query"]) @ (C @ a["c_key"]).T / np.sqrt(H)
+            s_h = (1 / (1 + np.exp(-(h @ a["h_query"] + Hs @ a["h_key"])))) @ a["v"]
+            z = np.concatenate([h, np_softmax(s_c) @ Hs, np_softmax(s_h) @ Hs])
+        out[int(rows[n + 1])] = z @ P["decoder"]
+    return out
+
+
+@pytest.mark.parametrize("variant,attention", [(3, True), (1, True), (2, False)])
+def test_scan_matches_a_per_user_loop(variant, attention):
+    """3 lanes, windows of 4 (users cross windows and lanes), history 4 < most users' lengths:
+    the buffer carries exactly the last steps across windows and is cleared at a new user."""
+    frame = timed_log(seed=1, n_users=7)
+    m = model(variant=variant, attention=attention)
+    params = perturbed(m.init(jax.random.PRNGKey(0)))
+    got = run_lanes(m, params, frame)
+    want = {}
+    for u in np.unique(frame["user"].to_numpy()):
+        want.update(user_reference(m, params, frame, u))
+    assert got.keys() == want.keys() and len(want) > 20
+    assert max(np.bincount(frame["user"].to_numpy())) > m.history + 4  # the buffer matters
+    for row in want:
+        np.testing.assert_allclose(got[row], want[row], **approx(1e-4, 1e-5), err_msg=f"row {row}")
+
+
+def test_decoder_is_tied_to_the_item_embedding():
+    m = model()
+    params = m.init(jax.random.PRNGKey(0))
+    p = models.scoring_params(m, params)
+    assert p["item_out"] is params["item_in"] and not np.asarray(p["item_bias"]).any()
+    assert models.row_tables(m) == {}  # dense: the full softmax reads every row
+
+
+def test_a_future_item_moves_no_earlier_score_nor_theta():
+    """Changing the item of event k (an input from step k on, the target of step k - 1) leaves
+    every output and theta of the steps before k unchanged: theta is causal."""
+    frame = timed_log(seed=2, n_users=5)
+    m = model()
+    params = perturbed(m.init(jax.random.PRNGKey(1)))
+    user = frame["user"].to_numpy()
+    k = int(np.flatnonzero(user == user[0])[5])
+
+    def outputs(fr):
+        lanes = make_lanes(fr, batch_size=2, window=3, targets="user", **lane_options(m))
+        carry, y_at, theta_at = m.init_carry(2), {}, {}
+        for batch in lanes:
+            carry, y, info = m.trace(params, carry, batch)
+            for b, t in zip(*np.nonzero(batch["valid"])):
+                y_at[int(batch["event"][b, t])] = np.asarray(y)[b, t]
+                theta_at[int(batch["event"][b, t])] = np.asarray(info["theta"])[b, t]
+        return y_at, theta_at
+
+    items = frame["item"].to_numpy().copy()
+    y0, t0 = outputs(frame)
+    items[k] = items[k] % N_ITEMS + 1
+    y1, t1 = outputs(frame.with_columns(item=items))
+    first = int(np.flatnonzero(user == user[0])[0])
+    for row in range(first + 1, k + 1):  # steps whose input precedes event k (target <= k)
+        np.testing.assert_array_equal(y1[row], y0[row])
+        np.testing.assert_array_equal(t1[row], t0[row])
+    assert not np.allclose(y1[k + 1], y0[k + 1]) and not np.allclose(t1[k + 1], t0[k + 1])
+
+
+def test_kl_term_is_the_weighted_mean_kl_of_the_steps_with_a_target():
+    m = model(kl_weight=0.3, dropout_input=0.0, dropout_output=0.0)
+    params = perturbed(m.init(jax.random.PRNGKey(2)))
+    lanes = make_lanes(timed_log(), batch_size=3, window=4, targets="user", **lane_options(m))
+    batch = lanes.window(len(lanes) - 1)  # with padding steps
+    _, _, extra = m.apply(params, m.init_carry(3), batch, rng=jax.random.PRNGKey(0), train=True)
+    e = np.asarray(params["item_in"])[batch["item"]]
+    ok = batch["valid"]
+    # the running means within this window (a fresh carry: every lane starts at zero)
+    s = np.cumsum(np.where(ok[..., None], e, 0.0), axis=1)
+    seg_start = np.maximum.accumulate(np.where(batch["user_start"], np.arange(4), 0), axis=1)
+    means = np.zeros_like(e)
+    for b in range(3):
+        for t in range(4):
+            lo = seg_start[b, t]
+            n = ok[b, lo:t + 1].sum()
+            means[b, t] = np.where(ok[b, lo:t + 1, None], e[b, lo:t + 1], 0).sum(0) / max(n, 1)
+    P = jax.tree_util.tree_map(np.asarray, params)
+    f = means @ P["infer"]["kernel"] + P["infer"]["bias"]
+    f = np.where(f > 0, f, np.expm1(f))
+    mu = f @ P["mu"]["kernel"] + P["mu"]["bias"]
+    ls = f @ P["log_sigma"]["kernel"] + P["log_sigma"]["bias"]
+    kl = 0.5 * (mu**2 + np.exp(2 * ls) - 2 * ls - 1).sum(-1)
+    has = batch["target"] > 0
+    assert has.any() and (~has).any()
+    np.testing.assert_allclose(extra["kl"], 0.3 * kl[has].mean(), rtol=1e-4)
+    del s
+
+
+def test_drift_weights_stay_nonnegative_through_training(monkeypatch):
+    """fit with a large learning rate: W_d >= 0 after every epoch; without the projection the
+    same run drives some entries below 0 (so the check can fail)."""
+    frame = timed_log(seed=3, n_users=20)
+    cfg = TrainConfig(epochs=2, batch_size=4, window=4, optimizer="adam", learning_rate=0.3,
+                      loss="full-ce")
+    m = model(variant=3)
+    kernel = lambda params: np.asarray(params["session"]["drift"]["kernel"])  # noqa: E731
+    fit = training.fit(m, frame, cfg, targets="user", log=None)
+    assert kernel(fit.params).min() >= 0 and (kernel(fit.params) == 0).any()
+    monkeypatch.setattr(hcrnn.HCRNN, "constraints", None)
+    free = training.fit(m, frame, cfg, targets="user", log=None)
+    assert kernel(free.params).min() < 0
+
+
+def test_an_hcrnn3_cell_runs_as_hrnns_session_cell():
+    """models.HRNN with an HCRNN-3 session cell (no theta: uniform proportions) and a GRU user
+    cell: its outputs do not depend on the lanes or windows, and training keeps W_d >= 0 (the
+    cell's projection through the model's constraints hook) while the loss falls."""
+    from hrnn_jax import cells
+    from hrnn_jax.hcrnn_cells import HCRNNCell
+    frame = timed_log(seed=4, n_users=8)
+    m = models.HRNN(N_ITEMS, HCRNNCell(H, context_dim=D, n_contexts=K, variant=3),
+                    user_cell=cells.GRU(H), embed_dim=D)
+    params = perturbed(m.init(jax.random.PRNGKey(0)))
+    outs = []
+    for batch_size, window in ((2, 3), (5, 7)):
+        lanes = make_lanes(frame, batch_size=batch_size, window=window, targets="session",
+                           **lane_options(m))
+        carry, got = m.init_carry(batch_size), {}
+        for batch in lanes:
+            carry, y = m.apply(params, carry, batch)
+            for b, t in zip(*np.nonzero(batch["valid"] & (batch["target"] > 0))):
+                got[int(batch["event"][b, t])] = np.asarray(y)[b, t]
+        outs.append(got)
+    assert outs[0].keys() == outs[1].keys() and len(outs[0]) > 10
+    for row in outs[0]:
+        np.testing.assert_allclose(outs[0][row], outs[1][row], **approx(1e-5, 1e-6))
+    cfg = TrainConfig(epochs=3, batch_size=4, window=4, optimizer="adam", learning_rate=0.05,
+                      loss="full-ce")
+    fit = training.fit(m, frame, cfg, log=None)
+    assert np.asarray(fit.params["session"]["drift"]["kernel"]).min() >= 0
+    assert fit.history[-1]["loss"] < fit.history[0]["loss"]
