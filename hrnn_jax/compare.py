@@ -79,12 +79,16 @@ def lane_targets(name: str, protocol: str) -> str:
     return "user" if name in WHOLE_SEQUENCE else rows_targets(protocol)
 
 
-def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
+def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig(), *,
+            test_users=None) -> Prepared:
     """From a validated log (``data.read_interactions``) to train/test parts and evaluation rows.
 
     Sessionise, drop repeated interactions within sessions (``config.dedupe``; off by default),
     filter, encode, split by ``config.protocol``, and restrict the catalogue to the items of the
     training part (``data.restrict_items``): every model ranks the same N items.
+
+    ``test_users``: raw user ids to put in test under the "users" protocol instead of a random
+    draw (a given split, e.g. ``data.read_hcrnn``'s).
 
     ``info``: summary of the filtered log before the split (users, items, sessions, events),
     train/test sizes (for the "users" protocol also ``train_users`` and ``test_users``),
@@ -105,7 +109,8 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
     known = None if genres is None else encoded.encode_items(genres.item_ids)
     train, test, split_report = data.split(encoded.events, cfg.protocol,
                                            test_fraction=cfg.test_fraction, seed=cfg.split_seed,
-                                           known_items=known)
+                                           known_items=known, test_users=None if test_users is None
+                                           else _user_codes(encoded, test_users))
     users = {k: split_report.pop(k) for k in data.USER_COUNTS if k in split_report}
     if test.height == 0:
         raise data.DataError(f"the {cfg.protocol} split left no test events; users need more "
@@ -129,6 +134,12 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig()) -> Prepared:
             "catalogue": catalogue}
     return Prepared(restricted, cfg.protocol, train, test, stream, rows, info, features, cold,
                     known)
+
+
+def _user_codes(encoded: data.Encoded, raw_ids) -> np.ndarray:
+    """The codes of the raw user ids that are in the log (others were filtered out)."""
+    codes = {str(u): c for c, u in enumerate(encoded.user_ids)}
+    return np.array([codes[str(u)] for u in raw_ids if str(u) in codes], np.int64)
 
 
 def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,

@@ -635,7 +635,7 @@ USER_COUNTS = ("train_users", "test_users")  # split_users' report: users, not d
 
 
 def split_users(events: pl.DataFrame, test_fraction: float = 0.2, *, seed: int = 0,
-                drop_unseen: bool = True, known_items=None):
+                drop_unseen: bool = True, known_items=None, test_users=None):
     """Ma & Narayanaswamy, Song et al.: a random ``test_fraction`` of the users, with all their
     events, is test; the other users are train.
 
@@ -644,18 +644,27 @@ def split_users(events: pl.DataFrame, test_fraction: float = 0.2, *, seed: int =
     n_users - 1, so that neither part is empty). Test events whose item is not in train are
     removed ("test_unseen_items", events) unless ``drop_unseen`` is False (the simulations of
     ``hrnn_jax.simulations`` keep them: they score the whole encoded catalogue).
+    ``test_users``: user codes to put in test instead of a random draw (a given split, e.g. the
+    authors' files of Song et al., :func:`read_hcrnn`); ``test_fraction`` and ``seed`` are then
+    unused.
 
     Returns:
       (train, test, report): report ``{"test_unseen_items", "train_users", "test_users"}``;
       the last two (``USER_COUNTS``) count the users of the returned parts, not events.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
     users = np.unique(events["user"].to_numpy())
     if len(users) < 2:
         raise DataError(f"the users split needs at least 2 users, got {len(users)}")
-    n_test = min(max(int(round(test_fraction * len(users))), 1), len(users) - 1)
-    chosen = np.random.default_rng(seed).permutation(users)[:n_test]
+    if test_users is not None:  # a given split (e.g. the authors' files)
+        chosen = np.intersect1d(users, np.asarray(test_users))
+        if not 0 < len(chosen) < len(users):
+            raise DataError(f"the given test users must be some but not all of the log's users "
+                            f"({len(chosen)} of {len(users)} found)")
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise DataError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        n_test = min(max(int(round(test_fraction * len(users))), 1), len(users) - 1)
+        chosen = np.random.default_rng(seed).permutation(users)[:n_test]
     is_test = pl.col("user").is_in(pl.Series(chosen.tolist(), dtype=events.schema["user"])
                                    .implode())
     ev = _sort(events, "user", "time")
@@ -667,22 +676,51 @@ def split_users(events: pl.DataFrame, test_fraction: float = 0.2, *, seed: int =
                          "test_users": test["user"].n_unique()}
 
 
+def read_hcrnn(directory) -> tuple[pl.DataFrame, list[str]]:
+    """The preprocessed files of Song et al.'s HCRNN repository (``data/<name>/`` of
+    github gtshs2/HCRNN, given by path; never downloaded): ``train.txt``, ``valid.txt`` and
+    ``test.txt``, tab-separated with a header (an unnamed index column, then ``ItemId``,
+    ``Time``, ``SessionId`` (the user), ``item_idx``, ``sess_idx`` in any order), one sequence
+    per user.
+
+    Returns ``(log, test_users)``: the three files' events as a log (``user`` = SessionId,
+    ``item`` = ItemId, ``time`` = Time, validated by :func:`read_interactions`) and the raw ids
+    of the users of ``test.txt`` (for :func:`split_users`' ``test_users``). The validation users
+    join the training part: a validation split is drawn from it again, as the authors drew
+    theirs from the training users.
+    """
+    frames, test_users = [], []
+    for part in ("train", "valid", "test"):
+        path = os.path.join(os.fspath(directory), f"{part}.txt")
+        df, used_sep = _load(path, "\t", ["ItemId", "SessionId"])
+        _check_columns(df, ("ItemId", "Time", "SessionId"), path, used_sep, None)
+        frames.append(df.select(pl.col("SessionId").cast(pl.String).alias("user"),
+                                pl.col("ItemId").cast(pl.String).alias("item"),
+                                pl.col("Time").alias("time")))
+        if part == "test":
+            test_users = frames[-1]["user"].unique(maintain_order=True).to_list()
+    return read_interactions(pl.concat(frames)), test_users
+
+
 def split(events: pl.DataFrame, protocol: str, *, test_fraction: float = 0.05, seed: int = 0,
-          known_items=None):
+          known_items=None, test_users=None):
     """Split by a named protocol: "last-session", "leave-one-out", "temporal" (each user's last
     ``test_fraction`` of events) or "users" (a random ``test_fraction`` of the users, drawn from
-    ``seed``; ``seed`` is used by no other protocol). Returns (train, test, report).
+    ``seed``, or the given ``test_users`` codes; ``seed`` and ``test_users`` are used by no other
+    protocol). Returns (train, test, report).
 
     Every protocol removes test events whose item has no training event, except items in
     ``known_items`` (codes of an explicit catalogue's items, scored from their features)."""
     choices.check("protocol", protocol, PROTOCOLS)
+    if test_users is not None and protocol != "users":
+        raise DataError(f"given test users need the users protocol, not {protocol!r}")
     kw = {"known_items": known_items}
     if protocol == "last-session":
         return split_last_session(events, **kw)
     if protocol == "leave-one-out":
         return split_leave_one_out(events, **kw)
     if protocol == "users":
-        return split_users(events, test_fraction, seed=seed, **kw)
+        return split_users(events, test_fraction, seed=seed, test_users=test_users, **kw)
     return split_temporal(events, test_fraction, **kw)
 
 

@@ -315,3 +315,31 @@ def test_item_feature_errors(tmp_path, name, content, kw, match):
         (tmp_path / name).write_text(content)
     with pytest.raises(DataError, match=match):
         data.read_item_features(tmp_path / name, **kw)
+
+
+def test_the_hcrnn_repositorys_files_and_their_given_user_split(tmp_path):
+    """Song et al.'s preprocessed files (an unnamed index column, columns in either order, one
+    sequence per user): the log of all three files, and the test file's users as the test part
+    of the "users" protocol."""
+    from hrnn_jax import compare
+    from hrnn_jax.config import DataConfig
+    rows = {"train": [("7", "a", 10.0), ("7", "b", 20.0), ("8", "a", 5.0), ("8", "c", 9.0)],
+            "valid": [("9", "b", 1.0), ("9", "c", 2.0)],
+            "test": [("u5", "a", 3.0), ("u5", "c", 4.0), ("u5", "b", 6.0)]}
+    for part, events in rows.items():
+        lines = ["\tItemId\tSessionId\tTime\titem_idx\tsess_idx"] if part == "test" else \
+            ["\tItemId\tTime\tSessionId\titem_idx\tsess_idx"]
+        for n, (u, i, t) in enumerate(events):
+            lines.append(f"{n}\t{i}\t{u}\t{t}\t1\t0" if part == "test" else
+                         f"{n}\t{i}\t{t}\t{u}\t1\t0")
+        (tmp_path / f"{part}.txt").write_text("\n".join(lines) + "\n")
+    log, test_users = data.read_hcrnn(tmp_path)
+    assert test_users == ["u5"] and log.height == 9
+    assert log.filter(pl.col("user") == "u5")["item"].to_list() == ["a", "c", "b"]
+    prep = compare.prepare(log, DataConfig(protocol="users", min_item_support=1,
+                                           min_session_len=1), test_users=test_users)
+    assert set(prep.encoded.user_ids[prep.test["user"].unique().to_numpy()]) == {"u5"}
+    assert len(prep.rows) == 2  # every step of the test user's sequence but its first
+    (tmp_path / "valid.txt").write_text("\tItemId\tTime\n0\ta\t1.0\n")
+    with pytest.raises(data.DataError, match=r"missing column\(s\) \['SessionId'\]"):
+        data.read_hcrnn(tmp_path)

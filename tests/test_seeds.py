@@ -62,7 +62,8 @@ def fitted(prep):
 
 
 @pytest.mark.parametrize("name,window", [pytest.param("gru", 1, marks=pytest.mark.slow),
-                                         ("gru", 4), ("hrnn-all", 1), ("hrnn-all", 4)])
+                                         ("gru", 4), ("hrnn-all", 1),
+                                         pytest.param("hrnn-all", 4, marks=pytest.mark.slow)])
 def test_vmapped_fit_equals_single_fits(fitted, name, window):
     S, seed = 3, TRAIN["seed"]
     _, many = fitted(name, seed, S, window)
