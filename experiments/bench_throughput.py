@@ -2,13 +2,15 @@
 
     python experiments/bench_throughput.py [--json PATH] [--users 1000] [--epochs 2] [--default-malloc]
         [--sections models,seeds,catalogue,eval] [--precision default|high|highest] [--deterministic]
+        [--models gru,concat,hrnn-init,hrnn-all]
 
 Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with in-batch negatives):
 
 * per model (session GRU, RNN Concat, HRNN Init, HRNN All): training events/s (``training.fit``,
   first call with the compilation left out), the train step's memory (XLA's own accounting of
   arguments + outputs + temporaries) and ``ratio_to_gru``: cost per event relative to the session
-  GRU (> 1 is slower);
+  GRU (> 1 is slower; with ``--models``, relative to the first model named, e.g.
+  ``--models gru,hcrnn-3-bi`` for HCRNN-3+Bi beside GRU4Rec);
 * the wall time of one train step for 1 seed and for 8 seeds in one ``jax.vmap``-ed step, with
   the step's scratch memory and page faults per call;
 * session-GRU training events/s at 1k, 10k and 100k items (row-sparse table updates);
@@ -151,6 +153,9 @@ def main(argv=None):
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help="the models section's models (compare.NEURAL names; the first is the "
+                         "baseline of ratio_to_gru), e.g. gru,concat,hcrnn-3-bi")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma list from {','.join(SECTIONS)} (default: all)")
     ap.add_argument("--precision", choices=precision.MATMUL_PRECISIONS, default="default",
@@ -180,11 +185,11 @@ def run(args, sections):
     prep = prepared(args.users, 1000)
     print(f"data: {prep.info['train_events']} training events, {prep.info['items']} items")
     if "models" in sections:
-        for name in MODELS:
+        for name in args.models.split(","):
             model, eps = fit_speed(name, prep, cfg, args.epochs)
             out["models"][name] = {"events_per_second": eps,
                                    "step_memory_mb": step_memory_mb(model, prep, cfg)}
-        gru = out["models"]["gru"]["events_per_second"]
+        gru = next(iter(out["models"].values()))["events_per_second"]
         print(f"{'model':<10}{'events/s':>12}{'ratio_to_gru':>14}{'step MB':>10}")
         for name, r in out["models"].items():
             r["ratio_to_gru"] = gru / r["events_per_second"]

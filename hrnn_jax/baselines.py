@@ -511,11 +511,15 @@ class SeqMF(MF):
 
 
 BASELINES = {"pop": Pop, "ppop": PersonalPop, "itemknn": ItemKNN, "decayitemknn": DecayItemKNN,
-             "mf": MF, "seqmf": SeqMF}
+             "mf": MF, "seqmf": SeqMF,
+             # Song et al.'s names: S-POP, the most frequent item of the current sequence, is
+             # PersonalPop when a sequence is a user's history (their setting); BPR-MF is MF
+             "spop": PersonalPop, "bprmf": MF}
 
 
 def make_baseline(name: str, **kw):
-    """A baseline by name: "pop", "ppop", "itemknn", "decay-itemknn", "mf" or "seq-mf"
+    """A baseline by name: "pop", "ppop", "itemknn", "decay-itemknn", "mf" or "seq-mf", or
+    Song et al.'s names for two of them, "spop" (PersonalPop) and "bpr-mf" (MF)
     (case-insensitive, "-" and "_" ignored); ``kw`` go to its constructor."""
     key = name.lower().replace("-", "").replace("_", "")
     if key not in BASELINES:

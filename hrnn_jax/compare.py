@@ -23,6 +23,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 import polars as pl
+from flax import linen as nn
 
 from hrnn_jax import (baselines, cells, data, evaluation, hcrnn, meta, models, predict,
                       significance, training, user_cells)
@@ -35,10 +36,10 @@ USER_GRUS = {"user-gru-linear": user_cells.LinearUserGRU,
 HCRNNS = {"hcrnn-1": (1, False), "hcrnn-2": (2, False), "hcrnn-3": (3, False),
           "hcrnn-3-bi": (3, True)}  # Song et al.: variant, bi-channel attention
 NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS) + ("hrnn-meta",) \
-    + tuple(HCRNNS)
+    + tuple(HCRNNS) + ("lstm4rec",)
 # models over each user's whole sequence: their lanes have "user" targets under every protocol
-WHOLE_SEQUENCE = ("concat", "hrnn-meta") + tuple(USER_GRUS) + tuple(HCRNNS)
-MODELS = ("pop", "ppop", "itemknn", "decay-itemknn", "mf", "seq-mf") + NEURAL
+WHOLE_SEQUENCE = ("concat", "hrnn-meta", "lstm4rec") + tuple(USER_GRUS) + tuple(HCRNNS)
+MODELS = ("pop", "ppop", "spop", "itemknn", "decay-itemknn", "mf", "bpr-mf", "seq-mf") + NEURAL
 # Quadrana et al.'s comparison (Table 3): what `hrnn-jax compare` and the demo run by default.
 QUADRANA = ("pop", "ppop", "itemknn", "gru", "concat", "hrnn-init", "hrnn-all")
 # Donkers et al.'s Table 2 (experiments/donkers2017.py).
@@ -154,7 +155,8 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
     the predicted event, Table 5's edges; with ``config.feedback`` each event's value, or its
     type among ``feedback_levels`` types, joins its input); with ``item_features`` ``[N+1, G]`` its decoder mixes
     them in (lambda randomised in training) and ``cold_items`` are scored from them alone. The
-    other models ignore features. ``hcrnn-1|2|3``, ``hcrnn-3-bi``: ``hcrnn.HCRNN`` (Song et al.)
+    other models ignore features. ``lstm4rec``: RNN Concat with flax's ``LSTMCell`` and a
+    learned embedding (Song et al.'s baseline). ``hcrnn-1|2|3``, ``hcrnn-3-bi``: ``hcrnn.HCRNN`` (Song et al.)
     with embedding ``config.embed_dim`` (default: the hidden size), ``config.contexts`` global
     contexts, ``config.kl_weight`` and, for "-bi", the bi-channel attention over the last
     ``config.attention_history`` steps; dropout 0.25 on inputs and 0.5 on the decoder's input
@@ -178,6 +180,10 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
                              dropout_session=cfg.dropout_session, item_features=item_features,
                              cold_items=cold_items, feedback=cfg.feedback != "none",
                              feedback_levels=feedback_levels if cfg.feedback == "event" else 0)
+    if name == "lstm4rec":  # Song et al.'s GRU4Rec variant with an LSTM: flax's LSTMCell
+        return models.SessionRNN(n_items, nn.LSTMCell(cfg.hidden), reset="user",
+                                 embed_dim=cfg.embed_dim or cfg.hidden,
+                                 dropout_session=cfg.dropout_session)
     if name in HCRNNS:
         variant, attention = HCRNNS[name]
         return hcrnn.HCRNN(n_items, embed_dim=cfg.embed_dim or cfg.hidden,
@@ -284,7 +290,7 @@ def run_baseline(name: str, prep: Prepared, config: Config, progress=None) -> Ra
           "seed": config.train.seed}
     kw = {"itemknn": {"neighbours": m.neighbours},
           "decay-itemknn": {"neighbours": m.neighbours, "decay": m.decay},
-          "mf": mf, "seq-mf": {**mf, "window": m.mf_window}}.get(name, {})
+          "mf": mf, "bpr-mf": mf, "seq-mf": {**mf, "window": m.mf_window}}.get(name, {})
     start = time.perf_counter()
     model = baselines.make_baseline(name, **kw).fit(prep.train, prep.encoded.n_items)
     seconds = time.perf_counter() - start

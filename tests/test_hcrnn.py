@@ -195,3 +195,37 @@ def test_an_hcrnn3_cell_runs_as_hrnns_session_cell():
     fit = training.fit(m, frame, cfg, log=None)
     assert np.asarray(fit.params["session"]["drift"]["kernel"]).min() >= 0
     assert fit.history[-1]["loss"] < fit.history[0]["loss"]
+
+
+def test_analyse_groups_the_traced_gates_and_attention_by_step():
+    """hcrnn.analyse against the same trace read by hand (one window holds every user): the
+    drift gate product averaged by whether the step's input changes topic, and the attention
+    weights by distance."""
+    frame = timed_log(seed=5, n_users=4)
+    topics = np.random.default_rng(0).integers(0, 2, frame.height)
+    m = model(history=3)
+    params = perturbed(m.init(jax.random.PRNGKey(3)))
+    got = hcrnn.analyse(m, params, frame, topics, batch_size=4, window=64)
+    lanes = make_lanes(frame, batch_size=4, window=64, targets="user", **lane_options(m))
+    assert len(lanes) == 1
+    batch = lanes.window(0)
+    _, _, info = m.trace(params, m.init_carry(4), batch)
+    g = np.asarray(info["gates"]["r"] * info["gates"]["drift"]).mean(-1)
+    user = frame["user"].to_numpy()
+    groups = {True: [], False: []}
+    by_d, n_d = {k: np.zeros(4) for k in ("local", "temporary")}, np.zeros(4)
+    for b, t in zip(*np.nonzero(batch["valid"])):
+        x = int(batch["event"][b, t]) - 1
+        if user[x - 1] == user[x] and x >= 1:
+            groups[bool(topics[x] != topics[x - 1])].append(g[b, t])
+        first = t - np.flatnonzero(batch["user_start"][b, :t + 1])[-1]  # steps of this user
+        for d in range(min(first, 2) + 1):  # the last 3 steps, the step itself included
+            n_d[d] += 1
+            for k in by_d:
+                by_d[k][d] += np.asarray(info["attention"][k])[b, t, 3 + t - d]
+    assert groups[True] and groups[False]
+    assert got["drift_gate_after_change"] == pytest.approx(np.mean(groups[True]), rel=1e-5)
+    assert got["drift_gate_within_run"] == pytest.approx(np.mean(groups[False]), rel=1e-5)
+    for k in by_d:
+        np.testing.assert_allclose(got["attention_by_distance"][k][:3], by_d[k][:3] / n_d[:3],
+                                   rtol=1e-5)

@@ -1,0 +1,181 @@
+"""Song, Ji, Park & Moon, "Hierarchical Context Enabled Recurrent Neural Network for
+Recommendation" (AAAI 2019): Table 3 and the analyses of Fig. 5a and 6a.
+
+    python experiments/song2019_hcrnn.py [--data PATH --format hcrnn|csv] [--json PATH]
+
+Data: by default a synthetic log with known topics (``synthetic.generate(with_topic=True)``);
+``--data DIR --format hcrnn`` reads the authors' preprocessed files (``train.txt``, ``valid.txt``,
+``test.txt`` of their repository's ``data/<name>/``, given by path, never downloaded) with their
+user split; ``--data FILE --format csv`` any log (columns user, item, time), split by users at
+random. Protocol of the paper: one sequence per user (no session cut), users split about 80/20
+with a share of the training users as validation, every step of a test sequence evaluated (its
+first event has no input), sequences of at least 10 events, items only in test removed; R@3,
+R@20, M@3, M@20.
+
+Models (``hrnn-jax compare --models`` names): ``pop``, ``spop``, ``itemknn``, ``bpr-mf``, ``gru``
+(GRU4Rec over the user's sequence), ``lstm4rec``, ``hcrnn-1``, ``hcrnn-2``, ``hcrnn-3``,
+``hcrnn-3-bi``. NARM and STAMP are not here yet.
+
+Paper settings as defaults: embedding 100, hidden 100, dropout 0.25 on inputs and 0.5 on the
+decoder's input (HCRNN; the GRUs' output dropout 0.5), Adam, full softmax; batch: B lanes of
+windows of L steps (B x L targets a step). The learning rate is 3e-3 (the paper's 1e-3 with
+our lanes left every model under-trained after 20 epochs on CiteULike).
+
+Analyses (``hcrnn.analyse`` on the test users, HCRNN-3+Bi): the mean of r_t * G^(d)_t after a
+topic change and within a run of one topic (Fig. 5a), and the mean attention weight by time
+distance in both channels (Fig. 6a); drawn to ``--plot PATH`` when matplotlib is installed.
+Topics are known for the synthetic log only.
+
+JSON: ``{"models": {name: {"recall@3", "recall@20", "mrr@3", "mrr@20", "events_per_second"}},
+"analysis": {...}, "paper": {...}, "data": {...}, "config": {...}}``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import numpy as np
+import polars as pl
+
+from hrnn_jax import compare, data, evaluation, hcrnn, jsonio, synthetic
+from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+
+MODELS = ("pop", "spop", "itemknn", "bpr-mf", "gru", "lstm4rec", "hcrnn-1", "hcrnn-2",
+          "hcrnn-3", "hcrnn-3-bi")
+# Table 3 of the paper, CiteULike (percent)
+PAPER_CITEULIKE = {
+    "pop": (1.44, 5.78, 0.92, 1.44), "spop": (1.26, 4.99, 0.79, 1.23),
+    "itemknn": (0.00, 6.90, 0.00, 4.79), "bpr-mf": (0.49, 3.15, 0.27, 0.60),
+    "lstm4rec": (7.07, 23.33, 4.93, 6.82), "gru": (8.37, 24.19, 5.98, 7.86),
+    "narm": (7.81, 24.82, 5.40, 7.41), "stamp": (5.09, 21.93, 3.25, 5.22),
+    "hcrnn-1": (8.60, 25.36, 6.18, 8.16), "hcrnn-2": (8.83, 25.10, 6.41, 8.38),
+    "hcrnn-3": (9.21, 25.42, 6.65, 8.61), "hcrnn-3-bi": (9.33, 25.81, 6.74, 8.70)}
+METRICS = ("recall@3", "recall@20", "mrr@3", "mrr@20")
+
+
+def load(args):
+    """``(log, test_users or None, topic of each raw item id or None, source)``."""
+    if args.data is None:
+        log = synthetic.generate(args.users, args.items, n_topics=args.topics, seed=args.seed,
+                                 with_topic=True)
+        topic = dict(zip(log["item"].cast(pl.String).to_list(), log["topic"].to_list()))
+        return (data.read_interactions(log.drop("topic")), None, topic,
+                f"synthetic ({args.users} users, {args.items} items, {args.topics} topics)")
+    if args.format == "hcrnn":
+        log, test_users = data.read_hcrnn(args.data)
+        return log, test_users, None, f"{args.data} (the authors' files and split)"
+    return data.read_interactions(args.data), None, None, args.data
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="a log file, or the authors' data directory")
+    ap.add_argument("--format", choices=("hcrnn", "csv"), default="csv")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--users", type=int, default=1500, help="synthetic users")
+    ap.add_argument("--items", type=int, default=1000, help="synthetic items")
+    ap.add_argument("--topics", type=int, default=20, help="synthetic topics")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--learning-rate", type=float, default=3e-3)
+    ap.add_argument("--hidden", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--window", type=int, default=20)
+    ap.add_argument("--min-item-support", type=int, default=1,
+                    help="the authors' files are filtered already; the paper: 50/50/25")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None, help="draw the analyses here (needs matplotlib)")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in compare.MODELS]
+    if unknown or (args.format == "hcrnn" and args.data is None):
+        print(f"error: unknown model(s) {unknown}; choose from {', '.join(compare.MODELS)}"
+              if unknown else "error: --format hcrnn needs --data DIR", file=sys.stderr)
+        return 2
+    try:
+        log, test_users, topic_of, source = load(args)
+    except data.DataError as err:
+        print(f"error: {data.one_line(err)}", file=sys.stderr)
+        return 1
+    config = Config(
+        data=DataConfig(protocol="users", test_fraction=0.2 if test_users is None else 0.1,
+                        split_seed=args.seed, session_gap=1e12, min_session_len=1,
+                        min_user_events=10, min_item_support=args.min_item_support),
+        model=ModelConfig(hidden=args.hidden, dropout_session=0.5),
+        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, window=args.window,
+                          optimizer="adam", learning_rate=args.learning_rate, loss="full-ce",
+                          patience=args.patience, seed=args.seed),
+        eval=EvalConfig(ks=(3, 20)))
+    prep = compare.prepare(log, config.data, test_users=test_users)
+    info = prep.info
+    print(f"{source}: {info['events']} events, {info['train_users']} train / "
+          f"{info['test_users']} test users, {info['evaluated']} predictions, "
+          f"{prep.encoded.n_items} items")
+    out, fitted = {}, {}
+    for name in names:
+        if name in compare.NEURAL:
+            model, fit = compare.fit_neural(name, prep, config)
+            ranks, speed = compare.evaluate_neural(name, model, fit.params, prep, config), \
+                fit.events_per_second
+            fitted[name] = (model, fit.params)
+        else:
+            ranked = compare.run_baseline(name, prep, config)
+            ranks, speed = ranked.ranks[0], None
+        m = evaluation.metrics_from_ranks(ranks, (3, 20))
+        out[name] = {**{k: m[k] for k in METRICS}, "events_per_second": speed}
+        print(f"{name:<12}" + "".join(f"{100 * m[k]:>8.2f}" for k in METRICS)
+              + (f"{speed:>10.0f} ev/s" if speed else ""), flush=True)
+    analysis = {}
+    if "hcrnn-3-bi" in fitted and topic_of is not None:
+        model, params = fitted["hcrnn-3-bi"]
+        topics = np.array([topic_of[str(i)] for i in
+                           prep.encoded.item_ids[prep.test["item"].to_numpy()]])
+        analysis = hcrnn.analyse(model, params, prep.test, topics,
+                                 batch_size=config.train.batch_size)
+        print(f"r * G^(d): {analysis['drift_gate_after_change']:.4f} after a topic change, "
+              f"{analysis['drift_gate_within_run']:.4f} within a run")
+        if args.plot:
+            plot(analysis, args.plot)
+    print(f"\n{'model':<12}" + "".join(f"{k:>10}" for k in METRICS) + "   paper (CiteULike)")
+    for name, r in out.items():
+        paper = PAPER_CITEULIKE.get(name)
+        print(f"{name:<12}" + "".join(f"{100 * r[k]:>10.2f}" for k in METRICS)
+              + ("   " + " / ".join(f"{v:.2f}" for v in paper) if paper else ""))
+    if args.json:
+        jsonio.write_json(args.json, {
+            "models": out, "analysis": analysis,
+            "paper": {"citeulike": {k: dict(zip(METRICS, v)) for k, v in PAPER_CITEULIKE.items()}},
+            "data": {**info, "source": source},
+            "config": {**config.to_dict(), "models": names}})
+    return 0
+
+
+def plot(analysis: dict, path: str) -> None:
+    """Fig. 5a and 6a of the paper from ``hcrnn.analyse``'s output (skipped without
+    matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    a.bar(["after a topic change", "within a run"],
+          [analysis["drift_gate_after_change"], analysis["drift_gate_within_run"]])
+    a.set_ylabel("mean r * G^(d)")
+    for k, v in analysis["attention_by_distance"].items():
+        b.plot(np.arange(len(v)), v, label=k)
+    b.set_xlabel("time distance")
+    b.set_ylabel("mean attention weight")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
