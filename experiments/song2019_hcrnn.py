@@ -32,7 +32,6 @@ JSON: ``{"models": {name: {"recall@3", "recall@20", "mrr@3", "mrr@20", "events_p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import numpy as np

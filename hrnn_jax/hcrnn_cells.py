@@ -38,8 +38,7 @@ Choices (the paper is silent or the authors' code, github gtshs2/HCRNN, differs)
   projection operator"; the code: clip to [1e-12, inf)).
 * Biases start at zero; weights Glorot-uniform, ``M`` too (as the authors' code).
 
-The input projections (every ``x_t W`` and ``b``, and the step's ``(theta^(k) M^(k)) W_ta``) do
-not depend on the carry: :meth:`HCRNNCell.project` computes them for all steps at once and
+The input projections (every ``x_t W`` and ``b``) do not depend on the carry: :meth:`HCRNNCell.project` computes them for all steps at once and
 :meth:`HCRNNCell.step` is the recurrent part, as ``cells.GRU``. :meth:`HCRNNCell.trace_step`
 returns the gates too (``r``, ``drift``, ``local_gate``, ``alpha``) for the paper's analyses.
 """
@@ -95,24 +94,23 @@ class HCRNNCell(nn.RNNCellBase):
                                   name="drift")
 
     def project(self, inputs):
-        """The carry-free parts of a step, ``[..., D + K] -> [..., D + (D + 3H) + K H]``: the item
-        embedding itself, its projections with the biases, and ``(theta^(k) M^(k)) W_ta`` for
-        every k (Eq. 13), flattened."""
+        """The carry-free parts of a step, ``[..., D + K] -> [..., D + (D + 3H) + K]``: the item
+        embedding itself, its projections with the biases, and theta (its term of Eq. 13,
+        ``(theta^(k) M^(k)) W_ta = theta^(k) (M^(k) W_ta)``, is formed in the step from the
+        K x H product, not stored per step as a ``[K, H]`` block)."""
         D, K = self.context_dim, self.n_contexts
         x = inputs[..., :D]
         if inputs.shape[-1] == D:  # no theta given (e.g. as models.HRNN's session cell): uniform
             theta = jnp.full(inputs.shape[:-1] + (K,), 1.0 / K, inputs.dtype)
         else:
             theta = inputs[..., D:D + K]
-        mem = self.memory @ self.theta_alpha  # [K, H]: M^(k) W_ta
-        att = theta[..., :, None] * mem  # [..., K, H]: (theta^(k) M^(k)) W_ta
-        return jnp.concatenate([x, self.x_in(x), att.reshape(att.shape[:-2] + (-1,))], axis=-1)
+        return jnp.concatenate([x, self.x_in(x), theta], axis=-1)
 
     def _step(self, carry, xp):
         c, h = carry
-        H, D, K = self.features, self.context_dim, self.n_contexts
-        x, xw = xp[..., :D], xp[..., D:2 * D + 3 * H]
-        att = xp[..., 2 * D + 3 * H:].reshape(xp.shape[:-1] + (K, H))
+        H, D = self.features, self.context_dim
+        x, xw, theta = xp[..., :D], xp[..., D:2 * D + 3 * H], xp[..., 2 * D + 3 * H:]
+        att = theta[..., :, None] * (self.memory @ self.theta_alpha)  # (theta^(k) M^(k)) W_ta
         hw = self.h_in(h)
         score = jax.nn.sigmoid((h @ self.h_alpha)[..., None, :] + att) @ self.v_alpha  # (13)
         alpha = jax.nn.softmax(score[..., 0], axis=-1)  # [B, K]

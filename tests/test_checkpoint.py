@@ -476,6 +476,7 @@ def test_hrnn_meta_with_feedback_from_the_value_column(tmp_path, capsys, log_csv
     assert rc != 0 and "--value-col" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # the event-type channel itself is in test_meta's per-user reference test
 def test_hrnn_meta_with_the_event_type_as_feedback(tmp_path, capsys, log_csv):
     """--feedback event: each event's type (--event-col) is a categorical input, a learned row
     per type (the codes 0..K-1 in sorted order of the names); the checkpoint keeps the codes,

@@ -112,11 +112,14 @@ def test_deterministic_and_precision_flags_in_a_fresh_process(tmp_path, csv_path
         assert res["models"]["gru"][k] == first[k]
 
 
-def test_hrnn_options_reach_the_model(capsys, tmp_path, csv_path):
+@pytest.mark.parametrize("options", [
+    (["--context-gates", "rzn"], ["--activation", "tanh"]),
+    pytest.param((["--first-session", "zero"], ["--context-grad", "session"]),
+                 marks=pytest.mark.slow)])
+def test_hrnn_options_reach_the_model(capsys, tmp_path, csv_path, options):
     base = ["--models", "hrnn-all", "--ks", "5", "--min-item-support", "2", *TINY]
     got = {}
-    for extra in ([], ["--context-gates", "rzn"], ["--first-session", "zero"],
-                  ["--context-grad", "session"], ["--activation", "tanh"]):
+    for extra in ([], *options):
         path = tmp_path / f"{len(got)}.json"
         code, _, err = run_cli(capsys, "compare", csv_path, *base, *extra, "--json", path)
         assert code == 0, err

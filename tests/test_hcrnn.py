@@ -58,7 +58,9 @@ def user_reference(m, params, frame, u):
     return out
 
 
-@pytest.mark.parametrize("variant,attention", [(3, True), (1, True), (2, False)])
+# HCRNN-1's cell differs from the others' only inside the step (tested in test_hcrnn_cells)
+@pytest.mark.parametrize("variant,attention", [(3, True), (2, False),
+                                               pytest.param(1, True, marks=pytest.mark.slow)])
 def test_scan_matches_a_per_user_loop(variant, attention):
     """3 lanes, windows of 4 (users cross windows and lanes), history 4 < most users' lengths:
     the buffer carries exactly the last steps across windows and is cleared at a new user."""
