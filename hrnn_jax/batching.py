@@ -147,6 +147,13 @@ def lane_options(model) -> dict:
             "close_at": getattr(model, "close_at", "never")}
 
 
+def field_columns(model) -> tuple[str, ...]:
+    """The frame columns that the model's per-step fields read (``EXTRA_FIELDS``), sorted:
+    what a frame must keep beside user, item and session for this model (HRNN-meta: time, and
+    value or event_code with feedback)."""
+    return tuple(sorted({EXTRA_FIELDS[f][0] for f in lane_options(model)["fields"]}))
+
+
 def _extra(frame: pl.DataFrame, name: str, src: np.ndarray) -> np.ndarray:
     """Optional per-step field ``name`` for the steps whose input events are ``src``."""
     column, value = EXTRA_FIELDS[name]

@@ -48,7 +48,7 @@ import orbax.checkpoint as ocp
 import polars as pl
 
 from hrnn_jax import compare, data, evaluation, jsonio, models, optim, predict, training
-from hrnn_jax.batching import EXTRA_FIELDS, lane_options
+from hrnn_jax.batching import field_columns, lane_options
 from hrnn_jax.config import Config, ConfigError, DataConfig, EvalConfig
 from hrnn_jax.models import score_items
 
@@ -70,9 +70,7 @@ def _reads_time(model) -> bool:
 def _train_columns(model) -> tuple[str, ...]:
     """The columns of the training events a checkpoint keeps: the codes, and the columns of the
     per-step fields the model reads (HRNN-meta: times; values with feedback)."""
-    read = {EXTRA_FIELDS[f][0] for f in lane_options(model)["fields"]}
-    return ("user", "item", "session") + tuple(c for c in ("time", "value", "event_code")
-                                               if c in read)
+    return ("user", "item", "session") + field_columns(model)
 
 
 class CheckpointError(data.DataError):

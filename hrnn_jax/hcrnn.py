@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnn_jax import precision
+from hrnn_jax import cells, precision
 from hrnn_jax.hcrnn_cells import HCRNNCell
 from hrnn_jax.models import Params, dropout_mask, gru4rec_uniform
 
@@ -170,8 +170,7 @@ class HCRNN:
         cell, p = self.session_cell, {"params": params["session"]}
         B = xp.shape[0]
         zero = cell.initialize_carry(None, (B, self.embed_dim + self.n_contexts))
-        select = lambda m, a, b: jax.tree_util.tree_map(  # noqa: E731
-            lambda u, v: jnp.where(m[:, None], u, v), a, b)
+        select = cells.select
 
         def body(s, inp):
             x_t, new, ok = inp

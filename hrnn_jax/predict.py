@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from hrnn_jax import cells, evaluation
-from hrnn_jax.batching import EXTRA_FIELDS, lane_options, make_lanes
+from hrnn_jax.batching import field_columns, lane_options, make_lanes
 from hrnn_jax.models import Model, apply_with_aux, score_items, scoring_params
 
 
@@ -171,8 +171,7 @@ def final_states(model: Model, params, frame: pl.DataFrame, *, n_users: int | No
     """
     # the columns of the model's per-step fields too (HRNN-meta: time); the placeholder copies
     # the last event's, so its gap is 0 s: the output is for an event right after the last one
-    read = sorted({EXTRA_FIELDS[f][0] for f in lane_options(model)["fields"]})
-    cols = frame.select("user", "item", "session", *read)
+    cols = frame.select("user", "item", "session", *field_columns(model))
     ends = (cols.group_by("user", maintain_order=True).last()
             .with_columns(pl.lit(1, cols.schema["item"]).alias("item")))
     padded = (pl.concat([cols.with_columns(_end=pl.lit(False)),
@@ -274,7 +273,7 @@ def states_by_gap(model: Model, params, history: pl.DataFrame, gaps, *,
         raise ValueError("recommend_by_gap needs a history of at least one event")
     if gaps.size == 0 or np.any(~np.isfinite(gaps)) or np.any(gaps < 0):
         raise ValueError(f"gaps must be finite and >= 0 seconds, got {gaps.tolist()}")
-    read = sorted({EXTRA_FIELDS[f][0] for f in lane_options(model)["fields"]} - {"time"})
+    read = [c for c in field_columns(model) if c != "time"]
     hist = history.select("item", "time", "session", *read)  # and e.g. the values (feedback)
     last = hist.tail(1)
     frames = [pl.concat([hist, last.with_columns(pl.col("time") + g)]).with_columns(

@@ -54,7 +54,7 @@ from typing import Callable
 import numpy as np
 import polars as pl
 
-from hrnn_jax import cells, data, evaluation, meta, models, predict, training
+from hrnn_jax import cells, data, evaluation, meta, meta_baselines, models, predict, training
 from hrnn_jax.config import TrainConfig
 
 TABLE2_PAPER = {"none": 100.0, "item": 54.0, "seq": 3.0, "all": 1.0}
@@ -237,8 +237,7 @@ def table2(n_sequences: int = 1000, *, seed: int = 0, hidden: int = 32,
     """Train Table 2's rows and measure them: ``{"models": {row: {"ppl", "n", "catalogue"}},
     "data": info}``; the perplexity is over every bet of the test sequences."""
     encoded, tr, te, item_f, user_f, info = table2_data(n_sequences, seed=seed)
-    user = te["user"].to_numpy()
-    events = np.flatnonzero(np.r_[False, user[1:] == user[:-1]])  # every bet (not the start)
+    events = meta_baselines.consecutive_pairs(te)["row"]  # every bet (not the start event)
     info = {**info, "evaluated": int(len(events))}
     out = {}
     for name, model in table2_models(encoded.n_items, hidden, item_f, user_f).items():
