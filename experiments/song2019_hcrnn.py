@@ -102,7 +102,10 @@ def main(argv=None) -> int:
     config = Config(
         data=DataConfig(protocol="users", test_fraction=0.2 if test_users is None else 0.1,
                         split_seed=args.seed, session_gap=1e12, min_session_len=1,
-                        min_user_events=10, min_item_support=args.min_item_support),
+                        # the authors' files are filtered already (some of their sequences are
+                        # shorter than 10 after their item filter): nothing is dropped there
+                        min_user_events=1 if test_users is not None else 10,
+                        min_item_support=args.min_item_support),
         model=ModelConfig(hidden=args.hidden, dropout_session=0.5),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, window=args.window,
                           optimizer="adam", learning_rate=args.learning_rate, loss="full-ce",
