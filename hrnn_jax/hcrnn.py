@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnn_jax import cells, precision
+from hrnn_jax import cells, losses, precision
 from hrnn_jax.hcrnn_cells import HCRNNCell
 from hrnn_jax.models import Params, dropout_mask, gru4rec_uniform
 
@@ -170,16 +170,14 @@ class HCRNN:
         cell, p = self.session_cell, {"params": params["session"]}
         B = xp.shape[0]
         zero = cell.initialize_carry(None, (B, self.embed_dim + self.n_contexts))
-        select = cells.select
-
         def body(s, inp):
             x_t, new, ok = inp
-            s = select(new, zero, s)
+            s = cells.select(new, zero, s)
             if trace:
                 s_new, h, gates = cell.apply(p, s, x_t, method="trace_step")
             else:
                 (s_new, h), gates = cell.apply(p, s, x_t, method="step"), None
-            return select(ok, s_new, s), (s_new, h, gates)
+            return cells.select(ok, s_new, s), (s_new, h, gates)
 
         state, (cs, hs, gates) = jax.lax.scan(
             body, carry, (jnp.swapaxes(xp, 0, 1), batch["user_start"].T, batch["valid"].T))
@@ -218,7 +216,6 @@ class HCRNN:
 
     def _forward(self, params, carry, batch, rng, train, trace=False):
         r_in, r_f, r_theta, r_out = jax.random.split(rng, 4) if rng is not None else (None,) * 4
-        D = self.embed_dim
         e = precision.take_rows(params["item_in"], batch["item"])  # [B, L, D]
         means, s, n = self._prefix_means(carry, e, batch)
         m_f = dropout_mask(r_f, self.dropout_input, means.shape, train)
@@ -237,9 +234,7 @@ class HCRNN:
             z = h
         m_out = dropout_mask(r_out, self.dropout_output, z.shape, train)
         y = (z if m_out is None else z * m_out) @ params["decoder"]  # W_B [...] (28)
-        has = batch["target"] > 0
-        kl_mean = jnp.where(has, kl, 0.0).sum() / jnp.maximum(has.sum(), 1)
-        assert y.shape[-1] == D
+        kl_mean = losses.target_mean(kl, batch["target"])
         return new, y, kl_mean, {"gates": gates, "attention": weights, "theta": theta}
 
     def apply(self, params, carry, batch, *, rng=None, train=False):

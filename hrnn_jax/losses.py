@@ -84,8 +84,15 @@ def ranking_loss(kind: str, scores, target, negatives):
         row = lse - pos
     else:
         raise ValueError(f"unknown sampled loss {kind!r}; choose from {LOSSES}")
+    return target_mean(row, target)
+
+
+def target_mean(per_step, target):
+    """The mean of ``per_step [B, L]`` over the steps with a target (``target > 0``); 0 when there
+    is none. Every per-step loss term is averaged this way (ranking losses, HRNN-meta's rating
+    error, HCRNN's KL)."""
     has = target > 0
-    return jnp.where(has, row, 0.0).sum() / jnp.maximum(has.sum(), 1)
+    return jnp.where(has, per_step, 0.0).sum() / jnp.maximum(has.sum(), 1)
 
 
 def full_cross_entropy(params, y, target, activation: Activation = "linear"):
@@ -98,5 +105,4 @@ def full_cross_entropy(params, y, target, activation: Activation = "linear"):
     logits = jnp.where(cols == 0, NEG_INF, logits)
     logp = jax.nn.log_softmax(logits, axis=-1)
     row = -jnp.where(cols == target[..., None], logp, 0.0).sum(-1)
-    has = target > 0
-    return jnp.where(has, row, 0.0).sum() / jnp.maximum(has.sum(), 1)
+    return target_mean(row, target)

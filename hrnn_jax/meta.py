@@ -92,7 +92,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnn_jax import cells, choices, precision
+from hrnn_jax import cells, choices, losses, precision
 from hrnn_jax.models import ITEM_TABLES, Params, Reset, SessionRNN
 from hrnn_jax.tcn import TCN
 
@@ -317,9 +317,8 @@ class HRNNMeta(SessionRNN):
             y = self._output(jnp.swapaxes(y, 0, 1), rng, train)
         if not (train and self.rating_weight > 0):
             return carry, y
-        has = batch["target"] > 0
         err = self.predict_ratings(params, y, batch["target"]) - batch["rating"]
-        mse = jnp.where(has, err**2, 0.0).sum() / jnp.maximum(has.sum(), 1)
+        mse = losses.target_mean(err**2, batch["target"])
         return carry, y, {"rating": self.rating_weight * mse}
 
     def predict_ratings(self, params, y, items):
