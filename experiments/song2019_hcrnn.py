@@ -7,19 +7,24 @@ Data: by default a synthetic log with known topics (``synthetic.generate(with_to
 ``--data DIR --format hcrnn`` reads the authors' preprocessed files (``train.txt``, ``valid.txt``,
 ``test.txt`` of their repository's ``data/<name>/``, given by path, never downloaded) with their
 user split; ``--data FILE --format csv`` any log (columns user, item, time), split by users at
-random. Protocol of the paper: one sequence per user (no session cut), users split about 80/20
+random; ``--data ratings.dat --format movielens [--max-rating-only]`` a MovieLens ratings file
+(``.dat`` or ``.csv``), with ``--max-rating-only`` only its maximum ratings as the paper (binary
+implicit feedback). Protocol of the paper: one sequence per user (no session cut), users split about 80/20
 with a share of the training users as validation, every step of a test sequence evaluated (its
 first event has no input), sequences of at least 10 events, items only in test removed; R@3,
 R@20, M@3, M@20.
 
 Models (``hrnn-jax compare --models`` names): ``pop``, ``spop``, ``itemknn``, ``bpr-mf``, ``gru``
-(GRU4Rec over the user's sequence), ``lstm4rec``, ``hcrnn-1``, ``hcrnn-2``, ``hcrnn-3``,
-``hcrnn-3-bi``. NARM and STAMP are not here yet.
+(GRU4Rec over the user's sequence), ``lstm4rec``, ``narm``, ``stamp`` (the attention baselines,
+``hrnn_jax.session_attention``), ``hcrnn-1``, ``hcrnn-2``, ``hcrnn-3``, ``hcrnn-3-bi``; and ``hrnn-hcrnn-3``, Quadrana et al.'s
+HRNN with an HCRNN-3 session cell (the cells compose; not a row of the paper's table).
 
 Paper settings as defaults: embedding 100, hidden 100, dropout 0.25 on inputs and 0.5 on the
-decoder's input (HCRNN; the GRUs' output dropout 0.5), Adam, full softmax; batch: B lanes of
-windows of L steps (B x L targets a step). The learning rate is 3e-3 (the paper's 1e-3 with
-our lanes left every model under-trained after 20 epochs on CiteULike).
+decoder's input (HCRNN and NARM; the GRUs' output dropout 0.5; STAMP none, as the authors' code),
+Adam at the paper's 1e-3 (STAMP 5e-3) unless ``--learning-rate`` is given, full softmax, at most
+200 epochs with early stopping after 10 without a better validation MRR@20 (the authors' code
+watches R@20); batch: B = 50 lanes of windows of L = 20 steps, 1,000 targets a step (the paper's
+batch is 512 prefixes, one target each).
 
 Analyses (``hcrnn.analyse`` on the test users, HCRNN-3+Bi): the mean of r_t * G^(d)_t after a
 topic change and within a run of one topic (Fig. 5a), and the mean attention weight by time
@@ -27,21 +32,27 @@ distance in both channels (Fig. 6a); drawn to ``--plot PATH`` when matplotlib is
 Topics are known for the synthetic log only.
 
 JSON: ``{"models": {name: {"recall@3", "recall@20", "mrr@3", "mrr@20", "events_per_second"}},
-"analysis": {...}, "paper": {...}, "data": {...}, "config": {...}}``.
+"analysis": {...}, "tests": {name: significance against gru}, "checks": {...}, "paper": {...},
+"data": {...}, "config": {...}}``. ``checks`` holds the paper's claims as measured here:
+``hcrnn_3_bi_beats_gru`` (``{"recall@20": bool, "mrr@20": bool}``, with both models run) and
+``drift_gate_smaller_after_change`` (with the analysis), each absent when it cannot be judged.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
 import polars as pl
 
-from hrnn_jax import compare, data, evaluation, hcrnn, jsonio, synthetic
+from hrnn_jax import (compare, data, evaluation, hcrnn, jsonio, rating_tables, significance,
+                      synthetic)
 from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 
-MODELS = ("pop", "spop", "itemknn", "bpr-mf", "gru", "lstm4rec", "hcrnn-1", "hcrnn-2",
-          "hcrnn-3", "hcrnn-3-bi")
+MODELS = ("pop", "spop", "itemknn", "bpr-mf", "gru", "lstm4rec", "narm", "stamp", "hcrnn-1",
+          "hcrnn-2", "hcrnn-3", "hcrnn-3-bi", "hrnn-hcrnn-3")
+LEARNING_RATE = {"stamp": 5e-3}  # the paper's, for the others 1e-3
 # Table 3 of the paper, CiteULike (percent)
 PAPER_CITEULIKE = {
     "pop": (1.44, 5.78, 0.92, 1.44), "spop": (1.26, 4.99, 0.79, 1.23),
@@ -51,6 +62,7 @@ PAPER_CITEULIKE = {
     "hcrnn-1": (8.60, 25.36, 6.18, 8.16), "hcrnn-2": (8.83, 25.10, 6.41, 8.38),
     "hcrnn-3": (9.21, 25.42, 6.65, 8.61), "hcrnn-3-bi": (9.33, 25.81, 6.74, 8.70)}
 METRICS = ("recall@3", "recall@20", "mrr@3", "mrr@20")
+REFERENCE = "gru"  # the significance tests compare every model with GRU4Rec, as the paper
 
 
 def load(args):
@@ -64,6 +76,8 @@ def load(args):
     if args.format == "hcrnn":
         log, test_users = data.read_hcrnn(args.data)
         return log, test_users, None, f"{args.data} (the authors' files and split)"
+    if args.format == "movielens":
+        return rating_tables.read_movielens_ratings(args.data), None, None, args.data
     return data.read_interactions(args.data), None, None, args.data
 
 
@@ -71,14 +85,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="a log file, or the authors' data directory")
-    ap.add_argument("--format", choices=("hcrnn", "csv"), default="csv")
+    ap.add_argument("--format", choices=("hcrnn", "csv", "movielens"), default="csv",
+                    help="movielens: a ratings.dat or ratings.csv file")
+    ap.add_argument("--max-rating-only", action="store_true",
+                    help="--format movielens: keep only the maximum rating (the paper's MovieLens)")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--users", type=int, default=1500, help="synthetic users")
     ap.add_argument("--items", type=int, default=1000, help="synthetic items")
     ap.add_argument("--topics", type=int, default=20, help="synthetic topics")
-    ap.add_argument("--epochs", type=int, default=60)
-    ap.add_argument("--patience", type=int, default=5)
-    ap.add_argument("--learning-rate", type=float, default=3e-3)
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--learning-rate", type=float, default=None,
+                    help="Adam's step for every model (default: the paper's, 1e-3; STAMP 5e-3)")
     ap.add_argument("--hidden", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--window", type=int, default=20)
@@ -90,9 +108,13 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in compare.MODELS]
-    if unknown or (args.format == "hcrnn" and args.data is None):
-        print(f"error: unknown model(s) {unknown}; choose from {', '.join(compare.MODELS)}"
-              if unknown else "error: --format hcrnn needs --data DIR", file=sys.stderr)
+    problem = (f"unknown model(s) {unknown}; choose from {', '.join(compare.MODELS)}" if unknown
+               else f"--format {args.format} needs --data" if args.format != "csv"
+               and args.data is None
+               else "--max-rating-only needs --format movielens"
+               if args.max_rating_only and args.format != "movielens" else None)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         log, test_users, topic_of, source = load(args)
@@ -105,27 +127,31 @@ def main(argv=None) -> int:
                         # the authors' files are filtered already (some of their sequences are
                         # shorter than 10 after their item filter): nothing is dropped there
                         min_user_events=1 if test_users is not None else 10,
-                        min_item_support=args.min_item_support),
+                        min_item_support=args.min_item_support,
+                        max_value_only=args.max_rating_only),
         model=ModelConfig(hidden=args.hidden, dropout_session=0.5),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, window=args.window,
-                          optimizer="adam", learning_rate=args.learning_rate, loss="full-ce",
-                          patience=args.patience, seed=args.seed),
+                          optimizer="adam", learning_rate=args.learning_rate or 1e-3,
+                          loss="full-ce", patience=args.patience, seed=args.seed),
         eval=EvalConfig(ks=(3, 20)))
     prep = compare.prepare(log, config.data, test_users=test_users)
     info = prep.info
     print(f"{source}: {info['events']} events, {info['train_users']} train / "
           f"{info['test_users']} test users, {info['evaluated']} predictions, "
           f"{prep.encoded.n_items} items")
-    out, fitted = {}, {}
+    out, fitted, all_ranks = {}, {}, {}
     for name in names:
         if name in compare.NEURAL:
-            model, fit = compare.fit_neural(name, prep, config)
+            lr = args.learning_rate or LEARNING_RATE.get(name, 1e-3)
+            model, fit = compare.fit_neural(name, prep, dataclasses.replace(
+                config, train=dataclasses.replace(config.train, learning_rate=lr)))
             ranks, speed = compare.evaluate_neural(name, model, fit.params, prep, config), \
                 fit.events_per_second
             fitted[name] = (model, fit.params)
         else:
             ranked = compare.run_baseline(name, prep, config)
             ranks, speed = ranked.ranks[0], None
+        all_ranks[name] = ranks
         m = evaluation.metrics_from_ranks(ranks, (3, 20))
         out[name] = {**{k: m[k] for k in METRICS}, "events_per_second": speed}
         print(f"{name:<12}" + "".join(f"{100 * m[k]:>8.2f}" for k in METRICS)
@@ -141,18 +167,47 @@ def main(argv=None) -> int:
               f"{analysis['drift_gate_within_run']:.4f} within a run")
         if args.plot:
             plot(analysis, args.plot)
+    checks = claims(out, analysis)
+    tests = {}
+    if REFERENCE in all_ranks and len(all_ranks) > 1:  # one sequence per user: pairs are users
+        tests = significance.against_reference(
+            all_ranks, REFERENCE, significance.row_sessions(prep.stream, prep.rows), (3, 20))
     print(f"\n{'model':<12}" + "".join(f"{k:>10}" for k in METRICS) + "   paper (CiteULike)")
     for name, r in out.items():
         paper = PAPER_CITEULIKE.get(name)
-        print(f"{name:<12}" + "".join(f"{100 * r[k]:>10.2f}" for k in METRICS)
+        t = tests.get(name, {}).get("t_test_p_value", {})
+        print(f"{name:<12}" + "".join(f"{100 * r[k]:>8.2f}{significance.marks(t.get(k)):<2}"
+                                      for k in METRICS)
               + ("   " + " / ".join(f"{v:.2f}" for v in paper) if paper else ""))
+    if tests:
+        print(f"* p < 0.05, ** p < 0.01: {significance.T_TEST} against {REFERENCE}, one pair "
+              f"per test user (the Wilcoxon test's p-values are in the JSON)")
+    if checks:
+        print("the paper's claims here: " + "; ".join(
+            f"{name} {v}" if isinstance(v, bool) else
+            f"{name} " + ", ".join(f"{k} {b}" for k, b in v.items())
+            for name, v in checks.items()))
     if args.json:
         jsonio.write_json(args.json, {
-            "models": out, "analysis": analysis,
+            "models": out, "analysis": analysis, "tests": tests, "checks": checks,
             "paper": {"citeulike": {k: dict(zip(METRICS, v)) for k, v in PAPER_CITEULIKE.items()}},
             "data": {**info, "source": source},
             "config": {**config.to_dict(), "models": names}})
     return 0
+
+
+def claims(out: dict, analysis: dict) -> dict:
+    """The paper's claims judged on this run: HCRNN-3+Bi above GRU4Rec on R@20 and M@20, and the
+    drift gate r * G^(d) smaller after a topic change than within a run (Fig. 5a)."""
+    checks = {}
+    if "hcrnn-3-bi" in out and "gru" in out:
+        checks["hcrnn_3_bi_beats_gru"] = {k: bool(out["hcrnn-3-bi"][k] > out["gru"][k])
+                                          for k in ("recall@20", "mrr@20")}
+    after, within = (analysis.get(k) for k in ("drift_gate_after_change",
+                                               "drift_gate_within_run"))
+    if after is not None and within is not None and after == after and within == within:
+        checks["drift_gate_smaller_after_change"] = bool(after < within)
+    return checks
 
 
 def plot(analysis: dict, path: str) -> None:

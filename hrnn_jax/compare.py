@@ -25,8 +25,8 @@ import numpy as np
 import polars as pl
 from flax import linen as nn
 
-from hrnn_jax import (baselines, cells, data, evaluation, hcrnn, meta, models, predict,
-                      significance, training, user_cells)
+from hrnn_jax import (baselines, cells, data, evaluation, hcrnn, hcrnn_cells, meta, models,
+                      predict, session_attention, significance, training, user_cells)
 from hrnn_jax.config import Config, DataConfig, ModelConfig
 from hrnn_jax.progress import tagged
 
@@ -36,9 +36,10 @@ USER_GRUS = {"user-gru-linear": user_cells.LinearUserGRU,
 HCRNNS = {"hcrnn-1": (1, False), "hcrnn-2": (2, False), "hcrnn-3": (3, False),
           "hcrnn-3-bi": (3, True)}  # Song et al.: variant, bi-channel attention
 NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS) + ("hrnn-meta",) \
-    + tuple(HCRNNS) + ("lstm4rec",)
+    + tuple(HCRNNS) + ("hrnn-hcrnn-3", "lstm4rec", "narm", "stamp")
 # models over each user's whole sequence: their lanes have "user" targets under every protocol
-WHOLE_SEQUENCE = ("concat", "hrnn-meta", "lstm4rec") + tuple(USER_GRUS) + tuple(HCRNNS)
+WHOLE_SEQUENCE = ("concat", "hrnn-meta", "lstm4rec", "narm", "stamp") + tuple(USER_GRUS) \
+    + tuple(HCRNNS)
 MODELS = ("pop", "ppop", "spop", "itemknn", "decay-itemknn", "mf", "bpr-mf", "seq-mf") + NEURAL
 # Quadrana et al.'s comparison (Table 3): what `hrnn-jax compare` and the demo run by default.
 QUADRANA = ("pop", "ppop", "itemknn", "gru", "concat", "hrnn-init", "hrnn-all")
@@ -84,7 +85,9 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig(), *,
             test_users=None) -> Prepared:
     """From a validated log (``data.read_interactions``) to train/test parts and evaluation rows.
 
-    Sessionise, drop repeated interactions within sessions (``config.dedupe``; off by default),
+    Keep only the events at the maximum value (``config.max_value_only``: Song et al.'s MovieLens;
+    off by default), sessionise, drop repeated interactions within sessions (``config.dedupe``;
+    off by default),
     filter, encode, split by ``config.protocol``, and restrict the catalogue to the items of the
     training part (``data.restrict_items``): every model ranks the same N items.
 
@@ -98,8 +101,10 @@ def prepare(raw: pl.DataFrame, config: DataConfig = DataConfig(), *,
     part, e.g. only in removed test events}; so ``items`` = N + ``removed_items``.
     """
     cfg = config
-    frame = data.sessionize(raw, cfg.session_gap)
     repeats = {}
+    if cfg.max_value_only:
+        raw, repeats["below_max_value"] = data.keep_max_value(raw)
+    frame = data.sessionize(raw, cfg.session_gap)
     if cfg.dedupe:
         frame, repeats["repeated_in_session"] = data.dedupe_sessions(frame)
     frame, dropped = data.filter_interactions(
@@ -160,7 +165,12 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
     with embedding ``config.embed_dim`` (default: the hidden size), ``config.contexts`` global
     contexts, ``config.kl_weight`` and, for "-bi", the bi-channel attention over the last
     ``config.attention_history`` steps; dropout 0.25 on inputs and 0.5 on the decoder's input
-    as the paper."""
+    as the paper. ``narm``, ``stamp``: ``session_attention.NARM`` (a GRU of ``config.hidden``
+    units) and ``session_attention.STAMP``, Song et al.'s attention baselines, with embedding
+    ``config.embed_dim`` (default: the hidden size) and attention over the last
+    ``config.attention_history`` steps. ``hrnn-hcrnn-3``: ``models.HRNN`` (Init) with an HCRNN-3
+    session cell (no theta is inferred there: every global context weighs the same, see
+    ``hrnn_jax.hcrnn_cells``) and a GRU user cell."""
     cfg = config
     if name == "gru":
         return models.SessionRNN(n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
@@ -184,12 +194,25 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
         return models.SessionRNN(n_items, nn.LSTMCell(cfg.hidden), reset="user",
                                  embed_dim=cfg.embed_dim or cfg.hidden,
                                  dropout_session=cfg.dropout_session)
+    if name == "hrnn-hcrnn-3":  # composability: HRNN Init with an HCRNN-3 session cell
+        D = cfg.embed_dim or cfg.hidden
+        return models.HRNN(n_items, hcrnn_cells.HCRNNCell(cfg.hidden, context_dim=D,
+                                                          n_contexts=cfg.contexts, variant=3),
+                           user_cell=cells.GRU(cfg.hidden), mode="init", embed_dim=D,
+                           dropout_session=cfg.dropout_session, dropout_user=cfg.dropout_user,
+                           dropout_init=cfg.dropout_init)
     if name in HCRNNS:
         variant, attention = HCRNNS[name]
         return hcrnn.HCRNN(n_items, embed_dim=cfg.embed_dim or cfg.hidden,
                            hidden_units=cfg.hidden, n_contexts=cfg.contexts, variant=variant,
                            attention=attention, history=cfg.attention_history,
                            kl_weight=cfg.kl_weight)
+    if name == "narm":
+        return session_attention.NARM(n_items, embed_dim=cfg.embed_dim or cfg.hidden,
+                                      hidden_units=cfg.hidden, history=cfg.attention_history)
+    if name == "stamp":
+        return session_attention.STAMP(n_items, embed_dim=cfg.embed_dim or cfg.hidden,
+                                       history=cfg.attention_history)
     if name in USER_GRUS:
         if n_users is None:
             raise ValueError(f"{name} has a user table: build_model needs n_users")

@@ -96,6 +96,9 @@ class DataConfig(_Checked):
     dedupe: bool = field(False, "drop repeated interactions with the same item (and type, with "
                                 "--event-col) within a session, keeping the first (Quadrana et "
                                 "al. 4.1)")
+    max_value_only: bool = field(False, "keep only the events at the log's maximum --value-col, "
+                                        "e.g. ratings as implicit feedback (Song et al.'s "
+                                        "MovieLens: the maximum rating)")
     min_item_support: int = field(5, "drop items with fewer events", min=1)
     min_session_len: int = field(2, "drop sessions with fewer events", min=1)
     min_sessions: int = field(1, "drop users with fewer sessions", min=1)
@@ -156,7 +159,7 @@ class ModelConfig(_Checked):
     contexts: int = field(50, "HCRNN: global contexts K (50 as the authors' code)", min=1)
     kl_weight: float = field(0.001, "HCRNN: weight of the KL term of theta's inference "
                                     "(0.001 as the authors' code)", min=0.0)
-    attention_history: int = field(50, "HCRNN +Bi: past steps the bi-channel attention reads",
+    attention_history: int = field(50, "HCRNN +Bi, NARM, STAMP: past steps the attention reads",
                                    min=1)
     feedback: Feedback = field("none", "hrnn-meta: feedback joined to the input: each event's "
                                        "value (--value-col: a rating) or its type (--event-col: "

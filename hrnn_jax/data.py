@@ -449,6 +449,21 @@ def dedupe_sessions(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
     return kept, df.height - kept.height
 
 
+def keep_max_value(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """Only the events whose ``value`` is the log's maximum: explicit ratings made binary
+    implicit feedback, as Song et al. (2019) treat MovieLens ("activating only the maximum
+    rating"). Row order is kept.
+
+    Returns:
+      (the kept events, number of events dropped).
+    """
+    if "value" not in df.columns:
+        raise DataError("keeping the maximum rating needs a 'value' column (the ratings)")
+    top = df["value"].max()
+    kept = df.filter(pl.col("value") == top)
+    return kept, df.height - kept.height
+
+
 def filter_interactions(df: pl.DataFrame, *, min_item_support: int = 5, min_session_len: int = 2,
                         min_sessions: int = 1, min_user_events: int = 1
                         ) -> tuple[pl.DataFrame, dict[str, int]]:

@@ -500,3 +500,19 @@ def test_hrnn_meta_with_the_event_type_as_feedback(tmp_path, capsys, log_csv):
     rc, _, err = run_cli(capsys, "train", log_csv, "--model", "hrnn-meta", "--feedback",
                          "event", "--epochs", "1", "--out", tmp_path / "none", *FLAGS)
     assert rc != 0 and "--event-col" in err
+
+
+def test_hcrnn_saves_and_recommends_with_its_attention_history(tmp_path, prep):
+    """HCRNN-3+Bi (its carry holds a running mean and an attention buffer, its decoder is tied)
+    round-trips bit for bit, and a loaded model recommends what ``predict.recommend`` gives."""
+    cfg = dataclasses.replace(config(1), model=ModelConfig(hidden=8, contexts=3,
+                                                           attention_history=4))
+    trained = checkpoint.train(prep, "hcrnn-3-bi", cfg, out=tmp_path / "m", log=None)
+    loaded = checkpoint.load(tmp_path / "m")
+    assert loaded.model == trained.model and loaded.targets == "user"
+    assert_same_run(loaded, trained)
+    user = prep.encoded.user_ids[5]
+    history = [item for s in training_sessions(prep, 5) for item in s]  # one sequence
+    got = loaded.recommend(user, k=5)
+    assert got["item"].to_list() == predict.recommend(
+        trained.model, trained.params, prep.encoded, [history], k=5, targets="user")

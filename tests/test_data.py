@@ -385,3 +385,23 @@ def test_combine_order_and_summary():
     assert both.select("user", "item", "is_test").rows() == [
         (0, 2, False), (0, 3, False), (0, 2, True), (1, 1, False), (1, 1, True)]
     assert data.summary(both) == {"users": 2, "items": 3, "sessions": 2, "events": 5}
+
+
+def test_keep_max_value_keeps_the_top_rating_and_reports_the_rest():
+    """Song et al.'s MovieLens: only the maximum rating is an interaction; through
+    ``compare.prepare`` the dropped events are reported under their reason."""
+    from hrnn_jax import compare
+    from hrnn_jax.config import DataConfig
+    raw = data.read_interactions(pl.DataFrame({
+        "user": ["a"] * 6 + ["b"] * 6, "item": [1, 2, 3, 1, 2, 3] * 2,
+        "time": list(range(12)), "value": [5.0, 3, 5, 4, 5, 5, 5, 5, 2, 5, 5, 5]}),
+        value_col="value")
+    kept, dropped = data.keep_max_value(raw)
+    assert dropped == 3 and kept.height == 9 and set(kept["value"]) == {5.0}
+    assert kept["time"].to_list() == [0, 2, 4, 5, 6, 7, 9, 10, 11]  # order kept
+    prep = compare.prepare(raw, DataConfig(max_value_only=True, min_item_support=1,
+                                           min_session_len=1, protocol="leave-one-out"))
+    assert prep.info["dropped"]["below_max_value"] == 3
+    assert prep.info["events"] == 9
+    with pytest.raises(DataError, match="needs a 'value' column"):
+        data.keep_max_value(raw.drop("value"))

@@ -94,11 +94,13 @@ def test_a_future_item_moves_no_earlier_score_nor_theta():
     user = frame["user"].to_numpy()
     k = int(np.flatnonzero(user == user[0])[5])
 
+    trace = jax.jit(m.trace)
+
     def outputs(fr):
         lanes = make_lanes(fr, batch_size=2, window=3, targets="user", **lane_options(m))
         carry, y_at, theta_at = m.init_carry(2), {}, {}
         for batch in lanes:
-            carry, y, info = m.trace(params, carry, batch)
+            carry, y, info = trace(params, carry, batch)
             for b, t in zip(*np.nonzero(batch["valid"])):
                 y_at[int(batch["event"][b, t])] = np.asarray(y)[b, t]
                 theta_at[int(batch["event"][b, t])] = np.asarray(info["theta"])[b, t]
@@ -179,13 +181,13 @@ def test_an_hcrnn3_cell_runs_as_hrnns_session_cell():
     m = models.HRNN(N_ITEMS, HCRNNCell(H, context_dim=D, n_contexts=K, variant=3),
                     user_cell=cells.GRU(H), embed_dim=D)
     params = perturbed(m.init(jax.random.PRNGKey(0)))
-    outs = []
+    outs, apply = [], jax.jit(m.apply)
     for batch_size, window in ((2, 3), (5, 7)):
         lanes = make_lanes(frame, batch_size=batch_size, window=window, targets="session",
                            **lane_options(m))
         carry, got = m.init_carry(batch_size), {}
         for batch in lanes:
-            carry, y = m.apply(params, carry, batch)
+            carry, y = apply(params, carry, batch)
             for b, t in zip(*np.nonzero(batch["valid"] & (batch["target"] > 0))):
                 got[int(batch["event"][b, t])] = np.asarray(y)[b, t]
         outs.append(got)

@@ -204,11 +204,12 @@ def test_hrnn_boundary_slots_match_every_lane_update():
     assert holds != 0  # the cap of 2 forced some lanes to wait
     closing = (lanes.session_start & ~lanes.user_start).sum(axis=1)  # [W, L]
     assert closing.max() <= 2
+    apply = jax.jit(model.apply)
     carry_a = carry_b = model.init_carry(16)
     for batch in lanes:
-        carry_a, ya = model.apply(params, carry_a, batch)
+        carry_a, ya = apply(params, carry_a, batch)
         every = {k: v for k, v in batch.items() if k != "closing"}
-        carry_b, yb = model.apply(params, carry_b, every)
+        carry_b, yb = apply(params, carry_b, every)
         np.testing.assert_allclose(ya, yb, **approx())
 
 
