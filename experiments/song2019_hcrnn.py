@@ -18,6 +18,9 @@ Models (``hrnn-jax compare --models`` names): ``pop``, ``spop``, ``itemknn``, ``
 (GRU4Rec over the user's sequence), ``lstm4rec``, ``narm``, ``stamp`` (the attention baselines,
 ``hrnn_jax.session_attention``), ``hcrnn-1``, ``hcrnn-2``, ``hcrnn-3``, ``hcrnn-3-bi``; and ``hrnn-hcrnn-3``, Quadrana et al.'s
 HRNN with an HCRNN-3 session cell (the cells compose; not a row of the paper's table).
+HCRNN-1/2/3 decode h_t alone as the paper describes them; ``--hcrnn-attention additive`` adds the
+one additive attention over past h_j that the authors' code gives them (and that produced the
+paper's rows).
 
 Paper settings as defaults: embedding 100, hidden 100, dropout 0.25 on inputs and 0.5 on the
 decoder's input (HCRNN and NARM; the GRUs' output dropout 0.5; STAMP none, as the authors' code),
@@ -100,6 +103,9 @@ def main(argv=None) -> int:
     ap.add_argument("--hidden", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--window", type=int, default=20)
+    ap.add_argument("--hcrnn-attention", choices=("none", "additive"), default="none",
+                    help="hcrnn-1/2/3: none (the paper's text) or additive (the authors' code, "
+                         "which produced the paper's rows)")
     ap.add_argument("--min-item-support", type=int, default=1,
                     help="the authors' files are filtered already; the paper: 50/50/25")
     ap.add_argument("--seed", type=int, default=0)
@@ -129,7 +135,8 @@ def main(argv=None) -> int:
                         min_user_events=1 if test_users is not None else 10,
                         min_item_support=args.min_item_support,
                         max_value_only=args.max_rating_only),
-        model=ModelConfig(hidden=args.hidden, dropout_session=0.5),
+        model=ModelConfig(hidden=args.hidden, dropout_session=0.5,
+                          hcrnn_attention=args.hcrnn_attention),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, window=args.window,
                           optimizer="adam", learning_rate=args.learning_rate or 1e-3,
                           loss="full-ce", patience=args.patience, seed=args.seed),

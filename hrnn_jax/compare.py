@@ -34,7 +34,7 @@ USER_GRUS = {"user-gru-linear": user_cells.LinearUserGRU,
              "user-gru-rectified": user_cells.RectifiedUserGRU,
              "user-gru-attentional": user_cells.AttentionalUserGRU}
 HCRNNS = {"hcrnn-1": (1, False), "hcrnn-2": (2, False), "hcrnn-3": (3, False),
-          "hcrnn-3-bi": (3, True)}  # Song et al.: variant, bi-channel attention
+          "hcrnn-3-bi": (3, True)}  # Song et al.: variant, bi-channel attention ("+Bi")
 NEURAL = ("gru", "concat", "hrnn-init", "hrnn-all") + tuple(USER_GRUS) + ("hrnn-meta",) \
     + tuple(HCRNNS) + ("hrnn-hcrnn-3", "lstm4rec", "narm", "stamp")
 # models over each user's whole sequence: their lanes have "user" targets under every protocol
@@ -164,7 +164,7 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
     learned embedding (Song et al.'s baseline). ``hcrnn-1|2|3``, ``hcrnn-3-bi``: ``hcrnn.HCRNN`` (Song et al.)
     with embedding ``config.embed_dim`` (default: the hidden size), ``config.contexts`` global
     contexts, ``config.kl_weight`` and, for "-bi", the bi-channel attention over the last
-    ``config.attention_history`` steps; dropout 0.25 on inputs and 0.5 on the decoder's input
+    ``config.attention_history`` steps (without "-bi": ``config.hcrnn_attention``); dropout 0.25 on inputs and 0.5 on the decoder's input
     as the paper. ``narm``, ``stamp``: ``session_attention.NARM`` (a GRU of ``config.hidden``
     units) and ``session_attention.STAMP``, Song et al.'s attention baselines, with embedding
     ``config.embed_dim`` (default: the hidden size) and attention over the last
@@ -205,7 +205,8 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
         variant, attention = HCRNNS[name]
         return hcrnn.HCRNN(n_items, embed_dim=cfg.embed_dim or cfg.hidden,
                            hidden_units=cfg.hidden, n_contexts=cfg.contexts, variant=variant,
-                           attention=attention, history=cfg.attention_history,
+                           attention="bi" if attention else cfg.hcrnn_attention,
+                           history=cfg.attention_history,
                            kl_weight=cfg.kl_weight)
     if name == "narm":
         return session_attention.NARM(n_items, embed_dim=cfg.embed_dim or cfg.hidden,

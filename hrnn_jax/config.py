@@ -45,6 +45,7 @@ MatmulPrecision = Literal["default", "high", "highest"]
 ContextGates = Literal["rz", "rzn"]
 FirstSession = Literal["init", "zero"]
 ContextGrad = Literal["step", "session"]
+HCRNNAttention = Literal["none", "additive"]
 Feedback = Literal["none", "value", "event"]
 
 
@@ -161,6 +162,10 @@ class ModelConfig(_Checked):
                                     "(0.001 as the authors' code)", min=0.0)
     attention_history: int = field(50, "HCRNN +Bi, NARM, STAMP: past steps the attention reads",
                                    min=1)
+    hcrnn_attention: HCRNNAttention = field(
+        "none", "hcrnn-1/2/3 (not -bi): none, the decoder reads h_t as the paper describes; "
+                "additive, one attention over past h_j as the authors' code that produced the "
+                "paper's rows")
     feedback: Feedback = field("none", "hrnn-meta: feedback joined to the input: each event's "
                                        "value (--value-col: a rating) or its type (--event-col: "
                                        "click/purchase, a learned row per type)")

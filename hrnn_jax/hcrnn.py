@@ -33,8 +33,10 @@ keeps the last ``history`` steps of each lane (c, h and a validity flag), cleare
 The decoder (Eq. 28) scores item i by ``e_i^T W_B [h_t, h^c_t, h^h_t]`` with ``e_i`` the input
 embedding (tied, no bias): :meth:`HCRNN.apply` returns ``W_B [...]`` (width D, the model's
 ``hidden``) and the ``scoring_params`` hook makes the item embedding the output table. Without
-``attention`` (HCRNN-1/2/3 in the paper's table) the decoder reads ``W_B h_t``; the authors' code
-puts a NARM-style attention there instead, which the paper does not describe.
+``attention`` (``attention="none"``: HCRNN-1/2/3 as the paper describes them) the decoder reads
+``W_B h_t``. The authors' code, which produced the paper's HCRNN-1/2/3 rows, puts a NARM-style
+attention there instead (their ``normal_att``), which the paper does not describe:
+``attention="additive"`` is that, Eq. 26-27's temporary channel alone, ``W_B [h_t, h^h_t]``.
 
 The tied table is dense (``row_tables`` is empty): the full softmax reads every row at every step,
 so a row-sparse update would touch them all anyway. ``W_d >= 0`` (HCRNN-2/3) is kept by the
@@ -47,8 +49,8 @@ and HCRNN-3+Bi 2.3 points of R@20 short of the paper on CiteULike), every matrix
 Glorot-uniform, biases zero.
 
 Measured against the paper on the authors' CiteULike split (``experiments/song2019_hcrnn.py
---data DIR --format hcrnn``; the figures are in the issue's closing note): within 10% of Table
-3's R@20 and M@20.
+--data DIR --format hcrnn``, figures in the README): HCRNN-3+Bi within 10% of Table 3's R@20 and
+M@20, and above GRU4Rec.
 """
 from __future__ import annotations
 
@@ -63,19 +65,25 @@ from hrnn_jax.hcrnn_cells import HCRNNCell
 from hrnn_jax.models import Params, dropout_mask, gru4rec_uniform, tied_embedding
 
 
+ATTENTIONS = ("bi", "additive", "none")
+
+
 @dataclasses.dataclass(frozen=True)
 class HCRNN:
-    """HCRNN-1/2/3 (``variant``), with (``attention=True``: "+Bi") or without the bi-channel
-    attention, over items 1..``n_items``; embedding and local context ``embed_dim`` (D), ``hidden``
-    temporary units (H), ``n_contexts`` global contexts (K); ``history`` past steps attended.
-    ``session_cell`` is built from these (an :class:`hrnn_jax.hcrnn_cells.HCRNNCell`)."""
+    """HCRNN-1/2/3 (``variant``) over items 1..``n_items``; embedding and local context
+    ``embed_dim`` (D), ``hidden`` temporary units (H), ``n_contexts`` global contexts (K);
+    ``history`` past steps attended. ``attention``: ``"bi"`` the bi-channel attention ("+Bi",
+    Eq. 25-27), ``"none"`` the decoder reads h_t alone (the paper's HCRNN-1/2/3), ``"additive"``
+    one additive attention over the temporary contexts, the authors' code's HCRNN-1/2/3 (see the
+    module doc). ``session_cell`` is built from these (an
+    :class:`hrnn_jax.hcrnn_cells.HCRNNCell`)."""
 
     n_items: int
     embed_dim: int = 100
     hidden_units: int = 100
     n_contexts: int = 50
     variant: int = 3
-    attention: bool = True
+    attention: str = "bi"
     history: int = 50
     kl_weight: float = 1e-3
     dropout_input: float = 0.25
@@ -87,6 +95,9 @@ class HCRNN:
     def __post_init__(self):
         if self.variant not in (1, 2, 3):
             raise ValueError(f"HCRNN: variant must be 1, 2 or 3, got {self.variant}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"HCRNN: attention must be one of {', '.join(ATTENTIONS)}, got "
+                             f"{self.attention!r}")
         if min(self.n_items, self.embed_dim, self.hidden_units, self.n_contexts,
                self.history) < 1:
             raise ValueError("HCRNN: n_items, embed_dim, hidden_units, n_contexts and history "
@@ -117,24 +128,28 @@ class HCRNN:
 
         def dense(n_in, n_out):
             return {"kernel": u(n_in, n_out), "bias": jnp.zeros((n_out,))}
-        Z = (3 if self.attention else 1) * H
+        Z = {"bi": 3, "additive": 2, "none": 1}[self.attention] * H
         params = {
             "item_in": tied_embedding(next(k), N1, D),  # N(0, 0.1^2), the authors' draw
             "session": cell.init(next(k), cell.initialize_carry(None, x.shape), x)["params"],
             "infer": dense(D, D), "mu": dense(D, K), "log_sigma": dense(D, K),  # f, (32), (33)
             "decoder": u(Z, D),  # W_B (28)
         }
-        if self.attention:  # (25), (26)
+        if self.attention == "bi":  # (25), (26)
             params["attend"] = {"c_query": u(D, H), "c_key": u(D, H), "h_query": u(H, H),
                                 "h_key": u(H, H), "v": u(H)}
+        elif self.attention == "additive":  # (26)
+            params["attend"] = {"h_query": u(H, H), "h_key": u(H, H), "v": u(H)}
         return params
 
     def init_carry(self, batch_size: int):
         B, D, H, T = batch_size, self.embed_dim, self.hidden_units, self.history
         carry = {"cell": self.session_cell.initialize_carry(None, (B, D + self.n_contexts)),
                  "sum": jnp.zeros((B, D)), "count": jnp.zeros((B,))}
-        if self.attention:
+        if self.attention == "bi":
             carry.update(history.empty_buffer(B, T, c=D, h=H))
+        elif self.attention == "additive":
+            carry.update(history.empty_buffer(B, T, h=H))
         return carry
 
     def constraints(self, params: Params) -> Params:
@@ -211,10 +226,18 @@ class HCRNN:
         cell_state, c, h, gates = self._scan(params, carry["cell"], xp, batch, trace)
         new = {**carry, "cell": cell_state, "sum": s, "count": n}
         weights = None
-        if self.attention:
+        if self.attention == "bi":
             h_c, h_h, weights, buf = self._attend(params, carry, c, h, batch)
             new.update(buf)
             z = jnp.concatenate([h, h_c, h_h], axis=-1)  # [h_t, h^c_t, h^h_t] (28)
+        elif self.attention == "additive":  # the authors' code's HCRNN-1/2/3: (26)-(27) alone
+            past = history.extend(carry, {"h": h}, batch)
+            a = params["attend"]
+            s_h = history.additive_scores(h @ a["h_query"], past.keys["h"] @ a["h_key"], a["v"])
+            w_h = history.masked_softmax(s_h, past.visible)
+            new.update(past.buffer)
+            weights = {"temporary": w_h}
+            z = jnp.concatenate([h, jnp.einsum("blk,bkh->blh", w_h, past.keys["h"])], axis=-1)
         else:
             z = h
         m_out = dropout_mask(r_out, self.dropout_output, z.shape, train)
@@ -248,7 +271,8 @@ def analyse(model: HCRNN, params, frame, topics, *, rows=None, batch_size: int =
       (``drift_gate_after_change``) and at those where it is the same (``drift_gate_within_run``);
     * Fig. 6a: the mean attention weight by time distance (0 = the step itself) in each channel
       (``attention_by_distance``: ``{"local": [history + 1], "temporary": [...]}``, NaN where no
-      step had a key that far back; empty without attention).
+      step had a key that far back; "temporary" alone with ``attention="additive"``, empty with
+      ``"none"``).
 
     ``topics [len(frame)]``: each event's topic (e.g. ``synthetic.generate(with_topic=True)``);
     ``rows``: sorted target rows to count (default: every step).
@@ -262,7 +286,8 @@ def analyse(model: HCRNN, params, frame, topics, *, rows=None, batch_size: int =
     carry = model.init_carry(batch_size)
     T = model.history
     gate = {True: [], False: []}
-    w_sum = {"local": np.zeros(T + 1), "temporary": np.zeros(T + 1)}
+    channels = {"bi": ("local", "temporary"), "additive": ("temporary",), "none": ()}
+    w_sum = {k: np.zeros(T + 1) for k in channels[model.attention]}
     w_n = np.zeros(T + 1)
     keep = None if rows is None else set(np.asarray(rows).tolist())
     for batch in lanes:
@@ -279,14 +304,14 @@ def analyse(model: HCRNN, params, frame, topics, *, rows=None, batch_size: int =
                 gate[bool(topics[x] != topics[x - 1])].append(g[b, t])
             if att is not None:
                 d = T + t - np.arange(T + t + 1)  # distance of each key up to the step itself
-                seen = att["local"][b, t, :T + t + 1] > 0
+                seen = att["temporary"][b, t, :T + t + 1] > 0
                 d = d[seen]
                 ok = d <= T
                 w_n[d[ok]] += 1
                 for k in w_sum:
                     w_sum[k][d[ok]] += att[k][b, t, :T + t + 1][seen][ok]
     mean = lambda v: float(np.mean(v)) if v else float("nan")  # noqa: E731
-    by_distance = {} if not model.attention else {
+    by_distance = {
         k: np.where(w_n > 0, w_sum[k] / np.maximum(w_n, 1), np.nan).tolist() for k in w_sum}
     return {"drift_gate_after_change": mean(gate[True]),
             "drift_gate_within_run": mean(gate[False]),

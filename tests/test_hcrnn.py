@@ -48,19 +48,21 @@ def user_reference(m, params, frame, u):
         cs.append(c)
         hs.append(h)
         z = h
-        if m.attention:
+        if m.attention != "none":
             a = P["attend"]
             C, Hs = np.array(cs[-m.history:]), np.array(hs[-m.history:])
-            s_c = (c @ a["c_query"]) @ (C @ a["c_key"]).T / np.sqrt(H)
             s_h = (1 / (1 + np.exp(-(h @ a["h_query"] + Hs @ a["h_key"])))) @ a["v"]
+            z = np.concatenate([h, np_softmax(s_h) @ Hs])  # the authors' "additive"
+        if m.attention == "bi":
+            s_c = (c @ a["c_query"]) @ (C @ a["c_key"]).T / np.sqrt(H)
             z = np.concatenate([h, np_softmax(s_c) @ Hs, np_softmax(s_h) @ Hs])
         out[int(rows[n + 1])] = z @ P["decoder"]
     return out
 
 
 # HCRNN-1's cell differs from the others' only inside the step (tested in test_hcrnn_cells)
-@pytest.mark.parametrize("variant,attention", [(3, True), (2, False),
-                                               pytest.param(1, True, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("variant,attention", [(3, "bi"), (2, "none"), (1, "additive"),
+                                               pytest.param(1, "bi", marks=pytest.mark.slow)])
 def test_scan_matches_a_per_user_loop(variant, attention):
     """3 lanes, windows of 4 (users cross windows and lanes), history 4 < most users' lengths:
     the buffer carries exactly the last steps across windows and is cleared at a new user."""
@@ -233,3 +235,18 @@ def test_analyse_groups_the_traced_gates_and_attention_by_step():
     for k in by_d:
         np.testing.assert_allclose(got["attention_by_distance"][k][:3], by_d[k][:3] / n_d[:3],
                                    rtol=1e-5)
+
+
+def test_attention_modes_reach_the_model_and_bad_ones_are_refused():
+    """``hcrnn-1/2/3`` take ``ModelConfig.hcrnn_attention`` (the paper's text: none; the authors'
+    code: additive); ``hcrnn-3-bi`` is always the bi-channel attention."""
+    from hrnn_jax import compare
+    from hrnn_jax.config import ModelConfig
+    cfg = ModelConfig(hidden=H, contexts=K, hcrnn_attention="additive")
+    assert compare.build_model("hcrnn-3", N_ITEMS, cfg).attention == "additive"
+    assert compare.build_model("hcrnn-3-bi", N_ITEMS, cfg).attention == "bi"
+    assert compare.build_model("hcrnn-2", N_ITEMS, ModelConfig(hidden=H)).attention == "none"
+    p = model(attention="additive").init(jax.random.PRNGKey(0))
+    assert set(p["attend"]) == {"h_query", "h_key", "v"} and p["decoder"].shape == (2 * H, D)
+    with pytest.raises(ValueError, match="attention must be one of bi, additive, none"):
+        model(attention=True)
