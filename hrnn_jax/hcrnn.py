@@ -200,19 +200,25 @@ class HCRNN:
         return state, c, h, gates
 
     def _attend(self, params, carry, c, h, batch):
-        """The bi-channel attention over the user's steps j <= t in the buffer and the window
-        (Eq. 25-27): ``(h^c [B, L, H], h^h [B, L, H], weights, new buffer)``."""
+        """The attention over the user's steps j <= t in the buffer and the window: the decoder's
+        input ``z`` (``[h_t, h^c_t, h^h_t]`` for "bi", Eq. 25-28; ``[h_t, h^h_t]`` for
+        "additive"), the weights of each channel and the new buffer."""
         a = params["attend"]
-        past = history.extend(carry, {"c": c, "h": h}, batch)  # keys [B, T + L, .]
-        keys_c, keys_h = past.keys["c"], past.keys["h"]
-        H = self.hidden_units
-        s_c = jnp.einsum("blh,bkh->blk", c @ a["c_query"], keys_c @ a["c_key"]) / np.sqrt(H)  # (25)
+        bi = self.attention == "bi"
+        past = history.extend(carry, {"c": c, "h": h} if bi else {"h": h}, batch)  # [B, T+L, .]
+        keys_h = past.keys["h"]
         s_h = history.additive_scores(h @ a["h_query"], keys_h @ a["h_key"], a["v"])  # (26)
-        w_c = history.masked_softmax(s_c, past.visible)
         w_h = history.masked_softmax(s_h, past.visible)
-        h_c = jnp.einsum("blk,bkh->blh", w_c, keys_h)  # (27), values h_j in both channels
-        h_h = jnp.einsum("blk,bkh->blh", w_h, keys_h)
-        return h_c, h_h, {"local": w_c, "temporary": w_h}, past.buffer
+        h_h = jnp.einsum("blk,bkh->blh", w_h, keys_h)  # (27), values h_j in both channels
+        if not bi:
+            return jnp.concatenate([h, h_h], axis=-1), {"temporary": w_h}, past.buffer
+        H = self.hidden_units
+        s_c = jnp.einsum("blh,bkh->blk", c @ a["c_query"],
+                         past.keys["c"] @ a["c_key"]) / np.sqrt(H)  # (25)
+        w_c = history.masked_softmax(s_c, past.visible)
+        h_c = jnp.einsum("blk,bkh->blh", w_c, keys_h)  # (27)
+        z = jnp.concatenate([h, h_c, h_h], axis=-1)  # [h_t, h^c_t, h^h_t] (28)
+        return z, {"local": w_c, "temporary": w_h}, past.buffer
 
     def _forward(self, params, carry, batch, rng, train, trace=False):
         r_in, r_f, r_theta, r_out = jax.random.split(rng, 4) if rng is not None else (None,) * 4
@@ -225,21 +231,10 @@ class HCRNN:
         xp = self.session_cell.apply({"params": params["session"]}, x, method="project")
         cell_state, c, h, gates = self._scan(params, carry["cell"], xp, batch, trace)
         new = {**carry, "cell": cell_state, "sum": s, "count": n}
-        weights = None
-        if self.attention == "bi":
-            h_c, h_h, weights, buf = self._attend(params, carry, c, h, batch)
+        z, weights = h, None
+        if self.attention != "none":
+            z, weights, buf = self._attend(params, carry, c, h, batch)
             new.update(buf)
-            z = jnp.concatenate([h, h_c, h_h], axis=-1)  # [h_t, h^c_t, h^h_t] (28)
-        elif self.attention == "additive":  # the authors' code's HCRNN-1/2/3: (26)-(27) alone
-            past = history.extend(carry, {"h": h}, batch)
-            a = params["attend"]
-            s_h = history.additive_scores(h @ a["h_query"], past.keys["h"] @ a["h_key"], a["v"])
-            w_h = history.masked_softmax(s_h, past.visible)
-            new.update(past.buffer)
-            weights = {"temporary": w_h}
-            z = jnp.concatenate([h, jnp.einsum("blk,bkh->blh", w_h, past.keys["h"])], axis=-1)
-        else:
-            z = h
         m_out = dropout_mask(r_out, self.dropout_output, z.shape, train)
         y = (z if m_out is None else z * m_out) @ params["decoder"]  # W_B [...] (28)
         kl_mean = losses.target_mean(kl, batch["target"])
