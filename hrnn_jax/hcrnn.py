@@ -62,7 +62,8 @@ import numpy as np
 
 from hrnn_jax import cells, history, losses, precision
 from hrnn_jax.hcrnn_cells import HCRNNCell
-from hrnn_jax.models import Params, dropout_mask, gru4rec_uniform, tied_embedding
+from hrnn_jax.models import (Params, dropout_mask, fan_uniform, tied_embedding,
+                             tied_scoring_params)
 
 
 ATTENTIONS = ("bi", "additive", "none")
@@ -123,8 +124,8 @@ class HCRNN:
         cell = self.session_cell
         x = jnp.zeros((1, D + K))
 
-        def u(*shape):  # GRU4Rec's uniform initialisation over the shape's two fans
-            return gru4rec_uniform(next(k), shape, shape[0], shape[-1] if len(shape) > 1 else 1)
+        def u(*shape):  # Glorot's uniform over the shape's two fans
+            return fan_uniform(next(k), *shape)
 
         def dense(n_in, n_out):
             return {"kernel": u(n_in, n_out), "bias": jnp.zeros((n_out,))}
@@ -158,8 +159,7 @@ class HCRNN:
 
     def scoring_params(self, params, *, rng=None, train=False):
         """The decoder tied to the item embedding (Eq. 28): no separate output table, no bias."""
-        return {**params, "item_out": params["item_in"],
-                "item_bias": jnp.zeros(params["item_in"].shape[:1], params["item_in"].dtype)}
+        return tied_scoring_params(params)
 
     # -- the forward pass --------------------------------------------------------------------
     def _prefix_means(self, carry, e, batch):

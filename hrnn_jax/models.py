@@ -113,6 +113,19 @@ def gru4rec_uniform(rng, shape, fan_in, fan_out):
     return jax.random.uniform(rng, shape, jnp.float32, -s, s)
 
 
+def fan_uniform(rng, *shape: int) -> jax.Array:
+    """:func:`gru4rec_uniform` over the shape's own fans (first and last axis; a vector: fan-out
+    1), Glorot's uniform: the weights of HCRNN, NARM and STAMP."""
+    return gru4rec_uniform(rng, shape, shape[0], shape[-1] if len(shape) > 1 else 1)
+
+
+def tied_scoring_params(params: Params) -> Params:
+    """A decoder tied to the item embedding (HCRNN, NARM, STAMP): ``item_out`` is ``item_in``,
+    with no bias; the models' ``scoring_params`` hook."""
+    table = params["item_in"]
+    return {**params, "item_out": table, "item_bias": jnp.zeros(table.shape[:1], table.dtype)}
+
+
 def tied_embedding(rng, n_rows: int, dim: int, scale: float = 0.1) -> jax.Array:
     """An item table that is both the input embedding and the decoder (HCRNN, NARM, STAMP):
     N(0, ``scale``^2), as the HCRNN authors' code draws it. GRU4Rec's uniform (about +-0.05 at

@@ -64,13 +64,8 @@ import jax
 import jax.numpy as jnp
 
 from hrnn_jax import cells, history, precision
-from hrnn_jax.models import (Params, SessionRNN, dropout_mask, gru4rec_uniform,
-                             tied_embedding)
-
-
-def _uniform(rng, *shape):
-    """GRU4Rec's uniform initialisation over the shape's two fans (a vector: fan-out 1)."""
-    return gru4rec_uniform(rng, shape, shape[0], shape[-1] if len(shape) > 1 else 1)
+from hrnn_jax.models import (Params, SessionRNN, dropout_mask, fan_uniform, tied_embedding,
+                             tied_scoring_params)
 
 
 class _TiedAttention:
@@ -90,8 +85,7 @@ class _TiedAttention:
 
     def scoring_params(self, params, *, rng=None, train=False):
         """The decoder tied to the item embedding: ``item_out = item_in``, no bias."""
-        table = params["item_in"]
-        return {**params, "item_out": table, "item_bias": jnp.zeros(table.shape[:1], table.dtype)}
+        return tied_scoring_params(params)
 
     def _check(self, *sizes: int):
         name = type(self).__name__
@@ -130,9 +124,10 @@ class NARM(_TiedAttention):
         return {
             "item_in": tied_embedding(k_item, N1, D),
             "session": gru.init(k_gru, cells.zero_carry(gru, 1), jnp.zeros((1, D)))["params"],
-            "attend": {"query": _uniform(k_a1, H, H), "key": _uniform(k_a2, H, H),  # A_1, A_2 (8)
-                       "v": _uniform(k_v, H)},
-            "decoder": _uniform(k_b, 2 * H, D),  # B (10), as y = c_t B
+            "attend": {"query": fan_uniform(k_a1, H, H),  # A_1 (8)
+                       "key": fan_uniform(k_a2, H, H),  # A_2 (8)
+                       "v": fan_uniform(k_v, H)},
+            "decoder": fan_uniform(k_b, 2 * H, D),  # B (10), as y = c_t B
         }
 
     def init_carry(self, batch_size: int):
@@ -177,12 +172,13 @@ class STAMP(_TiedAttention):
         k = iter(jax.random.split(rng, 7))
 
         def dense():
-            return {"kernel": _uniform(next(k), D, D), "bias": jnp.zeros((D,))}
+            return {"kernel": fan_uniform(next(k), D, D), "bias": jnp.zeros((D,))}
         return {
             "item_in": tied_embedding(next(k), N1, D),
-            "attend": {"item": _uniform(next(k), D, D), "last": _uniform(next(k), D, D),  # W_1, W_2
-                       "mean": _uniform(next(k), D, D), "bias": jnp.zeros((D,)),  # W_3, b_a (8)
-                       "v": _uniform(next(k), D)},  # w_0 (8)
+            "attend": {"item": fan_uniform(next(k), D, D),  # W_1 (8)
+                       "last": fan_uniform(next(k), D, D),  # W_2 (8)
+                       "mean": fan_uniform(next(k), D, D), "bias": jnp.zeros((D,)),  # W_3, b_a (8)
+                       "v": fan_uniform(next(k), D)},  # w_0 (8)
             "general": dense(), "current": dense(),  # W_s, b_s (2); W_t, b_t (3)
         }
 
