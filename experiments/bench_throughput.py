@@ -35,9 +35,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnn_jax import compare, cpu, data, evaluation, optim, precision, predict, synthetic, training
-from hrnn_jax.batching import make_lanes
+from hrnn_jax import cpu, data, evaluation, models, precision, training
 from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+from hrnn_jax.data import synthetic
+from hrnn_jax.evaluation import predict
+from hrnn_jax.training import optim
 
 MODELS = ("gru", "concat", "hrnn-init", "hrnn-all")
 SECTIONS = ("models", "seeds", "catalogue", "eval")
@@ -57,24 +59,26 @@ def tag(s: dict) -> str:
 
 def prepared(users: int, items: int, seed: int = 0):
     raw = data.read_interactions(synthetic.generate(n_users=users, n_items=items, seed=seed))
-    return compare.prepare(raw, DataConfig(min_item_support=1))
+    return data.prepare(raw, DataConfig(min_item_support=1))
 
 
 def fit_speed(name, prep, cfg, epochs):
-    model = compare.build_model(name, prep.encoded.n_items, cfg.model)
+    model = models.build_model(name, prep.encoded.n_items, cfg.model)
     train_cfg = dataclasses.replace(cfg.train, epochs=epochs, seed=0)
     result = training.fit(model, prep.train, train_cfg,
-                          targets=compare.lane_targets(name, prep.protocol), log=None)
+                          targets=models.lane_targets(model, prep.protocol), log=None)
     return model, result.events_per_second
 
 
 def step_memory_mb(model, prep, cfg) -> float:
     t = cfg.train
     tx = optim.make_optimizer("adagrad", t.learning_rate)
-    state = training.init_state(model, tx, jax.random.PRNGKey(0), t.batch_size)
-    batch = make_lanes(prep.train, batch_size=t.batch_size, window=t.window).window(0)
-    step = jax.jit(training.make_train_step(model, tx), donate_argnums=0)
-    mem = step.lower(state, batch, jax.random.PRNGKey(0)).compile().memory_analysis()
+    step = training.make_train_step(model, tx, row_updates="sparse")
+    state = step.init_state(jax.random.PRNGKey(0), t.batch_size)
+    batch = models.lanes_for(model, prep.train, batch_size=t.batch_size,
+                             window=t.window).window(0)
+    mem = jax.jit(step, donate_argnums=0).lower(state, batch,
+                                                jax.random.PRNGKey(0)).compile().memory_analysis()
     if mem is None:
         return float("nan")
     total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
@@ -93,16 +97,16 @@ def seeds_timing(prep, cfg, n_calls=20, passes=5):
     that a slow spell of this noisy machine does not fall on one of them only. Also the page faults
     per call (see ``hrnn_jax.cpu``).
     """
-    model = compare.build_model("gru", prep.encoded.n_items, cfg.model)
+    model = models.build_model("gru", prep.encoded.n_items, cfg.model)
     t = cfg.train
     tx = optim.make_optimizer("adagrad", t.learning_rate)
-    lanes = make_lanes(prep.train, batch_size=t.batch_size, window=t.window, seed=0)
+    lanes = models.lanes_for(model, prep.train, batch_size=t.batch_size, window=t.window, seed=0)
     batches = [lanes.window(w) for w in range(min(n_calls, len(lanes)))]
-    step = training.make_train_step(model, tx)
+    step = training.make_train_step(model, tx, row_updates="sparse")
     runs = {}
     for label, n_seeds in (("one", 1), ("eight", 8)):
         keys = jax.random.split(jax.random.PRNGKey(0), n_seeds)
-        state = jax.vmap(lambda r: training.init_state(model, tx, r, t.batch_size))(keys)
+        state = jax.vmap(lambda r: step.init_state(r, t.batch_size))(keys)
         fn = jax.jit(jax.vmap(step, in_axes=(0, None, 0)), donate_argnums=0)
         rngs = [jax.random.split(jax.random.PRNGKey(i), n_seeds) for i in range(len(batches))]
         scratch = fn.lower(state, batches[0], rngs[0]).compile().memory_analysis()
@@ -135,11 +139,12 @@ def eval_speed(n_items=100_000, hidden=100, rows=4096, chunk=1024) -> float:
               "item_bias": jnp.zeros(n_items + 1, jnp.float32)}
     y = jnp.asarray(rng.normal(size=(rows, hidden)), jnp.float32)
     target = rng.integers(1, n_items + 1, rows).astype(np.int32)
-    fake = evaluation.EvalRows(
+    fake = data.EvalRows(
         event=np.arange(rows), user=np.zeros(rows, np.int32), item=np.ones(rows, np.int32),
         target=target, history_sessions=np.ones(rows, np.int32),
         position=np.ones(rows, np.int32), session_length=np.full(rows, 2, np.int32))
-    rank = lambda idx, t, seen: predict.rank_scores(params, y[idx], t, seen, "optimistic")  # noqa: E731
+    def rank(idx, t, seen):
+        return predict.rank_scores(params, y[idx], t, seen, "optimistic")
     evaluation.rank_chunks(None, fake, chunk=chunk, rank_fn=rank)  # compile
     start = time.perf_counter()
     ranks = evaluation.rank_chunks(None, fake, chunk=chunk, rank_fn=rank)
@@ -154,7 +159,7 @@ def main(argv=None):
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--models", default=",".join(MODELS),
-                    help="the models section's models (compare.NEURAL names; the first is the "
+                    help="the models section's models (models.model_names(); the first is the "
                          "baseline of ratio_to_gru), e.g. gru,concat,hcrnn-3-bi")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma list from {','.join(SECTIONS)} (default: all)")

@@ -5,7 +5,7 @@
 
 Generates a log of ``--users`` users x ``--events`` events (each user draws items from its own
 Zipf-like preference over ``--items`` items; times increase, with session gaps), prepares it with
-the per-user temporal split (``compare.prepare``, ``protocol="temporal"``, 5% test), and ranks
+the per-user temporal split (``data.prepare``, ``protocol="temporal"``, 5% test), and ranks
 every evaluation row against the whole catalogue with the items seen before the target excluded,
 through (a) the PersonalPop baseline (``evaluation.rank_chunks``) and (b) an untrained session GRU
 run over the users' whole sequences (``predict.model_ranks``, ``targets="user"``).
@@ -24,8 +24,9 @@ import jax
 import numpy as np
 import polars as pl
 
-from hrnn_jax import baselines, cells, compare, data, evaluation, models, predict
+from hrnn_jax import baselines, cells, data, evaluation, models
 from hrnn_jax.config import DataConfig
+from hrnn_jax.evaluation import predict
 
 MiB = 1024.0 ** 2
 
@@ -77,7 +78,7 @@ def main(argv=None):
     report("generate", t, events=raw.height)
 
     t = time.perf_counter()
-    prep = compare.prepare(raw, DataConfig(protocol="temporal", min_item_support=1))
+    prep = data.prepare(raw, DataConfig(protocol="temporal", min_item_support=1))
     rows = prep.rows
     n_items = prep.encoded.n_items
     stored = sum(getattr(rows, f).nbytes for f in rows.__dataclass_fields__
@@ -97,8 +98,7 @@ def main(argv=None):
     model = models.SessionRNN(n_items, cells.GRU(args.hidden), reset="user")
     params = model.init(jax.random.PRNGKey(0))
     ranks = predict.model_ranks(model, params, prep.stream, rows, targets="user",
-                                exclude_seen=True, chunk=args.chunk,
-                                window=compare.EVAL_WINDOW)
+                                exclude_seen=True, chunk=args.chunk)
     m = evaluation.metrics_from_ranks(ranks, (20,))
     report("gru", t, **{"recall@20": f"{m['recall@20']:.4f}", "mrr@20": f"{m['mrr@20']:.4f}"})
     print(f"peak RSS of the whole script: {peak_mib() / 1024:.2f} GiB")

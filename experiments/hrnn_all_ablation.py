@@ -23,8 +23,9 @@ import dataclasses
 import json
 import time
 
-from hrnn_jax import compare, data, synthetic
+from hrnn_jax import compare, data
 from hrnn_jax.config import Config, DataConfig, TrainConfig
+from hrnn_jax.data import synthetic
 
 BEFORE = dict(context_gates="rzn", context_grad="session", first_session="init",
               activation="linear")
@@ -43,7 +44,7 @@ VARIANTS = {
 def prepared(seed: int = 3):
     raw = data.read_interactions(synthetic.generate(
         n_users=300, n_items=1100, sessions_per_user=(3, 10), session_length=(4, 60), seed=seed))
-    return compare.prepare(raw, DataConfig(min_item_support=5, min_session_len=2, min_sessions=3))
+    return data.prepare(raw, DataConfig(min_item_support=5, min_session_len=2, min_sessions=3))
 
 
 def main(argv=None):

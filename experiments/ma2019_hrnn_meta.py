@@ -3,21 +3,22 @@ of Tables 1 and 2, our figures beside the paper's.
 
     python experiments/ma2019_hrnn_meta.py [--users N] [--epochs E] [--hidden H] [--json PATH]
 
-Table 1 (``hrnn_jax.simulations.table1``): users with 0-5 sessions of 1-5 events, the item
+Table 1 (``hrnn_jax.papers.ma2019.table1``): users with 0-5 sessions of 1-5 events, the item
 constant within a session and +1 between sessions. A vanilla RNN (a GRU over the user's sequence),
 HGRU (``models.HRNN`` closing a session when the next session's first item is predicted) and
 HRNN-meta (the GRU with the time-gap control input) are trained on every next item and evaluated
-by perplexity on the first item of each new session of held-out users. Time per epoch: the mean of
+by perplexity on the first item of each new session of held-out users. Adam on the rows a
+window touches (``row_updates="sparse"``, the lazy variant). Time per epoch: the mean of
 the epochs after the first (which compiles), on this machine; the paper's HGRU took 85x its
 vanilla RNN's time, HRNN-meta the same as the RNN.
 
-Table 2 (``hrnn_jax.simulations.table2``): the betting toy, 1000 sequences of 0-20 bets moving +1
+Table 2 (``hrnn_jax.papers.ma2019.table2``): the betting toy, 1000 sequences of 0-20 bets moving +1
 or -1 by the previous outcome; four HRNN-meta models that see nothing of the items, their
 features, their ids, or everything (ids, features, the first bet as a user feature, the outcomes
 as feedback); perplexity over every bet of held-out sequences. The docstring of
-``hrnn_jax.simulations`` says how the text was read.
+``hrnn_jax.papers.ma2019`` says how the text was read.
 
-On a rating log (``hrnn_jax.rating_tables``): the feature ablation of Table 2's ml-20m column
+On a rating log (``hrnn_jax.papers.ma2019``): the feature ablation of Table 2's ml-20m column
 (popularity, the factorisation machine with item features, HRNN-meta over ids, HRNN-meta with
 everything) and the rating table (Table 3: rolling average, factorisation machine, RNN without and
 with feedback encoding, HRNN with feedback), on users split 80/20 at random. The log is MovieLens
@@ -34,8 +35,9 @@ import argparse
 import dataclasses
 import sys
 
-from hrnn_jax import data, jsonio, rating_tables, simulations
+from hrnn_jax import data, jsonio
 from hrnn_jax.config import TrainConfig
+from hrnn_jax.papers import ma2019
 
 
 def main(argv=None) -> int:
@@ -69,7 +71,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     train = TrainConfig(epochs=args.epochs, batch_size=50, window=10, optimizer="adam",
-                        learning_rate=1e-2, loss="full-ce", seed=args.seed)
+                        learning_rate=1e-2, loss="full-ce", seed=args.seed, row_updates="sparse")
     out = {} if args.skip_simulations else run_simulations(args, train)
     try:
         log, genres, source = rating_log(args)
@@ -90,9 +92,9 @@ def merge(a: dict, b: dict) -> dict:
 
 def run_simulations(args, train: TrainConfig) -> dict:
     """Tables 1 and 2 (the simulations), printed; their JSON parts."""
-    result = simulations.table1(args.users, seed=args.seed, hidden=args.hidden, train=train,
+    result = ma2019.table1(args.users, seed=args.seed, hidden=args.hidden, train=train,
                                 log=print)
-    t1, paper = result["models"], simulations.TABLE1_PAPER
+    t1, paper = result["models"], ma2019.TABLE1_PAPER
     print(f"\nTable 1 ({result['data']['evaluated']} first-in-session test items, catalogue "
           f"{t1['rnn']['catalogue']} items)")
     print(f"{'model':<11}{'PPL':>8}{'paper':>7}{'s/epoch':>10}{'paper':>7}{'vs RNN':>8}"
@@ -104,9 +106,9 @@ def run_simulations(args, train: TrainConfig) -> dict:
               f"{r['seconds_per_epoch']:>10.3f}{paper[name]['seconds_per_epoch']:>7.1f}"
               f"{ratio:>7.2f}x{paper[name]['seconds_per_epoch'] / base_paper:>6.0f}x")
     train2 = dataclasses.replace(train, epochs=args.epochs2)
-    result2 = simulations.table2(args.sequences, seed=args.seed, hidden=args.hidden, train=train2,
+    result2 = ma2019.table2(args.sequences, seed=args.seed, hidden=args.hidden, train=train2,
                                  log=print)
-    t2, paper2 = result2["models"], simulations.TABLE2_PAPER
+    t2, paper2 = result2["models"], ma2019.TABLE2_PAPER
     print(f"\nTable 2, the betting toy ({result2['data']['evaluated']} test bets, catalogue "
           f"{t2['none']['catalogue']} items)")
     print(f"{'features':<10}{'PPL':>9}{'paper':>7}")
@@ -123,15 +125,15 @@ def run_simulations(args, train: TrainConfig) -> dict:
 def rating_log(args):
     """``(log, genres, source)``: MovieLens from the given paths, or synthetic ratings."""
     if args.data is None:
-        log, genres = rating_tables.synthetic_ratings(args.rating_users, seed=args.seed)
+        log, genres = ma2019.synthetic_ratings(args.rating_users, seed=args.seed)
         return log, genres, f"synthetic ratings ({args.rating_users} users)"
-    log, genres = rating_tables.read_movielens(args.data, args.items)
+    log, genres = ma2019.read_movielens(args.data, args.items)
     return log, genres, f"{args.data} with {args.items}"
 
 
 def run_rating_tables(args, log, genres, source: str) -> dict:
     """Table 2's rating-log column and Table 3, printed; their JSON parts."""
-    prep = rating_tables.prepare(log, genres, seed=args.seed)
+    prep = ma2019.prepare_ratings(log, genres, seed=args.seed)
     info = prep["info"]
     print(f"\nRating log: {source}; {info['events']} events, {info['train_users']} train / "
           f"{info['test_users']} test users, {info['evaluated']} test events evaluated, "
@@ -141,13 +143,13 @@ def run_rating_tables(args, log, genres, source: str) -> dict:
     # feedback fit the training users' ratings, train MSE 0.72 against a test RMSE of 1.12, and
     # the RNN with feedback fell to the rolling average's level)
     train = TrainConfig(epochs=args.epochs3, batch_size=50, window=20, optimizer="adam",
-                        learning_rate=1e-2, loss="full-ce", seed=args.seed)
+                        learning_rate=1e-2, loss="full-ce", seed=args.seed, row_updates="sparse")
     train3 = dataclasses.replace(train, learning_rate=1e-3)
-    t2 = rating_tables.table2_log(prep, hidden=args.hidden3, train=train, fm_epochs=args.epochs3,
+    t2 = ma2019.table2_log(prep, hidden=args.hidden3, train=train, fm_epochs=args.epochs3,
                                   log=print)
-    t3 = rating_tables.table3(prep, hidden=args.hidden3, train=train3, fm_epochs=args.epochs3,
+    t3 = ma2019.table3(prep, hidden=args.hidden3, train=train3, fm_epochs=args.epochs3,
                               log=print)
-    paper2, paper3 = rating_tables.TABLE2_LOG_PAPER, rating_tables.TABLE3_PAPER
+    paper2, paper3 = ma2019.TABLE2_LOG_PAPER, ma2019.TABLE3_PAPER
     print(f"\nTable 2, rating log (perplexity over {info['catalogue']} items; paper: ml-20m)")
     print(f"{'features':<10}{'PPL':>10}{'paper':>7}")
     for name, r in t2.items():

@@ -24,12 +24,13 @@ paper's rows).
 
 Paper settings as defaults: embedding 100, hidden 100, dropout 0.25 on inputs and 0.5 on the
 decoder's input (HCRNN and NARM; the GRUs' output dropout 0.5; STAMP none, as the authors' code),
-Adam at the paper's 1e-3 (STAMP 5e-3) unless ``--learning-rate`` is given, full softmax, at most
+Adam at the paper's 1e-3 (STAMP 5e-3) unless ``--learning-rate`` is given (on the rows a window
+touches for the GRUs' untied item tables: the lazy variant, ``row_updates="sparse"``), full softmax, at most
 200 epochs with early stopping after 10 without a better validation MRR@20 (the authors' code
 watches R@20); batch: B = 50 lanes of windows of L = 20 steps, 1,000 targets a step (the paper's
 batch is 512 prefixes, one target each).
 
-Analyses (``hcrnn.analyse`` on the test users, HCRNN-3+Bi): the mean of r_t * G^(d)_t after a
+Analyses (``song2019.analyse`` on the test users, HCRNN-3+Bi): the mean of r_t * G^(d)_t after a
 topic change and within a run of one topic (Fig. 5a), and the mean attention weight by time
 distance in both channels (Fig. 6a); drawn to ``--plot PATH`` when matplotlib is installed.
 Topics are known for the synthetic log only.
@@ -49,8 +50,10 @@ import sys
 import numpy as np
 import polars as pl
 
-from hrnn_jax import (compare, data, evaluation, hcrnn, jsonio, rating_tables, significance,
-                      synthetic)
+from hrnn_jax import compare, data, evaluation, jsonio
+from hrnn_jax.data import synthetic
+from hrnn_jax.evaluation import significance
+from hrnn_jax.papers import ma2019, song2019
 from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 
 MODELS = ("pop", "spop", "itemknn", "bpr-mf", "gru", "lstm4rec", "narm", "stamp", "hcrnn-1",
@@ -81,7 +84,7 @@ def load(args):
         log, test_users = data.read_hcrnn(args.data)
         return log, test_users, None, f"{args.data} (the authors' files and split)"
     if args.format == "movielens":
-        return rating_tables.read_movielens_ratings(args.data), None, None, args.data
+        return ma2019.read_movielens_ratings(args.data), None, None, args.data
     return data.read_interactions(args.data), None, None, args.data
 
 
@@ -114,8 +117,9 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=None, help="draw the analyses here (needs matplotlib)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in compare.MODELS]
-    problem = (f"unknown model(s) {unknown}; choose from {', '.join(compare.MODELS)}" if unknown
+    known = compare.model_names()
+    unknown = [n for n in names if n not in known]
+    problem = (f"unknown model(s) {unknown}; choose from {', '.join(known)}" if unknown
                else f"--format {args.format} needs --data" if args.format != "csv"
                and args.data is None
                else "--max-rating-only needs --format movielens"
@@ -140,20 +144,22 @@ def main(argv=None) -> int:
                           hcrnn_attention=args.hcrnn_attention),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, window=args.window,
                           optimizer="adam", learning_rate=args.learning_rate or PAPER_LR,
-                          loss="full-ce", patience=args.patience, seed=args.seed),
+                          loss="full-ce", patience=args.patience, seed=args.seed,
+                          row_updates="sparse"),
         eval=EvalConfig(ks=(3, 20)))
-    prep = compare.prepare(log, config.data, test_users=test_users)
+    prep = data.prepare(log, config.data, test_users=test_users)
     info = prep.info
     print(f"{source}: {info['events']} events, {info['train_users']} train / "
           f"{info['test_users']} test users, {info['evaluated']} predictions, "
           f"{prep.encoded.n_items} items")
     out, fitted, all_ranks = {}, {}, {}
     for name in names:
-        if name in compare.NEURAL:
+        if compare.is_neural(name):
             lr = args.learning_rate or LEARNING_RATE.get(name, PAPER_LR)
-            model, fit = compare.fit_neural(name, prep, dataclasses.replace(
+            model = compare.model_for(name, prep, config)
+            fit = compare.fit_neural(model, prep, dataclasses.replace(
                 config, train=dataclasses.replace(config.train, learning_rate=lr)))
-            ranks, speed = compare.evaluate_neural(name, model, fit.params, prep, config), \
+            ranks, speed = compare.evaluate_neural(model, fit.params, prep, config), \
                 fit.events_per_second
             fitted[name] = (model, fit.params)
         else:
@@ -169,8 +175,8 @@ def main(argv=None) -> int:
         model, params = fitted["hcrnn-3-bi"]
         topics = np.array([topic_of[str(i)] for i in
                            prep.encoded.item_ids[prep.test["item"].to_numpy()]])
-        analysis = hcrnn.analyse(model, params, prep.test, topics,
-                                 batch_size=config.train.batch_size)
+        analysis = song2019.analyse(model, params, prep.test, topics,
+                                    batch_size=config.train.batch_size)
         print(f"r * G^(d): {analysis['drift_gate_after_change']:.4f} after a topic change, "
               f"{analysis['drift_gate_within_run']:.4f} within a run")
         if args.plot:
@@ -219,7 +225,7 @@ def claims(out: dict, analysis: dict) -> dict:
 
 
 def plot(analysis: dict, path: str) -> None:
-    """Fig. 5a and 6a of the paper from ``hcrnn.analyse``'s output (skipped without
+    """Fig. 5a and 6a of the paper from ``song2019.analyse``'s output (skipped without
     matplotlib)."""
     try:
         import matplotlib

@@ -15,19 +15,21 @@ The names a user needs, from the modules that own them:
 The modules themselves (``hrnn_jax.data``, ``hrnn_jax.models``, ...) hold the rest.
 """
 from hrnn_jax.cells import GRU
-from hrnn_jax.checkpoint import Trained, load, save, train
-from hrnn_jax.compare import prepare
+from hrnn_jax.checkpoint import load, save, train
+from hrnn_jax.data import prepare
 from hrnn_jax.config import (Config, DataConfig, EvalConfig, ModelConfig, SyntheticConfig,
                              TrainConfig)
 from hrnn_jax.data import read_interactions
-from hrnn_jax.meta import HRNNMeta
-from hrnn_jax.models import HRNN, Model, SessionRNN, UserRNN, score_items
-from hrnn_jax.predict import evaluate_model, recommend
+from hrnn_jax.models import (HCRNN, HRNN, NARM, STAMP, Capabilities, HRNNMeta, Model, SessionRNN,
+                             UserRNN, build_model, register_model, score_items)
+from hrnn_jax.evaluation.predict import evaluate_model, recommend
+from hrnn_jax.trained import Trained
 from hrnn_jax.training import fit, init_state, make_train_step
 
 __all__ = [
-    "Config", "DataConfig", "EvalConfig", "GRU", "HRNN", "HRNNMeta", "Model", "ModelConfig",
-    "SessionRNN", "SyntheticConfig", "TrainConfig", "Trained", "UserRNN", "evaluate_model", "fit",
-    "init_state", "load", "make_train_step", "prepare", "read_interactions", "recommend",
-    "save", "score_items", "train",
+    "Capabilities", "Config", "DataConfig", "EvalConfig", "GRU", "HCRNN", "HRNN", "HRNNMeta",
+    "Model", "ModelConfig", "NARM", "STAMP", "SessionRNN", "SyntheticConfig", "TrainConfig",
+    "Trained", "UserRNN", "build_model", "evaluate_model", "fit", "init_state", "load",
+    "make_train_step", "prepare", "read_interactions", "recommend", "register_model", "save",
+    "score_items", "train",
 ]

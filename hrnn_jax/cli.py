@@ -22,16 +22,19 @@ import os
 import sys
 import time
 
-import numpy as np
 
 from hrnn_jax import compare as cmp
-from hrnn_jax import checkpoint
+from hrnn_jax import tables
+from hrnn_jax import models
+from hrnn_jax.papers import quadrana2017
+from hrnn_jax import checkpoint, request_files
 from hrnn_jax import config as conf
 from hrnn_jax import data, jsonio, plots, precision, training
 from hrnn_jax.progress import Reporter
+from hrnn_jax.trained import prepare_log
 
 PROG = "hrnn-jax"
-DEFAULT_MODELS = ",".join(cmp.QUADRANA)
+DEFAULT_MODELS = ",".join(quadrana2017.MODELS)
 CHECK_K = 5  # the demo's claim: HRNN Init > GRU > POP on recall@5 and mrr@5
 # The demo's log has no rare items to filter: its own default, before any file or flag.
 DEMO_BASE = {"data": {"min_item_support": 1}}
@@ -45,7 +48,13 @@ INPUT_ERRORS = (data.DataError, conf.ConfigError, UsageError, OSError)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse, but every error is one line ``hrnn-jax: error: ...`` and exit status 2."""
+    """argparse, but every error is one line ``hrnn-jax: error: ...`` and exit status 2, and
+    only full flag names are taken (no prefixes: ``--k`` was once ambiguous with
+    ``--kl-weight``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D102 (argparse API)
         raise UsageError(message)
@@ -62,10 +71,10 @@ def _models(text: str) -> tuple[str, ...]:
             names.append(name)
     if not names:
         raise argparse.ArgumentTypeError(f"no model names in {text!r}")
-    unknown = [n for n in names if n not in cmp.MODELS]
+    unknown = [n for n in names if n not in cmp.model_names()]
     if unknown:
         raise argparse.ArgumentTypeError(
-            f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(cmp.MODELS)}")
+            f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(cmp.model_names())}")
     return tuple(names)
 
 
@@ -124,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and evaluate the chosen models, print a table.")
     c.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
     c.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
-                   help=f"comma list from {', '.join(cmp.MODELS)} (default: {DEFAULT_MODELS}, "
+                   help=f"comma list from {', '.join(cmp.model_names())} (default: {DEFAULT_MODELS}, "
                         "Quadrana et al.'s comparison)")
     add_reference(c)
     add_config(c, ("data", "model", "train", "eval"))
@@ -135,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and compare the models on it; reports whether HRNN Init > "
                                    "session GRU > POP on Recall@5 and MRR@5.")
     d.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
-                   help=f"comma list from {', '.join(cmp.MODELS)} (default: {DEFAULT_MODELS}, "
+                   help=f"comma list from {', '.join(cmp.model_names())} (default: {DEFAULT_MODELS}, "
                         "Quadrana et al.'s comparison)")
     add_reference(d)
     add_config(d, ("synthetic", "data", "model", "train", "eval"), skip_data=data.READING)
@@ -219,7 +228,7 @@ def check_plot_dir(path: str | None, flag: str = "--plot") -> None:
 def draw_plots(directory: str, results: dict, ranked: dict) -> list[str]:
     """The breakdown figures of ``results`` and the loss curves of the neural models."""
     paths = plots.breakdown_figures(results, directory)
-    histories = {name: r.history for name, r in ranked.items() if r.history}
+    histories = {name: r.records for name, r in ranked.items() if r.records}
     if histories:
         paths.append(plots.loss_curves(histories, directory))
     return paths
@@ -233,16 +242,16 @@ def setting() -> dict:
             "deterministic": precision.is_deterministic()}
 
 
-def load_prepared(args, config: conf.Config) -> cmp.Prepared:
+def load_prepared(args, config: conf.Config) -> data.Prepared:
     if args.command == "demo":
-        from hrnn_jax import synthetic
+        from hrnn_jax.data import synthetic
 
         s = config.synthetic
         raw = data.read_interactions(synthetic.generate(n_users=s.users, n_items=s.items,
                                                         seed=s.data_seed))
     else:
         raw = data.read_log(args.data, config.data)
-    return cmp.prepare(raw, config.data)
+    return data.prepare(raw, config.data)
 
 
 def run_compare(args, config: conf.Config, out, err) -> int:
@@ -262,7 +271,7 @@ def run_compare(args, config: conf.Config, out, err) -> int:
                                 log=None if args.quiet else reporter.log,
                                 progress=None if args.quiet else reporter)
     results = cmp.summarise(prep, ranked, config, reference=getattr(args, "reference", None))
-    print(cmp.table(results, config.eval.ks), file=out)
+    print(tables.table(results, config.eval.ks), file=out)
     if args.command == "demo":
         print(check_line(results), file=out)
     if getattr(args, "plot", None):
@@ -286,9 +295,9 @@ def run_compare(args, config: conf.Config, out, err) -> int:
 # ------------------------------------------------------------------------------------------
 def _neural_model(text: str) -> str:
     name = _model(text)
-    if name not in cmp.NEURAL:
+    if name not in models.model_names():
         raise argparse.ArgumentTypeError(f"{name} is not a neural model; train one of "
-                                         f"{', '.join(cmp.NEURAL)}")
+                                         f"{', '.join(models.model_names())}")
     return name
 
 
@@ -307,7 +316,7 @@ def add_checkpoint_commands(sub) -> None:
                                    "epoch and at the end) for evaluate, recommend and --resume.")
     t.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
     t.add_argument("--model", type=_neural_model, default=None,
-                   help=f"the model, one of {', '.join(cmp.NEURAL)} (required unless --resume)")
+                   help=f"the model, one of {', '.join(models.model_names())} (required unless --resume)")
     t.add_argument("--out", metavar="DIR", default=None,
                    help="checkpoint directory: new, empty, or a checkpoint (replaced); default "
                         "with --resume: the resumed one")
@@ -340,7 +349,7 @@ def add_checkpoint_commands(sub) -> None:
     who.add_argument("--history", metavar="FILE",
                      help="a new user's history: CSV/Parquet with columns session,item (raw ids "
                           "in time order; the last session is in progress)")
-    who.add_argument("--batch", metavar="USERS",
+    who.add_argument("--users-file", metavar="USERS",
                      help="CSV/Parquet with a column user and optionally session (raw item ids "
                           "separated by spaces); needs --out")
     r.add_argument("--session", metavar="ITEMS", default=None,
@@ -349,7 +358,8 @@ def add_checkpoint_commands(sub) -> None:
                    help="with --user, for hrnn-meta: the assumed time since the user's last "
                         "event (e.g. 30, 3600, 86400: Ma & Narayanaswamy's inference-time "
                         "control); default 0")
-    r.add_argument("--k", type=_positive, default=10, help="items per user (default: 10)")
+    r.add_argument("--top-k", type=_positive, default=10,
+                   help="items per user (default: 10)")
     r.add_argument("--exclude-seen", action="store_true",
                    help="leave out the items of the session or history and, for a known user, "
                         "its training items")
@@ -391,12 +401,13 @@ def run_train(args, config: conf.Config, out, err) -> int:
         raise UsageError("train needs --model NAME and --out DIR (or --resume DIR)")
     checkpoint.check_out(directory)
     with precision.matmul_precision(config.train.precision):
-        prep = checkpoint.prepare(args.data, config.data)
+        prep = prepare_log(args.data, config.data)
         print(summary_line(prep.info), file=out, flush=True)
         with Reporter(err, enabled=not args.quiet) as reporter:
-            trained = checkpoint.train(prep, name, config, out=directory, resume=previous,
+            trained = checkpoint.train(prep, name if previous is None else previous.model,
+                                       config, out=directory, resume=previous,
                                        log=reporter.log, progress=reporter)
-    last = trained.state.history[-1] if trained.state.history else None
+    last = trained.state.records[-1] if trained.state.records else None
     loss = f", loss {last['loss']:.4g}" if last else ""
     print(f"trained {name}: {trained.state.epoch} of {config.train.epochs} epochs{loss}; "
           f"saved {directory}", file=out)
@@ -412,10 +423,10 @@ def run_evaluate(args, config: conf.Config, out, err) -> int:
     values = trained.config.to_dict()
     config = conf.Config.from_dict({**values, "eval": {**values["eval"], **toml, **flags}})
     with precision.matmul_precision(config.train.precision):
-        prep = trained.prepare(args.data)
+        prep = trained.prepare_log(args.data)
         print(summary_line(prep.info), file=out, flush=True)
         metrics = trained.evaluate(prep, config.eval)
-    print(cmp.table({trained.name: metrics}, config.eval.ks), file=out)
+    print(tables.table({trained.name: metrics}, config.eval.ks), file=out)
     if args.json:
         info = {k: prep.info[k] for k in ("users", "items", "sessions", "events", "train_events",
                                           "test_events", "dropped", "catalogue")}
@@ -431,12 +442,12 @@ def run_recommend(args, config: conf.Config, out, err) -> int:
     """``recommend``: top-k items for a user, a new user's history, or a file of users."""
     if args.session is not None and args.user is None:
         raise UsageError("--session goes with --user (the last session of a --history file is "
-                         "the one in progress; a --batch file has a session column)")
+                         "the one in progress; a --users-file has a session column)")
     if args.gap is not None and (args.user is None or args.session is not None):
         raise UsageError("--gap goes with --user alone (the time since that user's last "
                          "training event)")
-    if args.batch is not None and args.out is None:
-        raise UsageError("--batch needs --out FILE.csv or FILE.parquet")
+    if args.users_file is not None and args.out is None:
+        raise UsageError("--users-file needs --out FILE.csv or FILE.parquet")
     if args.out is not None:
         check_json_path(args.out, "--out")
         if not args.out.lower().endswith((".csv", ".parquet", ".pq")):
@@ -447,17 +458,17 @@ def run_recommend(args, config: conf.Config, out, err) -> int:
         if not session:
             raise UsageError("--session: no item ids")
     trained = checkpoint.load(args.checkpoint)
-    kw = dict(k=args.k, exclude_seen=args.exclude_seen,
+    kw = dict(k=args.top_k, exclude_seen=args.exclude_seen,
               note=lambda message: print(message, file=err, flush=True))
     with precision.matmul_precision(trained.config.train.precision):
         if args.user is not None:
             recs = trained.recommend(args.user, session=session, gap=args.gap, **kw)
         elif args.history is not None:
-            recs = trained.recommend(history=checkpoint.read_history(args.history), **kw)
+            recs = trained.recommend(history=request_files.read_history(args.history), **kw)
         else:
-            recs = trained.recommend_many(*checkpoint.read_requests(args.batch), **kw)
+            recs = trained.recommend_many(*request_files.read_requests(args.users_file), **kw)
     if args.out is not None:
-        checkpoint.write_table(recs, args.out)
+        request_files.write_table(recs, args.out)
         print(f"wrote {recs.height} recommendations for {recs['user'].n_unique()} user(s) to "
               f"{args.out}", file=out)
     else:

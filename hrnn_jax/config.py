@@ -4,7 +4,7 @@
            eval=EvalConfig(...))
 
 * The library takes these names: ``data.read_interactions(path, user_col=...)``,
-  ``compare.prepare(raw, DataConfig(...))``, ``training.fit(model, train, TrainConfig(...))``,
+  ``data.prepare(raw, DataConfig(...))``, ``training.fit(model, train, TrainConfig(...))``,
   ``predict.evaluate_model(..., ks=..., ties=...)``.
 * The command line is generated from them (:func:`add_arguments`): field ``batch_size`` is flag
   ``--batch-size``, its help text is the field's ``help`` metadata, its checks (``choices`` from a
@@ -47,6 +47,8 @@ FirstSession = Literal["init", "zero"]
 ContextGrad = Literal["step", "session"]
 HCRNNAttention = Literal["none", "additive"]
 Feedback = Literal["none", "value", "event"]
+RowUpdateChoice = Literal["auto", "sparse", "dense"]
+Catalogue = Literal["train", "log"]
 
 
 class ConfigError(ValueError):
@@ -114,6 +116,10 @@ class DataConfig(_Checked):
                                        "users in test (the papers' 0.2), and of the training "
                                        "users in validation", min=0.0, max=0.5, open_min=True)
     split_seed: int = field(0, "seed of the random user split (--protocol users)", min=0)
+    catalogue: Catalogue = field("train", "the items every model ranks: those of the training "
+                                          "part (test events of other items removed), or every "
+                                          "item of the filtered log (Ma & Narayanaswamy's "
+                                          "simulations: every test event kept)")
     item_features: str | None = field(None, "item-feature file: MovieLens movies.dat or movies.csv (or "
                                     "columns movieId,genres): its items join the catalogue "
                                     "even without training events, and hrnn-meta scores items "
@@ -186,6 +192,10 @@ class TrainConfig(_Checked):
     n_negatives: int = field(0, "extra popularity-sampled negatives per step", min=0)
     clip: float | None = field(None, "clip gradients to this global norm (none: no clipping)",
                                min=0.0, open_min=True)
+    row_updates: RowUpdateChoice = field(
+        "auto", "update the item (and user) tables only on the rows a batch touches: auto where "
+                "that equals the dense update (adagrad without momentum), sparse with any rule "
+                "(the lazy variant for momentum and adam, as GRU4Rec's official code), or dense")
     activation: Activation = field("linear", "output activation g(.) of the scores in the "
                                              "training loss; tanh as hgru4rec")
     patience: int = field(0, "> 0: early stopping on a validation split of the training part "

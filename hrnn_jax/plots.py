@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 
-from hrnn_jax.compare import MODELS
+from hrnn_jax.compare import model_names
 
 INSTALL = "pip install 'hrnn_jax[plots]'"
 BREAKDOWNS = {
@@ -45,10 +45,11 @@ def require():
 
 
 def _color(name: str, names) -> tuple:
-    """The same colour for a model in every figure: by its place in ``compare.MODELS``."""
+    """The same colour for a model in every figure: by its place in ``compare.model_names()``."""
     import matplotlib
 
-    order = list(MODELS) + [n for n in names if n not in MODELS]
+    known = model_names()
+    order = list(known) + [n for n in names if n not in known]
     return matplotlib.colormaps["tab10"](order.index(name) % 10)
 
 

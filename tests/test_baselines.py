@@ -6,11 +6,15 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hrnn_jax import baselines, compare, synthetic
+from hrnn_jax import baselines, compare
+from hrnn_jax import data
+
+from hrnn_jax.data import synthetic
 from hrnn_jax.baselines import (MF, DecayItemKNN, ItemKNN, PersonalPop, Pop, SeqMF,
-                                make_baseline)
+                                baseline_names, build_baseline)
 from hrnn_jax.config import Config, DataConfig, ModelConfig
-from hrnn_jax.evaluation import EvalRows, make_eval_rows, metrics_from_ranks, rank_chunks
+from hrnn_jax.data import EvalRows, make_eval_rows
+from hrnn_jax.evaluation import metrics_from_ranks, rank_chunks
 
 
 def frame(recs, with_test=False):
@@ -41,7 +45,7 @@ SIM = {(1, 2): 2 / 3, (1, 3): 1 / math.sqrt(6), (1, 4): 1 / math.sqrt(3), (2, 3)
 
 
 def test_pop_scores():
-    model = make_baseline("pop").fit(frame(KNN_TRAIN), n_items=5)
+    model = build_baseline("pop", Config()).fit(frame(KNN_TRAIN), n_items=5)
     s = model.score(rows_with_inputs([1, 4]), np.array([0, 1]))
     assert s.shape == (2, 6) and s.dtype == np.float32
     assert np.isneginf(s[:, 0]).all()
@@ -92,7 +96,7 @@ def test_ppop_scores_and_ordering():
     stream = frame(recs, with_test=True)
     rows = make_eval_rows(stream, targets="session")
     assert rows.target.tolist() == [2, 3]
-    model = make_baseline("ppop").fit(stream.filter(~pl.col("is_test")).drop("is_test"), n_items=5)
+    model = build_baseline("ppop", Config()).fit(stream.filter(~pl.col("is_test")).drop("is_test"), n_items=5)
     s = model.score(rows, np.array([0, 1]))
     assert s.shape == (2, 6) and s.dtype == np.float32 and np.isneginf(s[:, 0]).all()
     pop = np.array([0, 2, 1, 20, 0, 0]) / 21.0               # global training counts / (max + 1)
@@ -117,14 +121,52 @@ def test_ppop_with_rank_chunks_finds_repeats():
     assert rank_chunks(lambda idx: Pop().fit(stream, 3).score(rows, idx), rows).tolist() == [2.0]
 
 
-def test_make_baseline_registry():
-    assert isinstance(make_baseline("ItemKNN", neighbours=3), ItemKNN)
-    assert make_baseline("itemknn", neighbours=3).neighbours == 3
-    assert isinstance(make_baseline("ppop"), PersonalPop) and isinstance(make_baseline("pop"), Pop)
-    with pytest.raises(ValueError):
-        make_baseline("bpr")
+def test_baseline_registry():
+    assert baseline_names() == ("pop", "ppop", "spop", "itemknn", "decay-itemknn", "mf",
+                                "bpr-mf", "seq-mf")
+    knn = build_baseline("itemknn", Config(model=ModelConfig(neighbours=3)))
+    assert type(knn) is ItemKNN and knn.neighbours == 3
+    assert build_baseline("itemknn").neighbours == ModelConfig().neighbours  # Config() default
+    assert isinstance(build_baseline("ppop", Config()), PersonalPop)
+    assert isinstance(build_baseline("pop", Config()), Pop)
+    assert type(build_baseline("spop", Config())) is PersonalPop
+    # names are exact: no case folding, no "-"/"_" normalisation
+    for name in ("bpr", "ItemKNN", "item-knn", "POP", ""):
+        with pytest.raises(ValueError):
+            build_baseline(name, Config())
     with pytest.raises(ValueError):
         Pop().fit(frame([(0, 7, 1)]), n_items=5)
+
+
+def test_register_baseline_adds_a_name():
+    name = "test-pop-registered"
+    assert name not in baseline_names()
+    seen = []
+
+    def builder(config):
+        seen.append(config)
+        return ItemKNN(neighbours=config.model.neighbours + 1)
+
+    try:
+        assert baselines.register_baseline(name, builder) is builder
+        assert baseline_names()[-1] == name and name in compare.model_names()
+        config = Config(model=ModelConfig(neighbours=4))
+        model = build_baseline(name, config)
+        assert type(model) is ItemKNN and model.neighbours == 5 and seen == [config]
+        with pytest.raises(ValueError, match="registered already"):
+            baselines.register_baseline(name, lambda config: Pop())
+        assert build_baseline(name, config).neighbours == 5      # not replaced
+        baselines.register_baseline(name, lambda config: Pop(), replace=True)
+        assert type(build_baseline(name, config)) is Pop
+        for bad in ("Upper", "with space", "a,b", ""):
+            with pytest.raises(ValueError):
+                baselines.register_baseline(bad, builder)
+            assert bad not in baseline_names()
+    finally:
+        baselines.registry._BUILDERS.pop(name, None)
+    assert name not in baseline_names()
+    with pytest.raises(ValueError):
+        build_baseline(name, Config())
 
 
 def transition_stream(seed=0, n_users=150, n_items=60, sessions=4, length=6):
@@ -148,7 +190,7 @@ def test_itemknn_beats_pop_on_transitions():
     train = stream.filter(~pl.col("is_test"))
     results = {}
     for name in ("pop", "itemknn"):
-        model = make_baseline(name).fit(train, n_items)
+        model = build_baseline(name, Config()).fit(train, n_items)
         results[name] = metrics_from_ranks(rank_chunks(lambda idx: model.score(rows, idx), rows, chunk=128))
     assert results["itemknn"]["recall@5"] > 0.8
     assert results["itemknn"]["recall@5"] > results["pop"]["recall@5"] + 0.5
@@ -180,7 +222,7 @@ DAY = 86400.0
 
 @pytest.fixture(scope="module")
 def small_prep():
-    return compare.prepare(synthetic.generate(n_users=30, n_items=60, seed=1),
+    return data.prepare(synthetic.generate(n_users=30, n_items=60, seed=1),
                            DataConfig(protocol="temporal"))
 
 
@@ -280,7 +322,7 @@ def test_decay_itemknn_unit_and_recency():
 
 
 def test_decay_itemknn_beats_random_on_sequential_log():
-    prep = compare.prepare(synthetic.generate(n_users=100, n_items=200, seed=3),
+    prep = data.prepare(synthetic.generate(n_users=100, n_items=200, seed=3),
                            DataConfig(protocol="temporal"))
     n, rows = prep.encoded.n_items, prep.rows
     model = DecayItemKNN().fit(prep.train, n)
@@ -400,10 +442,16 @@ def test_bpr_same_seed_same_factors(small_prep, fitted_mf):
 
 
 def test_new_baselines_registry():
-    assert isinstance(make_baseline("decay-itemknn", decay=0.5), DecayItemKNN)
-    assert make_baseline("Decay_ItemKNN", neighbours=7).neighbours == 7
-    assert type(make_baseline("mf")) is MF and isinstance(make_baseline("seq-mf"), SeqMF)
-    assert make_baseline("seq-mf", window=3).window == 3
+    decay = build_baseline("decay-itemknn", Config(model=ModelConfig(decay=0.5)))
+    assert isinstance(decay, DecayItemKNN) and decay.decay == 0.5
+    assert build_baseline("decay-itemknn", Config(model=ModelConfig(neighbours=7))).neighbours == 7
+    for name in ("Decay_ItemKNN", "decayitemknn", "seqmf", "bprmf"):
+        with pytest.raises(ValueError):
+            build_baseline(name, Config())
+    assert type(build_baseline("mf", Config())) is MF
+    assert type(build_baseline("bpr-mf", Config())) is MF
+    assert isinstance(build_baseline("seq-mf", Config()), SeqMF)
+    assert build_baseline("seq-mf", Config(model=ModelConfig(mf_window=3))).window == 3
     with pytest.raises(ValueError):
         DecayItemKNN(decay=-1.0)
     with pytest.raises(ValueError):
@@ -412,22 +460,25 @@ def test_new_baselines_registry():
 
 def test_new_baselines_through_compare(small_prep, monkeypatch):
     names = ["decay-itemknn", "mf", "seq-mf"]
-    assert set(names) <= set(compare.MODELS)
+    assert set(names) <= set(compare.model_names())
     made = {}
-    real = baselines.make_baseline
+    real = baselines.build_baseline
 
-    def spy(name, **kw):
-        made[name] = kw
-        return real(name, **kw)
+    def spy(name, config):
+        model = real(name, config)
+        made[name] = dict(vars(model))      # its settings, before fit adds its tables
+        return model
 
-    monkeypatch.setattr(compare.baselines, "make_baseline", spy)
+    monkeypatch.setattr(compare.baselines, "build_baseline", spy)
     config = Config(model=ModelConfig(neighbours=7, decay=0.25, factors=20, mf_epochs=30,
                                       mf_learning_rate=0.01, mf_window=2))
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=3))
     out = compare.run_models(small_prep, names, config, log=None)
-    assert made["decay-itemknn"] == {"neighbours": 7, "decay": 0.25}
+    # exactly the baselines the constructors make from these settings (the rest at defaults)
+    assert made["decay-itemknn"] == vars(DecayItemKNN(neighbours=7, decay=0.25))
     mf_kw = {"factors": 20, "epochs": 30, "learning_rate": 0.01, "seed": 3}
-    assert made["mf"] == mf_kw and made["seq-mf"] == {**mf_kw, "window": 2}
+    assert made["mf"] == vars(MF(**mf_kw)) and made["seq-mf"] == vars(SeqMF(**mf_kw, window=2))
+    assert made["mf"]["seed"] == 3 and made["seq-mf"]["window"] == 2
     n, r = small_prep.encoded.n_items, len(small_prep.rows)
     for name in names:
         ranks = out[name].ranks

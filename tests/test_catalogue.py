@@ -2,13 +2,13 @@
 catalogue without training events, stay in test, and HRNN-meta scores and recommends them from
 their features alone, from ``compare`` to a checkpoint's ``recommend``."""
 import jax
-import jax.numpy as jnp
 import numpy as np
 import polars as pl
 import pytest
 
-from hrnn_jax import checkpoint, cli, compare, data, models, predict
+from hrnn_jax import checkpoint, cli, compare, data, models
 from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+from hrnn_jax.trained import prepare_log
 
 GENRES = ["a", "b", "c"]
 
@@ -64,7 +64,7 @@ def config(movies, **train):
 
 def test_prepare_with_items_keeps_cold_items_and_their_test_events(files):
     log, movies = files
-    prep = checkpoint.prepare(log, config(movies).data)
+    prep = prepare_log(log, config(movies).data)
     enc = prep.encoded
     assert {"10", "11"} <= set(enc.item_ids[1:])
     cold = set(enc.item_ids[np.flatnonzero(prep.cold_items)])
@@ -96,7 +96,7 @@ def test_hrnn_meta_scores_cold_items_from_features_through_a_checkpoint(files, t
     assert set(enc.item_ids[cold]) == {"10", "11"}
     f = np.asarray(p["item_feat"])
     y = np.asarray(trained.users["output"][:3])
-    scores = np.asarray(models.score_items(models.scoring_params(trained.model, p), y))
+    scores = np.asarray(models.score_items(trained.model.scoring_params(p), y))
     w = f[cold] @ np.asarray(p["feature_out"]["kernel"]) + np.asarray(p["feature_out"]["bias"])
     b = f[cold] @ np.asarray(p["feature_bias"]["kernel"]) + np.asarray(p["feature_bias"]["bias"])
     np.testing.assert_allclose(scores[:, cold], y @ w.T + b, rtol=1e-5, atol=1e-5)
@@ -108,11 +108,11 @@ def test_hrnn_meta_scores_cold_items_from_features_through_a_checkpoint(files, t
 
 def test_compare_with_items_runs_every_model_on_the_same_catalogue(files):
     log, movies = files
-    prep = checkpoint.prepare(log, config(movies).data)
+    prep = prepare_log(log, config(movies).data)
     cfg = config(movies)
     for name in ("gru", "hrnn-meta"):
         model = compare.model_for(name, prep, cfg)
         params = model.init(jax.random.PRNGKey(0))
         assert params["item_out"].shape[0] == prep.encoded.n_items + 1
-        ranks = compare.evaluate_neural(name, model, params, prep, cfg)
+        ranks = compare.evaluate_neural(model, params, prep, cfg)
         assert len(ranks) == len(prep.rows) and np.all(ranks <= prep.encoded.n_items)

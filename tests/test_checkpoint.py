@@ -11,8 +11,11 @@ import polars as pl
 import pytest
 
 import hrnn_jax
-from hrnn_jax import batching, checkpoint, cli, compare, data, models, predict, synthetic
+from hrnn_jax import checkpoint, cli, data, models
 from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
+from hrnn_jax.data import synthetic
+from hrnn_jax.evaluation import predict
+from hrnn_jax.trained import Trained, prepare_log
 from tests.tolerance import approx
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -40,12 +43,12 @@ def assert_trees_equal(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def assert_same_run(a: checkpoint.Trained, b: checkpoint.Trained):
+def assert_same_run(a: Trained, b: Trained):
     """Bit for bit: parameters, optimiser state, lane carry, rng, losses and user states."""
     assert_trees_equal(a.state.train_state, b.state.train_state)
     assert_trees_equal(a.state.rng, b.state.rng)
-    np.testing.assert_array_equal([h["loss"] for h in a.state.history],
-                                  [h["loss"] for h in b.state.history])
+    np.testing.assert_array_equal([h["loss"] for h in a.state.records],
+                                  [h["loss"] for h in b.state.records])
     assert_trees_equal(a.users, b.users)
 
 
@@ -58,7 +61,7 @@ def log_csv(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def prep(log_csv):
-    return checkpoint.prepare(log_csv, config(1).data)
+    return prepare_log(log_csv, config(1).data)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,7 @@ def test_save_load_round_trip(hrnn_run, hrnn, tmp_path):
         assert_same_run(loaded, trained)
         assert_trees_equal(loaded.params, trained.params)
         assert loaded.state.epoch == 1 and loaded.state.bad == trained.state.bad
-        assert loaded.state.history == trained.state.history
+        assert loaded.state.records == trained.state.records
         np.testing.assert_array_equal(loaded.state.best, trained.state.best)
         assert loaded.info == trained.info
     assert [p.name for p in (tmp_path / "again").iterdir()] == ["ckpt-000001"]
@@ -122,22 +125,22 @@ def test_final_states_match_a_per_user_loop():
     """predict.final_states in lanes == each user streamed alone (random parameters)."""
     raw = synthetic.generate(n_users=12, n_items=20, n_topics=4, sessions_per_user=(2, 4),
                              session_length=(1, 5), seed=0)
-    prep = compare.prepare(data.read_interactions(raw),
-                           DataConfig(min_item_support=1, min_session_len=1))
+    prep = data.prepare(data.read_interactions(raw),
+                        DataConfig(min_item_support=1, min_session_len=1))
     # and a user whose sessions have one event each: no step under "session" targets (fresh)
     U, S = prep.encoded.n_users, int(prep.train["session"].max()) + 1
     extra = pl.DataFrame({"user": [U, U], "item": [1, 2], "session": [S, S + 1]},
                          schema={"user": pl.Int32, "item": pl.Int32, "session": pl.Int32})
     frame = pl.concat([prep.train.select("user", "item", "session"), extra])
     for name in ("concat", "hrnn-all"):  # "user" and "session" targets
-        model = compare.build_model(name, prep.encoded.n_items, ModelConfig(hidden=8))
+        model = models.build_model(name, prep.encoded.n_items, ModelConfig(hidden=8))
         params = model.init(jax.random.PRNGKey(1))
-        targets = compare.lane_targets(name, "last-session")
+        targets = models.lane_targets(model, "last-session")
         got = predict.final_states(model, params, frame, batch_size=3, window=4,
                                    targets=targets)
         assert got["output"].shape == (U + 1, 8)
         assert got["fresh"][U] == (targets == "session")
-        apply = jax.jit(model.apply)
+        apply = jax.jit(lambda p, c, b: model.apply(p, c, b)[:2])
         for u in range(U + 1):
             events = frame.filter(pl.col("user") == u)
             padded = pl.concat([events, events.tail(1).with_columns(item=pl.lit(1, pl.Int32))])
@@ -152,7 +155,8 @@ def test_final_states_match_a_per_user_loop():
             carry = model.init_carry(1)
             if not fresh:
                 stream = padded if targets == "user" else events
-                for batch in batching.make_lanes(stream, batch_size=1, window=4, targets=targets):
+                for batch in models.lanes_for(model, stream, batch_size=1, window=4,
+                                              targets=targets):
                     carry, _ = apply(params, carry, batch)
             jax.tree_util.tree_map(
                 lambda a, b: np.testing.assert_allclose(a[u], np.asarray(b)[0], **approx()),
@@ -284,20 +288,20 @@ def test_returning_user_differs_from_a_new_user(prep, gru, hrnn):
 def test_recommend_cli_user_history_and_unknown_user(tmp_path, capsys, prep, hrnn_run):
     trained, directory = hrnn_run
     user, items = prep.encoded.user_ids[2], list(prep.encoded.item_ids[[4, 9]])
-    code, out, err = run_cli(capsys, "recommend", directory, "--user", user, "--k", "4")
+    code, out, err = run_cli(capsys, "recommend", directory, "--user", user, "--top-k", "4")
     assert code == 0 and err == ""
     lines = [ln.split("\t") for ln in out.splitlines()]
     assert [ln[:2] for ln in lines] == [[str(r), i] for r, i in
                                         zip(range(1, 5), trained.recommend(user, k=4)["item"])]
     code, out, err = run_cli(capsys, "recommend", directory, "--user", "stranger",
-                             "--session", ",".join(items), "--k", "3", "--exclude-seen")
+                             "--session", ",".join(items), "--top-k", "3", "--exclude-seen")
     assert code == 0
     assert err.startswith("note: user stranger is not in the checkpoint")
     assert len(out.splitlines()) == 3
     assert not {ln.split("\t")[1] for ln in out.splitlines()} & set(items)
     history = tmp_path / "history.csv"
     pl.DataFrame({"session": ["a", "a", "b"], "item": items + items[:1]}).write_csv(history)
-    code, out, err = run_cli(capsys, "recommend", directory, "--history", history, "--k", "5")
+    code, out, err = run_cli(capsys, "recommend", directory, "--history", history, "--top-k", "5")
     assert code == 0, err
     assert [ln.split("\t")[1] for ln in out.splitlines()] == predict.recommend(
         trained.model, trained.params, prep.encoded, [items, items[:1]], k=5)
@@ -312,8 +316,8 @@ def test_recommend_batch_writes_k_rows_per_user(tmp_path, capsys, prep, hrnn_run
     pl.DataFrame({"user": users, "session": ["", f"{item} {item}", None, item]}).write_csv(
         requests)
     out = tmp_path / f"recs.{suffix}"
-    code, stdout, err = run_cli(capsys, "recommend", directory, "--batch", requests, "--k", "7",
-                                "--out", out)
+    code, stdout, err = run_cli(capsys, "recommend", directory, "--users-file", requests,
+                                "--top-k", "7", "--out", out)
     assert code == 0, err
     assert "note: user newcomer" in err
     assert stdout.strip() == f"wrote 28 recommendations for 4 user(s) to {out}"
@@ -338,7 +342,7 @@ def test_bad_cases_are_one_line_errors(tmp_path, capsys, log_csv, gru_dir):
         (["recommend", gru_dir, "--user", "1", "--session", "1,no-such-item,also-not"],
          "2 item id(s) not in the checkpoint's catalogue: also-not, no-such-item"),
         (["recommend", gru_dir, "--user", "nobody"], "user(s) not in the checkpoint: nobody"),
-        (["recommend", gru_dir, "--batch", log_csv], "--batch needs --out"),
+        (["recommend", gru_dir, "--users-file", log_csv], "--users-file needs --out"),
         (["recommend", gru_dir, "--history", log_csv, "--session", "1"], "--session goes with"),
         (["train", log_csv, "--resume", gru_dir, "--epochs", "3", "--hidden", "16",
           "--learning-rate", "0.2"], "only --epochs may be given with it, not --hidden, "
@@ -377,7 +381,7 @@ def test_readme_commands_run(tmp_path, monkeypatch, capsys):
         code, out, err = run_cli(capsys, *shlex.split(command)[1:])
         assert code == 0, (command, err)
     lines = out.splitlines()
-    k = int(shlex.split(commands[2])[shlex.split(commands[2]).index("--k") + 1])
+    k = int(shlex.split(commands[2])[shlex.split(commands[2]).index("--top-k") + 1])
     assert [ln.split("\t")[0] for ln in lines] == [str(i + 1) for i in range(k)]
 
 
@@ -426,7 +430,7 @@ def test_hrnn_meta_saves_times_and_recommends_by_gap(tmp_path, capsys, prep, log
     assert trained.recommend(user, k=5)["item"].to_list() == \
         trained.recommend(user, gap=0.0, k=5)["item"].to_list()
     rc, stdout, err = run_cli(capsys, "recommend", out, "--user", user, "--gap", "259200",
-                              "--k", "5")
+                              "--top-k", "5")
     assert rc == 0, err
     assert [ln.split("\t")[1] for ln in stdout.splitlines()] == \
         trained.recommend(user, gap=259200.0, k=5)["item"].to_list()
@@ -458,7 +462,7 @@ def test_hrnn_meta_with_feedback_from_the_value_column(tmp_path, capsys, log_csv
                      "--value-col", "rating", "--epochs", "1", "--out", str(out), *FLAGS]) == 0
     capsys.readouterr()
     trained = checkpoint.load(out)
-    assert trained.model.feedback and trained.model.fields == ("gap", "feedback")
+    assert trained.model.feedback and trained.model.capabilities.fields == ("gap", "feedback")
     assert "value" in trained.encoded.events.columns
     code = 3
     ev = trained.encoded.events.filter(pl.col("user") == code)
@@ -469,7 +473,7 @@ def test_hrnn_meta_with_feedback_from_the_value_column(tmp_path, capsys, log_csv
     assert not np.allclose(want, flipped)
     got = trained.recommend(user, gap=60.0, k=3)
     np.testing.assert_allclose(scores_of(got), np.sort(np.asarray(models.score_items(
-        models.scoring_params(trained.model, trained.params), want))[0, 1:])[::-1][:3],
+        trained.model.scoring_params(trained.params), want))[0, 1:])[::-1][:3],
         **approx())
     rc, _, err = run_cli(capsys, "train", log_csv, "--model", "hrnn-meta", "--feedback",
                          "value", "--epochs", "1", "--out", tmp_path / "none", *FLAGS)
@@ -491,7 +495,8 @@ def test_hrnn_meta_with_the_event_type_as_feedback(tmp_path, capsys, log_csv):
                      "--event-col", "kind", "--epochs", "1", "--out", str(out), *FLAGS]) == 0
     capsys.readouterr()
     trained = checkpoint.load(out)
-    assert trained.model.feedback_levels == 3 and trained.model.fields == ("gap", "event_type")
+    assert trained.model.feedback_levels == 3
+    assert trained.model.capabilities.fields == ("gap", "event_type")
     assert trained.params["feedback_in"]["kernel"].shape == (3, 3 * 8)  # 3H: the split GRU
     ev = trained.encoded.events.filter(pl.col("user") == 2)
     y = predict.states_by_gap(trained.model, trained.params, ev, [60.0])

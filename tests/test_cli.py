@@ -10,7 +10,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hrnn_jax import cli, jsonio, synthetic
+from hrnn_jax import cli, jsonio
+
+from hrnn_jax.data import synthetic
 
 TINY = ["--hidden", "16", "--batch-size", "8", "--window", "5", "--epochs", "1", "--quiet"]
 METRICS = ("recall", "mrr", "precision", "hit", "ndcg")
@@ -274,6 +276,11 @@ def bad_files(tmp_path_factory, log_frame):
     (d / "typo.toml").write_text("[train]\nepoch = 3\n")
     (d / "badvalue.toml").write_text("[train]\nbatch_size = 0\n")
     (d / "section.toml").write_text("[training]\nepochs = 3\n")
+    log_frame.with_columns(pl.when(pl.int_range(pl.len()) == 3).then(float("inf"))
+                           .otherwise(pl.col("time").cast(pl.Float64)).alias("time")
+                           ).write_csv(d / "inf_time.csv")
+    (d / "twice.csv").write_text("user,item,time,item\n1,a,1,b\n")
+    (d / "a_directory.csv").mkdir()
     return d
 
 
@@ -282,6 +289,11 @@ def bad_files(tmp_path_factory, log_frame):
     (["compare", "{d}/ok.csv", "--user-col", "customer"], "customer"),
     (["compare", "{d}/text_time.csv"], "not numeric"),
     (["compare", "{d}/empty.csv"], "empty file"),
+    (["compare", "{d}/inf_time.csv"], "time column 'time' has 1 value(s) that are not finite"),
+    (["compare", "{d}/twice.csv"], "names column(s) ['item'] more than once"),
+    (["compare", "{d}/a_directory.csv"], "a_directory.csv is a directory, not a file"),
+    (["compare", "{d}/ok.csv", "--epoch", "3"], "unrecognized arguments: --epoch"),
+    (["compare", "{d}/ok.csv", "--k", "5"], "unrecognized arguments: --k"),
     (["compare", "{d}/ok.csv", "--models", "pop,lstm"], "lstm"),
     (["compare", "{d}/ok.csv", "--ks", "5,x"], "--ks"),
     (["compare", "{d}/ok.csv", "--ks", "0"], "--ks"),

@@ -74,10 +74,19 @@ def test_non_numeric_time():
         data.read_interactions(raw(["u"], ["a"], ["yesterday"]))
 
 
-@pytest.mark.parametrize("times", [[1.0, None, 3.0, None], [1.0, float("nan"), 3.0, None]])
-def test_null_or_nan_time(times):
-    with pytest.raises(DataError, match=r"2 null/NaN value\(s\), rows \[1, 3\]"):
+@pytest.mark.parametrize("times", [[1.0, None, 3.0, None], [1.0, float("nan"), 3.0, None],
+                                   [1.0, float("inf"), 3.0, -float("inf")]])
+def test_null_nan_or_infinite_time(times):
+    with pytest.raises(DataError, match=r"2 value\(s\) that are not finite \(null, NaN or "
+                                        r"infinite\), rows \[1, 3\]"):
         data.read_interactions(raw(["u"] * 4, ["a"] * 4, times))
+
+
+def test_nan_or_infinite_values():
+    frame = raw(["u"] * 3, ["a"] * 3, [1.0, 2.0, 3.0]).with_columns(
+        rating=pl.Series([1.0, float("inf"), None]))
+    with pytest.raises(DataError, match=r"value column 'rating' has 1 NaN or infinite value"):
+        data.read_interactions(frame, value_col="rating")
 
 
 def test_null_ids(tmp_path):
@@ -389,8 +398,7 @@ def test_combine_order_and_summary():
 
 def test_keep_max_value_keeps_the_top_rating_and_reports_the_rest():
     """Song et al.'s MovieLens: only the maximum rating is an interaction; through
-    ``compare.prepare`` the dropped events are reported under their reason."""
-    from hrnn_jax import compare
+    ``data.prepare`` the dropped events are reported under their reason."""
     from hrnn_jax.config import DataConfig
     raw = data.read_interactions(pl.DataFrame({
         "user": ["a"] * 6 + ["b"] * 6, "item": [1, 2, 3, 1, 2, 3] * 2,
@@ -399,7 +407,7 @@ def test_keep_max_value_keeps_the_top_rating_and_reports_the_rest():
     kept, dropped = data.keep_max_value(raw)
     assert dropped == 3 and kept.height == 9 and set(kept["value"]) == {5.0}
     assert kept["time"].to_list() == [0, 2, 4, 5, 6, 7, 9, 10, 11]  # order kept
-    prep = compare.prepare(raw, DataConfig(max_value_only=True, min_item_support=1,
+    prep = data.prepare(raw, DataConfig(max_value_only=True, min_item_support=1,
                                            min_session_len=1, protocol="leave-one-out"))
     assert prep.info["dropped"]["below_max_value"] == 3
     assert prep.info["events"] == 9

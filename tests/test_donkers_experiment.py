@@ -8,7 +8,7 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
 import donkers2017  # noqa: E402
 
-from hrnn_jax import compare  # noqa: E402
+from hrnn_jax.papers import donkers2017 as donkers_paper  # noqa: E402
 
 USER_GRUS = ("user-gru-linear", "user-gru-rectified", "user-gru-attentional")
 TINY = ["--users", "40", "--items", "120", "--hidden", "8", "--epochs", "1", "--patience", "0"]
@@ -18,7 +18,7 @@ def test_every_name_runs_and_the_json_has_the_papers_fields(tmp_path, capsys):
     out = tmp_path / "d.json"
     assert donkers2017.main(TINY + ["--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert tuple(result["models"]) == compare.DONKERS
+    assert tuple(result["models"]) == donkers_paper.MODELS
     for name, r in result["models"].items():
         assert 0.0 <= r["mrr@20"] <= r["recall@20"] <= 1.0, name
         assert r["events_per_second"] > 0, name  # baselines: training events / fit seconds

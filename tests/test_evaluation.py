@@ -5,8 +5,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hrnn_jax.evaluation import (EvalRows, breakdown_by_history, breakdown_by_position, make_eval_rows,
-                                 metrics_from_ranks, rank_chunks, rank_targets)
+from hrnn_jax.data import EvalRows, make_eval_rows
+from hrnn_jax.evaluation import (breakdown_by_history, breakdown_by_position, metrics_from_ranks,
+                                 rank_chunks, rank_targets)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -321,7 +321,6 @@ def test_the_hcrnn_repositorys_files_and_their_given_user_split(tmp_path):
     """Song et al.'s preprocessed files (an unnamed index column, columns in either order, one
     sequence per user): the log of all three files, and the test file's users as the test part
     of the "users" protocol."""
-    from hrnn_jax import compare
     from hrnn_jax.config import DataConfig
     rows = {"train": [("7", "a", 10.0), ("7", "b", 20.0), ("8", "a", 5.0), ("8", "c", 9.0)],
             "valid": [("9", "b", 1.0), ("9", "c", 2.0)],
@@ -336,7 +335,7 @@ def test_the_hcrnn_repositorys_files_and_their_given_user_split(tmp_path):
     log, test_users = data.read_hcrnn(tmp_path)
     assert test_users == ["u5"] and log.height == 9
     assert log.filter(pl.col("user") == "u5")["item"].to_list() == ["a", "c", "b"]
-    prep = compare.prepare(log, DataConfig(protocol="users", min_item_support=1,
+    prep = data.prepare(log, DataConfig(protocol="users", min_item_support=1,
                                            min_session_len=1), test_users=test_users)
     assert set(prep.encoded.user_ids[prep.test["user"].unique().to_numpy()]) == {"u5"}
     assert len(prep.rows) == 2  # every step of the test user's sequence but its first

@@ -1,24 +1,25 @@
-"""The HCRNN model (hrnn_jax.hcrnn): the lanes' scan against a per-user Python loop (theta's
+"""The HCRNN model (hrnn_jax.models.hcrnn): the lanes' scan against a per-user Python loop (theta's
 amortised inference, the cell, the bi-channel attention, the tied decoder), causality, the KL
 term, and W_d >= 0 through training."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from hrnn_jax import hcrnn, models, training
-from hrnn_jax.batching import lane_options, make_lanes
+from hrnn_jax import models, training
+from hrnn_jax.papers import song2019
+
+from hrnn_jax.models import hcrnn
 from hrnn_jax.config import TrainConfig
-from tests.test_meta import N_ITEMS, perturbed, run_lanes, timed_log
+from tests.helpers import N_ITEMS, perturbed, run_lanes, timed_log
 from tests.tolerance import approx
 
 D, H, K = 6, 5, 4
 
 
 def model(**kw):
-    return hcrnn.HCRNN(N_ITEMS, embed_dim=D, hidden_units=H, n_contexts=K,
-                       **{"history": 4, **kw})
+    return hcrnn.HCRNN(N_ITEMS, embed_dim=D, hidden=H, n_contexts=K,
+                       **{"attention_history": 4, **kw})
 
 
 def np_softmax(x):
@@ -29,8 +30,9 @@ def np_softmax(x):
 def user_reference(m, params, frame, u):
     """One user's outputs ``{target row: y}`` from its events alone, one step at a time: theta
     from the running mean of the input embeddings (f, mu; the mean at evaluation), the cell
-    (tested against its equations in test_hcrnn_cells), attention over the last ``history``
-    steps including the current one (Eq. 25-27) and the tied decoder's input W_B [...] (28)."""
+    (tested against its equations in test_hcrnn_cells), attention over the last
+    ``attention_history`` steps including the current one (Eq. 25-27) and the tied decoder's
+    input W_B [...] (28)."""
     P = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
     rows = np.flatnonzero(frame["user"].to_numpy() == u)
     items = frame["item"].to_numpy()
@@ -50,7 +52,7 @@ def user_reference(m, params, frame, u):
         z = h
         if m.attention != "none":
             a = P["attend"]
-            C, Hs = np.array(cs[-m.history:]), np.array(hs[-m.history:])
+            C, Hs = np.array(cs[-m.attention_history:]), np.array(hs[-m.attention_history:])
             s_h = (1 / (1 + np.exp(-(h @ a["h_query"] + Hs @ a["h_key"])))) @ a["v"]
             z = np.concatenate([h, np_softmax(s_h) @ Hs])  # the authors' "additive"
         if m.attention == "bi":
@@ -64,8 +66,9 @@ def user_reference(m, params, frame, u):
 @pytest.mark.parametrize("variant,attention", [(3, "bi"), (2, "none"), (1, "additive"),
                                                pytest.param(1, "bi", marks=pytest.mark.slow)])
 def test_scan_matches_a_per_user_loop(variant, attention):
-    """3 lanes, windows of 4 (users cross windows and lanes), history 4 < most users' lengths:
-    the buffer carries exactly the last steps across windows and is cleared at a new user."""
+    """3 lanes, windows of 4 (users cross windows and lanes), attention_history 4 < most users'
+    lengths: the buffer carries exactly the last steps across windows and is cleared at a new
+    user."""
     frame = timed_log(seed=1, n_users=7)
     m = model(variant=variant, attention=attention)
     params = perturbed(m.init(jax.random.PRNGKey(0)))
@@ -74,7 +77,8 @@ def test_scan_matches_a_per_user_loop(variant, attention):
     for u in np.unique(frame["user"].to_numpy()):
         want.update(user_reference(m, params, frame, u))
     assert got.keys() == want.keys() and len(want) > 20
-    assert max(np.bincount(frame["user"].to_numpy())) > m.history + 4  # the buffer matters
+    # the buffer matters
+    assert max(np.bincount(frame["user"].to_numpy())) > m.attention_history + 4
     for row in want:
         np.testing.assert_allclose(got[row], want[row], **approx(1e-4, 1e-5), err_msg=f"row {row}")
 
@@ -82,9 +86,9 @@ def test_scan_matches_a_per_user_loop(variant, attention):
 def test_decoder_is_tied_to_the_item_embedding():
     m = model()
     params = m.init(jax.random.PRNGKey(0))
-    p = models.scoring_params(m, params)
+    p = m.scoring_params(params)
     assert p["item_out"] is params["item_in"] and not np.asarray(p["item_bias"]).any()
-    assert models.row_tables(m) == {}  # dense: the full softmax reads every row
+    assert m.capabilities.row_tables == {}  # dense: the full softmax reads every row
 
 
 def test_a_future_item_moves_no_earlier_score_nor_theta():
@@ -99,7 +103,7 @@ def test_a_future_item_moves_no_earlier_score_nor_theta():
     trace = jax.jit(m.trace)
 
     def outputs(fr):
-        lanes = make_lanes(fr, batch_size=2, window=3, targets="user", **lane_options(m))
+        lanes = models.lanes_for(m, fr, batch_size=2, window=3, targets="user")
         carry, y_at, theta_at = m.init_carry(2), {}, {}
         for batch in lanes:
             carry, y, info = trace(params, carry, batch)
@@ -122,7 +126,7 @@ def test_a_future_item_moves_no_earlier_score_nor_theta():
 def test_kl_term_is_the_weighted_mean_kl_of_the_steps_with_a_target():
     m = model(kl_weight=0.3, dropout_input=0.0, dropout_output=0.0)
     params = perturbed(m.init(jax.random.PRNGKey(2)))
-    lanes = make_lanes(timed_log(), batch_size=3, window=4, targets="user", **lane_options(m))
+    lanes = models.lanes_for(m, timed_log(), batch_size=3, window=4, targets="user")
     batch = lanes.window(len(lanes) - 1)  # with padding steps
     _, _, extra = m.apply(params, m.init_carry(3), batch, rng=jax.random.PRNGKey(0), train=True)
     e = np.asarray(params["item_in"])[batch["item"]]
@@ -155,7 +159,8 @@ DRIFT_RUN = TrainConfig(epochs=2, batch_size=4, window=4, optimizer="adam", lear
 def drift_kernel(constrained: bool, monkeypatch) -> np.ndarray:
     """W_d after fit with a large learning rate, with or without the projection."""
     if not constrained:
-        monkeypatch.setattr(hcrnn.HCRNN, "constraints", None)
+        # the contract's default: no projection (identity)
+        monkeypatch.setattr(hcrnn.HCRNN, "constraints", models.Model.constraints)
     fit = training.fit(model(variant=3), timed_log(seed=3, n_users=20), DRIFT_RUN,
                        targets="user", log=None)
     return np.asarray(fit.params["session"]["drift"]["kernel"])
@@ -178,15 +183,15 @@ def test_an_hcrnn3_cell_runs_as_hrnns_session_cell():
     cell: its outputs do not depend on the lanes or windows, and training keeps W_d >= 0 (the
     cell's projection through the model's constraints hook) while the loss falls."""
     from hrnn_jax import cells
-    from hrnn_jax.hcrnn_cells import HCRNNCell
+    from hrnn_jax.cells.hcrnn import HCRNNCell
     frame = timed_log(seed=4, n_users=8)
     m = models.HRNN(N_ITEMS, HCRNNCell(H, context_dim=D, n_contexts=K, variant=3),
                     user_cell=cells.GRU(H), embed_dim=D)
     params = perturbed(m.init(jax.random.PRNGKey(0)))
-    outs, apply = [], jax.jit(m.apply)
+    outs, apply = [], jax.jit(lambda p, c, b: m.apply(p, c, b)[:2])
     for batch_size, window in ((2, 3), (5, 7)):
-        lanes = make_lanes(frame, batch_size=batch_size, window=window, targets="session",
-                           **lane_options(m))
+        lanes = models.lanes_for(m, frame, batch_size=batch_size, window=window,
+                                 targets="session")
         carry, got = m.init_carry(batch_size), {}
         for batch in lanes:
             carry, y = apply(params, carry, batch)
@@ -200,19 +205,19 @@ def test_an_hcrnn3_cell_runs_as_hrnns_session_cell():
                       loss="full-ce")
     fit = training.fit(m, frame, cfg, log=None)
     assert np.asarray(fit.params["session"]["drift"]["kernel"]).min() >= 0
-    assert fit.history[-1]["loss"] < fit.history[0]["loss"]
+    assert fit.records[-1]["loss"] < fit.records[0]["loss"]
 
 
 def test_analyse_groups_the_traced_gates_and_attention_by_step():
-    """hcrnn.analyse against the same trace read by hand (one window holds every user): the
+    """song2019.analyse against the same trace read by hand (one window holds every user): the
     drift gate product averaged by whether the step's input changes topic, and the attention
     weights by distance."""
     frame = timed_log(seed=5, n_users=4)
     topics = np.random.default_rng(0).integers(0, 2, frame.height)
-    m = model(history=3)
+    m = model(attention_history=3)
     params = perturbed(m.init(jax.random.PRNGKey(3)))
-    got = hcrnn.analyse(m, params, frame, topics, batch_size=4, window=64)
-    lanes = make_lanes(frame, batch_size=4, window=64, targets="user", **lane_options(m))
+    got = song2019.analyse(m, params, frame, topics, batch_size=4, window=64)
+    lanes = models.lanes_for(m, frame, batch_size=4, window=64, targets="user")
     assert len(lanes) == 1
     batch = lanes.window(0)
     _, _, info = m.trace(params, m.init_carry(4), batch)
@@ -240,12 +245,11 @@ def test_analyse_groups_the_traced_gates_and_attention_by_step():
 def test_attention_modes_reach_the_model_and_bad_ones_are_refused():
     """``hcrnn-1/2/3`` take ``ModelConfig.hcrnn_attention`` (the paper's text: none; the authors'
     code: additive); ``hcrnn-3-bi`` is always the bi-channel attention."""
-    from hrnn_jax import compare
     from hrnn_jax.config import ModelConfig
     cfg = ModelConfig(hidden=H, contexts=K, hcrnn_attention="additive")
-    assert compare.build_model("hcrnn-3", N_ITEMS, cfg).attention == "additive"
-    assert compare.build_model("hcrnn-3-bi", N_ITEMS, cfg).attention == "bi"
-    assert compare.build_model("hcrnn-2", N_ITEMS, ModelConfig(hidden=H)).attention == "none"
+    assert models.build_model("hcrnn-3", N_ITEMS, cfg).attention == "additive"
+    assert models.build_model("hcrnn-3-bi", N_ITEMS, cfg).attention == "bi"
+    assert models.build_model("hcrnn-2", N_ITEMS, ModelConfig(hidden=H)).attention == "none"
     p = model(attention="additive").init(jax.random.PRNGKey(0))
     assert set(p["attend"]) == {"h_query", "h_key", "v"} and p["decoder"].shape == (2 * H, D)
     with pytest.raises(ValueError, match="attention must be one of bi, additive, none"):

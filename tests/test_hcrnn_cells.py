@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hrnn_jax.hcrnn_cells import HCRNNCell, project_nonnegative
-from tests.test_user_cells import central_differences, to64
+from hrnn_jax.cells.hcrnn import HCRNNCell, project_nonnegative
+from tests.helpers import central_differences, to64
 from tests.tolerance import approx
 
 B, D, H, K = 2, 3, 4, 3

@@ -10,49 +10,17 @@ import polars as pl
 import pytest
 from flax import linen as nn
 
-from hrnn_jax import cells, evaluation, losses, meta, models, predict, simulations, training
-from hrnn_jax.batching import lane_options, make_lanes
+from hrnn_jax import cells, evaluation, models, training
+from hrnn_jax.cells.tcn import TCN
 from hrnn_jax.config import TrainConfig
-from hrnn_jax.tcn import TCN
+from hrnn_jax.data.lanes import make_lanes
+from hrnn_jax.evaluation import predict
+from hrnn_jax.models import hrnn_meta as meta
+from hrnn_jax.papers import ma2019 as simulations
+from hrnn_jax.training import losses
 from tests import reference as ref
+from tests.helpers import H, N_ITEMS, perturbed, run_lanes, timed_log
 from tests.tolerance import approx
-
-N_ITEMS, H = 9, 6
-
-
-def timed_log(seed=0, n_users=7):
-    """reference.random_log with times: 5-100 s within a session, 1 h to 3 days between."""
-    frame = ref.random_log(seed, n_users, N_ITEMS)
-    rng = np.random.default_rng(seed + 100)
-    user, session = frame["user"].to_numpy(), frame["session"].to_numpy()
-    t, times = 0.0, []
-    for i in range(len(user)):
-        if i and user[i] == user[i - 1]:
-            t += rng.uniform(5, 100) if session[i] == session[i - 1] else rng.uniform(3600, 3 * 86400)
-        else:
-            t = rng.uniform(0, 1000)
-        times.append(t)
-    return frame.with_columns(time=pl.Series(times))
-
-
-def perturbed(params):
-    return jax.tree_util.tree_map(
-        lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size)).reshape(a.shape), params)
-
-
-def run_lanes(model, params, frame, **lane_kw):
-    """Outputs by target row, from the model's scan over several windows of 3 lanes."""
-    lanes = make_lanes(frame, batch_size=3, window=4, targets="user", seed=1,
-                       **lane_options(model), **lane_kw)
-    assert len(lanes) >= 3  # the carry crosses windows
-    apply = jax.jit(lambda p, c, b: model.apply(p, c, b))
-    carry, got = model.init_carry(3), {}
-    for batch in lanes:
-        carry, y = apply(params, carry, batch)
-        for b, t in zip(*np.nonzero(batch["valid"])):
-            got[int(batch["event"][b, t])] = np.asarray(y)[b, t]
-    return got
-
 
 # --- lanes: per-step fields and where sessions close
 
@@ -60,21 +28,24 @@ def run_lanes(model, params, frame, **lane_kw):
 def test_gap_field_is_the_time_to_the_target_and_costs_nothing_unasked():
     frame = timed_log()
     t = frame["time"].to_numpy()
-    lanes = make_lanes(frame, batch_size=3, window=4, targets="user", fields=("gap",))
+    lanes = make_lanes(frame, batch_size=3, window=4, targets="user", close_at="input",
+                       fields=("gap",))
     gap, event, valid = lanes.extras["gap"], lanes.event, lanes.valid
     np.testing.assert_allclose(gap[valid], (t[event[valid]] - t[event[valid] - 1]), rtol=1e-6)
     assert (gap[~valid] == 0).all()
     assert "gap" in lanes.window(0) and lanes.window(0)["gap"].shape == (3, 4)
-    plain = make_lanes(frame, batch_size=3, window=4, targets="user")
+    plain = make_lanes(frame, batch_size=3, window=4, targets="user", close_at="input")
     assert plain.extras == {} and set(plain.window(0)) == set(lanes.window(0)) - {"gap"}
 
 
 def test_lane_fields_are_checked():
     frame = timed_log()
     with pytest.raises(ValueError, match="unknown per-step field"):
-        make_lanes(frame, batch_size=2, window=2, targets="user", fields=("bogus",))
+        make_lanes(frame, batch_size=2, window=2, targets="user", close_at="input",
+                   fields=("bogus",))
     with pytest.raises(ValueError, match="needs a 'time' column"):
-        make_lanes(frame.drop("time"), batch_size=2, window=2, targets="user", fields=("gap",))
+        make_lanes(frame.drop("time"), batch_size=2, window=2, targets="user", close_at="input",
+                   fields=("gap",))
     with pytest.raises(ValueError, match="only targets='user'"):
         make_lanes(frame, batch_size=2, window=2, targets="session", close_at="target")
 
@@ -133,8 +104,9 @@ def test_hrnn_close_at_target_matches_per_user_loop():
 
 def test_hrnn_close_at_target_needs_its_lanes():
     model = models.HRNN(N_ITEMS, cells.GRU(H), user_cell=cells.GRU(H), close_at="target")
-    assert lane_options(model) == {"fields": (), "close_at": "target"}
-    batch = make_lanes(timed_log(), batch_size=2, window=3, targets="user").window(0)
+    assert model.capabilities.fields == () and model.capabilities.close_at == "target"
+    batch = make_lanes(timed_log(), batch_size=2, window=3, targets="user",
+                       close_at="input").window(0)
     batch.pop("closing")
     with pytest.raises(ValueError, match="close_at='target'"):
         model.apply(model.init(jax.random.PRNGKey(0)), model.init_carry(2), batch)
@@ -213,7 +185,7 @@ def test_hrnn_meta_scan_matches_per_user_loop(cell, side):
         assert params["control"].shape == (4, 3 * H if cells.is_split(cell) else 3)
     else:
         assert "control" not in params
-    assert lane_options(model)["fields"] == fields
+    assert model.capabilities.fields == fields
     got = run_lanes(model, params, frame)
     want = {}
     for u in np.unique(frame["user"].to_numpy()):
@@ -227,8 +199,9 @@ def test_hrnn_meta_scores_move_with_the_gap_only_where_the_level_changes():
     frame = timed_log()
     model = meta.HRNNMeta(N_ITEMS, cells.GRU(H))
     params = perturbed(model.init(jax.random.PRNGKey(0)))
-    batch = make_lanes(frame, batch_size=3, window=4, targets="user", fields=("gap",)).window(0)
-    _, y = model.apply(params, model.init_carry(3), batch)
+    batch = make_lanes(frame, batch_size=3, window=4, targets="user", close_at="input",
+                       fields=("gap",)).window(0)
+    _, y, _ = model.apply(params, model.init_carry(3), batch)
     # a gap in the same level: same outputs; a gap of another level at the first step: different
     same = {**batch, "gap": np.where(batch["gap"] < 60, 1.0, batch["gap"])}
     moved = {**batch, "gap": batch["gap"].copy()}
@@ -284,11 +257,12 @@ def test_models_without_a_user_level_get_lanes_without_hold_steps():
     frame = timed_log()
     for model in (meta.HRNNMeta(N_ITEMS, cells.GRU(H)),
                   models.SessionRNN(N_ITEMS, cells.GRU(H), reset="user")):
-        lanes = make_lanes(frame, batch_size=3, window=4, targets="user", **lane_options(model))
+        lanes = models.lanes_for(model, frame, batch_size=3, window=4, targets="user")
         for b in range(3):  # valid steps first, then only the lane's final padding
             v = lanes.valid.transpose(1, 0, 2).reshape(3, -1)[b]
             assert not np.any(v[1:] & ~v[:-1])
-    held = make_lanes(frame, batch_size=3, window=4, targets="user", boundary_slots=1)
+    held = make_lanes(frame, batch_size=3, window=4, targets="user", close_at="input",
+                      boundary_slots=1)
     v = held.valid.transpose(1, 0, 2).reshape(3, -1)
     assert np.any(v[:, 1:] & ~v[:, :-1])  # HRNN's cap does hold lanes
 
@@ -319,9 +293,10 @@ def test_target_log_probs_are_the_full_softmax_at_the_target():
 
 def test_hierarchical_sessions_follow_the_paper():
     log = simulations.hierarchical_sessions(300, seed=3)
-    encoded, train, test, info = simulations.table1_data(300, seed=3)
+    prep = simulations.table1_data(300, seed=3)
+    encoded, train, test, info = prep.encoded, prep.train, prep.test, prep.info
     assert info["dropped"] == {"item_support": 0, "session_length": 0, "user_sessions": 0,
-                               "user_events": 0}
+                               "user_events": 0, "test_unseen_items": 0}  # (the split's too)
     assert info["events"] == log.height  # sessions of one item survive preprocessing
     per_session = encoded.events.group_by("session").agg(pl.col("item").n_unique().alias("k"),
                                                          pl.len().alias("n"))
@@ -396,7 +371,7 @@ def test_feature_mix_is_linear_in_the_rows_and_cold_items_use_features_alone():
     b_f = feats @ P["feature_bias"]["kernel"] + P["feature_bias"]["bias"]
     lam = np.where(cold, 1.0, 0.3)
     want = ((1 - lam) * (y @ P["item_out"].T + P["item_bias"]) + lam * (y @ w_f.T + b_f))
-    got = models.score_items(models.scoring_params(model, params), jnp.asarray(y))
+    got = models.score_items(model.scoring_params(params), jnp.asarray(y))
     np.testing.assert_allclose(got, want, **approx(1e-5, 1e-5))
     # training draws lambda per step; the same rng gives the same rows
     a = model.scoring_params(params, rng=jax.random.PRNGKey(3), train=True)
@@ -404,7 +379,7 @@ def test_feature_mix_is_linear_in_the_rows_and_cold_items_use_features_alone():
     assert not np.allclose(a["item_out"][1], b["item_out"][1])
     np.testing.assert_array_equal(a["item_out"][2], b["item_out"][2])  # cold: lambda = 1 always
     # the feature table is data: no gradient reaches it
-    grad = jax.grad(lambda p: models.score_items(models.scoring_params(model, p),
+    grad = jax.grad(lambda p: models.score_items(model.scoring_params(p),
                                                  jnp.asarray(y)).sum())(params)
     assert not np.any(np.asarray(grad["item_feat"])) and not np.any(np.asarray(grad["item_cold"]))
     with pytest.raises(ValueError, match="item_features must be"):
@@ -433,7 +408,7 @@ def test_cold_items_with_features_rank_better_than_chance(loss):
         model = meta.HRNNMeta(N, cells.GRU(16), **kw)
         fit = training.fit(model, train, cfg, targets="user", log=None)
         y = predict.states_at(model, fit.params, test, events, targets="user")
-        scores = np.asarray(models.score_items(models.scoring_params(model, fit.params),
+        scores = np.asarray(models.score_items(model.scoring_params(fit.params),
                                                jnp.asarray(y)))[:, 1:]
         target = scores[np.arange(len(events)), test["item"].to_numpy()[events] - 1]
         ranks[name] = 1 + (scores > target[:, None]).sum(1)
@@ -453,7 +428,8 @@ def test_betting_toy_follows_its_rules():
         assert len(bets) <= 20 and np.isin(out, [-1.0, 1.0]).all()
         np.testing.assert_array_equal(bets[1:], (bets[:-1] + out[:-1].astype(int)) % 101)
         assert seq["first"][0] == (bets[0] if len(bets) else -1)
-    encoded, train, test, item_f, user_f, info = simulations.table2_data(200, seed=2)
+    prep, item_f, user_f = simulations.table2_data(200, seed=2)
+    encoded, info = prep.encoded, prep.info
     assert info["dropped"]["item_support"] == 0
     assert item_f.shape == (encoded.n_items + 1, 3) and (item_f[1:].sum(1) == 1).all()
     assert user_f.shape == (encoded.n_users, 101) and user_f.sum(1).max() == 1
@@ -474,14 +450,16 @@ def test_the_train_step_loss_is_the_models_loss_when_items_are_not_ids(item_inpu
     feats = np.random.default_rng(0).normal(size=(N_ITEMS + 1, 3)).astype(np.float32)
     model = meta.HRNNMeta(N_ITEMS, cells.GRU(H), item_input=item_input, item_features=feats,
                           random_mix=False)
-    assert "item_in" not in models.row_tables(model)
+    assert "item_in" not in model.capabilities.row_tables
     tx = optax.adam(1e-3)
-    state = training.init_state(model, tx, jax.random.PRNGKey(0), 3, loss="full-ce")
-    batch = make_lanes(timed_log(), batch_size=3, window=4, targets="user", seed=2,
-                       **lane_options(model)).window(1)
-    step = training.make_train_step(model, tx, loss="full-ce")
+    # sparse row updates (the old default; now asked for), the state from the same step
+    step = training.make_train_step(model, tx, loss="full-ce", row_updates="sparse")
+    assert "item_in" not in step.row_tables
+    state = step.init_state(jax.random.PRNGKey(0), 3)
+    batch = models.lanes_for(model, timed_log(), batch_size=3, window=4, targets="user",
+                             seed=2).window(1)
     _, metrics = step(state, batch, jax.random.PRNGKey(1))
-    _, y = model.apply(state.params, state.carry, batch)
-    want = losses.full_cross_entropy(models.scoring_params(model, state.params), y,
+    _, y, _ = model.apply(state.params, state.carry, batch)
+    want = losses.full_cross_entropy(model.scoring_params(state.params), y,
                                      batch["target"])
     np.testing.assert_allclose(metrics["loss"], want, rtol=1e-5)

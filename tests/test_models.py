@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from hrnn_jax import cells, losses, models
-from hrnn_jax.batching import make_lanes
+from hrnn_jax import cells, models
+from hrnn_jax.data.lanes import make_lanes
+from hrnn_jax.training import losses
 from tests import reference as ref
 from tests.tolerance import approx
 
@@ -68,7 +69,8 @@ def test_gru_matches_numpy_and_flax_grucell():
 
 def test_lanes_layout():
     frame = small_frame()
-    lanes = make_lanes(frame, batch_size=3, window=4, seed=3, boundary_slots=3)
+    lanes = make_lanes(frame, batch_size=3, window=4, targets="session", close_at="input", seed=3,
+                       boundary_slots=3)
     steps = ref.user_steps(frame)
     n_steps = sum(len(v) for v in steps.values())
     assert int(lanes.valid.sum()) == n_steps == lanes.n_events
@@ -88,7 +90,8 @@ def test_lanes_layout():
         # padding only at the end of a lane when no cap applies
         assert np.all(np.diff(v.astype(int)) <= 0)
     # a new shuffle seed gives a different user order
-    other = make_lanes(frame, batch_size=3, window=4, seed=4)
+    other = make_lanes(frame, batch_size=3, window=4, targets="session", close_at="input",
+                       seed=4)
     assert not np.array_equal(other.user, lanes.user)
 
 
@@ -96,11 +99,11 @@ def test_lanes_of_a_frame_without_steps_are_padding():
     """Sessions of one event give no step under session targets: one window of padding, which a
     model runs through without changing its state."""
     frame = ref.random_log(0, 3, N_ITEMS, session_len=(1, 2))
-    lanes = make_lanes(frame, batch_size=2, window=3)
+    lanes = make_lanes(frame, batch_size=2, window=3, targets="session", close_at="input")
     assert len(lanes) == 1 and lanes.n_events == 0 and not lanes.valid.any()
     model = make_model("init")
     params = model.init(jax.random.PRNGKey(0))
-    carry, _ = model.apply(params, model.init_carry(2), lanes.window(0))
+    carry, _, _ = model.apply(params, model.init_carry(2), lanes.window(0))
     for a, b in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(model.init_carry(2))):
         np.testing.assert_array_equal(a, b)
 
@@ -127,9 +130,10 @@ def test_scan_matches_per_user_loop(kind, options):
     params = model.init(jax.random.PRNGKey(0))
     params = jax.tree_util.tree_map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size)).reshape(a.shape), params)
     # boundary_slots=1 forces hold steps in the middle of lanes
-    lanes = make_lanes(frame, batch_size=3, window=4, targets=targets, seed=1, boundary_slots=1)
+    lanes = make_lanes(frame, batch_size=3, window=4, targets=targets, close_at="input", seed=1,
+                       boundary_slots=1)
     assert len(lanes) >= 3  # several windows: the carry crosses windows
-    apply = jax.jit(lambda p, c, b: model.apply(p, c, b))
+    apply = jax.jit(lambda p, c, b: model.apply(p, c, b)[:2])
     carry = model.init_carry(3)
     got = {}
     loss_got, loss_want = [], []
@@ -185,8 +189,8 @@ def test_hrnn_accepts_flax_lstm_session_cell():
     frame = small_frame(seed=2)
     model = models.HRNN(N_ITEMS, nn.LSTMCell(H), user_cell=cells.GRU(H), mode="all")
     params = model.init(jax.random.PRNGKey(0))
-    lanes = make_lanes(frame, batch_size=3, window=4)
-    carry, y = model.apply(params, model.init_carry(3), lanes.window(0))
+    lanes = make_lanes(frame, batch_size=3, window=4, targets="session", close_at="input")
+    carry, y, _ = model.apply(params, model.init_carry(3), lanes.window(0))
     assert y.shape == (3, 4, H) and np.all(np.isfinite(y))
     assert isinstance(carry["session"], tuple)
 
@@ -197,14 +201,16 @@ def test_hrnn_boundary_slots_match_every_lane_update():
     frame = small_frame(seed=5, n_users=40)
     model = make_model("all")
     params = model.init(jax.random.PRNGKey(3))
-    lanes = make_lanes(frame, batch_size=16, window=5, seed=0, boundary_slots=2)
+    lanes = make_lanes(frame, batch_size=16, window=5, targets="session", close_at="input",
+                       seed=0, boundary_slots=2)
     assert lanes.closing.shape[-1] == 2
-    holds = (~lanes.valid).sum() - (~make_lanes(frame, batch_size=16, window=5, seed=0,
+    holds = (~lanes.valid).sum() - (~make_lanes(frame, batch_size=16, window=5, targets="session",
+                                                close_at="input", seed=0,
                                                 boundary_slots=16).valid).sum()
     assert holds != 0  # the cap of 2 forced some lanes to wait
     closing = (lanes.session_start & ~lanes.user_start).sum(axis=1)  # [W, L]
     assert closing.max() <= 2
-    apply = jax.jit(model.apply)
+    apply = jax.jit(lambda p, c, b: model.apply(p, c, b)[:2])
     carry_a = carry_b = model.init_carry(16)
     for batch in lanes:
         carry_a, ya = apply(params, carry_a, batch)
@@ -236,8 +242,9 @@ def test_context_grad_reaches_w_c_from_every_step(context_grad):
     frame = ref.random_log(3, 6, N_ITEMS, session_len=(4, 7))
     model = make_model("all", context_grad=context_grad)
     params = model.init(jax.random.PRNGKey(0))
-    lanes = make_lanes(frame, batch_size=2, window=1, boundary_slots=2)
-    apply = jax.jit(model.apply)
+    lanes = make_lanes(frame, batch_size=2, window=1, targets="session", close_at="input",
+                       boundary_slots=2)
+    apply = jax.jit(lambda p, c, b: model.apply(p, c, b)[:2])
     carry = model.init_carry(2)
     checked = 0
     for batch in lanes:
@@ -245,7 +252,7 @@ def test_context_grad_reaches_w_c_from_every_step(context_grad):
         has_context = bool(np.abs(np.asarray(carry["context"])).max() > 0)
         if not boundary and has_context and batch["valid"].all():
             def loss(p):
-                _, y = model.apply(p, carry, batch)
+                _, y, _ = model.apply(p, carry, batch)
                 return losses.full_cross_entropy(p, y, batch["target"])
 
             g = np.asarray(jax.grad(loss)(params)["context"]["kernel"])
@@ -260,18 +267,18 @@ def test_context_grad_reaches_w_c_from_every_step(context_grad):
 
 def test_hrnn_dropout_only_in_training():
     frame = small_frame(seed=6, n_users=12)
-    lanes = make_lanes(frame, batch_size=4, window=6)
+    lanes = make_lanes(frame, batch_size=4, window=6, targets="session", close_at="input")
     batch = lanes.window(1)
     plain = make_model("all")
     params = plain.init(jax.random.PRNGKey(0))
     carry = plain.init_carry(4)
-    _, y_eval = plain.apply(params, carry, batch)
-    _, y_train = plain.apply(params, carry, batch, rng=jax.random.PRNGKey(1), train=True)
+    _, y_eval, _ = plain.apply(params, carry, batch)
+    _, y_train, _ = plain.apply(params, carry, batch, rng=jax.random.PRNGKey(1), train=True)
     np.testing.assert_allclose(y_eval, y_train, rtol=1e-6)  # rates 0: training changes nothing
     drop = models.HRNN(N_ITEMS, cells.GRU(H), user_cell=cells.GRU(H + 1), mode="all",
                        dropout_user=0.5, dropout_init=0.5, dropout_session=0.5)
-    _, y_drop = drop.apply(params, carry, batch, rng=jax.random.PRNGKey(1), train=True)
-    _, y_drop_eval = drop.apply(params, carry, batch)
+    _, y_drop, _ = drop.apply(params, carry, batch, rng=jax.random.PRNGKey(1), train=True)
+    _, y_drop_eval, _ = drop.apply(params, carry, batch)
     np.testing.assert_allclose(y_drop_eval, y_eval, rtol=1e-6)  # no dropout at evaluation
     assert not np.allclose(y_drop, y_eval)
     assert np.mean(np.asarray(y_drop) == 0) > 0.3  # output dropout zeroes about half

@@ -9,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hrnn_jax import cells, losses, models, optim, precision, training
-from hrnn_jax.batching import make_lanes
+from hrnn_jax import cells, models, precision, training
+from hrnn_jax.data.lanes import make_lanes
+from hrnn_jax.training import losses, optim
 from tests import reference as ref
 
 N_ITEMS, H, B = 15, 6, 4
@@ -54,7 +55,8 @@ def test_hrnn_keeps_the_other_lanes_bit_for_bit():
     frame = ref.random_log(4, 12, N_ITEMS, session_len=(2, 4))
     model = models.HRNN(N_ITEMS, cells.GRU(H), user_cell=cells.GRU(H), mode="all")
     params = model.init(jax.random.PRNGKey(0))
-    lanes = make_lanes(frame, batch_size=B, window=3, boundary_slots=2)
+    lanes = make_lanes(frame, batch_size=B, window=3, targets="session", close_at="input",
+                       boundary_slots=2)
     carry = {**model.init_carry(B), "user": nasty_floats((B, H)), "context": nasty_floats((B, H), 1)}
     for w in range(len(lanes)):
         batch = lanes.window(w)
@@ -67,7 +69,7 @@ def test_hrnn_keeps_the_other_lanes_bit_for_bit():
     # a NaN in a closing lane's user state stays in that lane (a product would spread it)
     carry["user"] = carry["user"].at[int(np.flatnonzero(closing)[0]), 0].set(jnp.nan)
     with jax.default_matmul_precision("bfloat16"):
-        new, _ = jax.jit(model.apply)(params, carry, batch)
+        new, _, _ = jax.jit(model.apply)(params, carry, batch)
     for k in ("user", "context"):
         np.testing.assert_array_equal(np.asarray(new[k])[quiet], np.asarray(carry[k])[quiet])
         assert not np.array_equal(np.asarray(new[k])[closing], np.asarray(carry[k])[closing])
@@ -76,7 +78,8 @@ def test_hrnn_keeps_the_other_lanes_bit_for_bit():
 def test_every_product_of_a_model_follows_the_precision_setting():
     model = models.HRNN(N_ITEMS, cells.GRU(H), user_cell=cells.GRU(H), mode="all")
     params = model.init(jax.random.PRNGKey(0))
-    batch = make_lanes(ref.random_log(0, 8, N_ITEMS), batch_size=B, window=3).window(0)
+    batch = make_lanes(ref.random_log(0, 8, N_ITEMS), batch_size=B, window=3, targets="session",
+                       close_at="input").window(0)
     for name, attr in (("high", "HIGH"), ("highest", "HIGHEST")):
         with precision.matmul_precision(name):
             text = jax.jit(model.apply).lower(params, model.init_carry(B), batch).as_text()
@@ -142,10 +145,10 @@ def scatter_ops(text: str):
     return out
 
 
-@pytest.mark.parametrize("kind,loss,n_neg,sparse", [
-    ("gru", "top1", 0, True), ("all", "bpr", 3, True), ("init", "full-ce", 0, True),
-    ("all", "top1", 0, False)])
-def test_train_step_scatters_need_no_atomics(kind, loss, n_neg, sparse):
+@pytest.mark.parametrize("kind,loss,n_neg,row_updates", [
+    ("gru", "top1", 0, "sparse"), ("all", "bpr", 3, "sparse"), ("init", "full-ce", 0, "sparse"),
+    ("all", "top1", 0, "dense")])
+def test_train_step_scatters_need_no_atomics(kind, loss, n_neg, row_updates):
     """Every scatter that adds declares distinct indices, so a GPU needs no atomics and the step
     is deterministic there by construction. The rest are sets (optimiser state rows)."""
     if kind == "gru":
@@ -156,12 +159,14 @@ def test_train_step_scatters_need_no_atomics(kind, loss, n_neg, sparse):
     tx = optim.make_optimizer("adagrad", 0.1, momentum=0.1)
     cdf = np.linspace(0, 1, N_ITEMS + 1).astype(np.float32) if n_neg else None
     step = training.make_train_step(model, tx, loss=loss, n_negatives=n_neg, negative_cdf=cdf,
-                                    sparse=sparse, clip=1.0)
-    state = training.init_state(model, tx, jax.random.PRNGKey(0), B, loss=loss, sparse=sparse)
-    batch = make_lanes(ref.random_log(0, 8, N_ITEMS), batch_size=B, window=3).window(0)
+                                    row_updates=row_updates, clip=1.0)
+    state = step.init_state(jax.random.PRNGKey(0), B)
+    batch = make_lanes(ref.random_log(0, 8, N_ITEMS), batch_size=B, window=3, targets="session",
+                       close_at="input").window(0)
     ops = scatter_ops(jax.jit(step).lower(state, batch, jax.random.PRNGKey(1)).as_text())
     assert all(unique for unique, combiner in ops if combiner == "add"), ops
-    if sparse:
+    if row_updates == "sparse":
+        assert step.row_tables  # the step does update rows
         assert any(combiner == "add" for _, combiner in ops)  # the row updates were found
 
 

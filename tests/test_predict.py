@@ -3,8 +3,10 @@ import jax
 import numpy as np
 import pytest
 
-from hrnn_jax import cells, compare, data, evaluation, models, predict, synthetic
+from hrnn_jax import cells, data, evaluation, models
 from hrnn_jax.config import DataConfig
+from hrnn_jax.data import synthetic
+from hrnn_jax.evaluation import predict
 from tests.tolerance import approx, max_rank_changes
 
 H = 8
@@ -19,7 +21,7 @@ def synthetic_log(session_length=(2, 5), seed=0):
 
 @pytest.fixture(scope="module")
 def prep():
-    prep = compare.prepare(synthetic_log(), DataConfig(min_item_support=1))
+    prep = data.prepare(synthetic_log(), DataConfig(min_item_support=1))
     assert len(prep.rows) >= 20
     return prep
 
@@ -141,7 +143,7 @@ def test_hidden_states_are_the_output_before_each_target(prep):
     for u in np.unique(prep.rows.user)[:3]:
         sub = stream.filter(stream["user"] == int(u))
         first = int(np.flatnonzero(users == u)[0])
-        rows = evaluation.make_eval_rows(sub, "session")
+        rows = data.make_eval_rows(sub, "session")
         y_u = predict.hidden_states(model, params, sub, rows, batch_size=1, window=50)
         idx = np.searchsorted(prep.rows.event, rows.event + first)
         np.testing.assert_array_equal(prep.rows.event[idx], rows.event + first)
@@ -152,10 +154,10 @@ def test_hidden_states_are_the_output_before_each_target(prep):
 # 2. lanes that cannot reach the rows
 # ---------------------------------------------------------------------------------------------
 def test_session_lanes_cannot_reach_user_rows():
-    prep = compare.prepare(synthetic_log(session_length=(1, 3), seed=1),
-                           DataConfig(min_item_support=1, min_session_len=1,
-                                      protocol="leave-one-out"))
-    rows = evaluation.make_eval_rows(prep.stream, "user")
+    prep = data.prepare(synthetic_log(session_length=(1, 3), seed=1),
+                        DataConfig(min_item_support=1, min_session_len=1,
+                                   protocol="leave-one-out"))
+    rows = data.make_eval_rows(prep.stream, "user")
     assert not rows.same_session.all()  # some test event opens a session
     model = build("gru", prep.encoded.n_items)
     params = model.init(jax.random.PRNGKey(0))
@@ -197,7 +199,7 @@ def hand_scores(model, params, encoded, sessions):
     batch = {"item": np.array([items], np.int32), "target": np.zeros((1, n), np.int32),
              "session_start": np.array([s_start]), "user_start": u_start,
              "valid": np.ones((1, n), bool), "user": np.zeros((1, n), np.int32)}
-    _, y = model.apply(params, model.init_carry(1), batch)
+    _, y, _ = model.apply(params, model.init_carry(1), batch)
     scores = np.array(models.score_items(params, y[0, -1]))
     scores[0] = -np.inf
     return scores

@@ -7,7 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from hrnn_jax import cli, compare, data, evaluation, plots, synthetic, training
+from hrnn_jax import cli, compare, data, evaluation, plots, training
+from hrnn_jax import models
+
+from hrnn_jax.data import synthetic
 from hrnn_jax.config import DataConfig, ModelConfig, TrainConfig
 from hrnn_jax.progress import Reporter
 
@@ -48,7 +51,7 @@ def run_cli(argv, out=None, err=None):
 @pytest.fixture(scope="module")
 def prep():
     raw = data.read_interactions(synthetic.generate(n_users=60, n_items=80, seed=0))
-    return compare.prepare(raw, DataConfig(min_item_support=1))
+    return data.prepare(raw, DataConfig(min_item_support=1))
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +142,7 @@ def test_disabled_reporter_writes_nothing():
 # ------------------------------------------------------------------------------------------
 def test_fit_reports_every_call_and_reaches_total_each_epoch(prep):
     calls = []
-    model = compare.build_model("gru", prep.encoded.n_items, ModelConfig(hidden=8))
+    model = models.build_model("gru", prep.encoded.n_items, ModelConfig(hidden=8))
     training.fit(model, prep.train, TrainConfig(epochs=2, batch_size=8, window=2),
                  log=None,
                  progress=lambda *a: calls.append(a))
@@ -177,8 +180,8 @@ def test_run_models_labels_tasks_with_the_model(prep):
     labels = list(dict.fromkeys(label for label, _, _ in calls))
     assert labels == ["pop evaluation", "gru epoch 1/1", "gru evaluation seed 0",
                       "gru evaluation seed 1"]
-    assert ranked["pop"].history == ()
-    assert len(ranked["gru"].history) == 1 and len(ranked["gru"].history[0]["loss_per_seed"]) == 2
+    assert ranked["pop"].records == ()
+    assert len(ranked["gru"].records) == 1 and len(ranked["gru"].records[0]["loss_per_seed"]) == 2
 
 
 # ------------------------------------------------------------------------------------------

@@ -11,11 +11,15 @@ import optax
 import polars as pl
 import pytest
 
-from hrnn_jax import cells, evaluation, meta, meta_baselines, models, predict, rating_tables, \
-    training
-from hrnn_jax.batching import lane_options, make_lanes
+from hrnn_jax import cells, evaluation, training
+from hrnn_jax.baselines import rating as meta_baselines
+from hrnn_jax.evaluation import predict
+from hrnn_jax.models import hrnn_meta as meta
+from hrnn_jax.papers import ma2019
+from hrnn_jax.data.lanes import make_lanes
 from hrnn_jax.config import TrainConfig
-from tests.test_meta import H, N_ITEMS, perturbed, timed_log
+from hrnn_jax.models import lanes_for
+from tests.helpers import H, N_ITEMS, perturbed, timed_log
 
 
 def rated_log(seed=0, n_users=7):
@@ -37,10 +41,9 @@ def test_rating_head_and_loss_match_numpy():
     the mean squared error over the steps with a target."""
     model = meta.HRNNMeta(N_ITEMS, cells.GRU(H), rating_weight=0.7, rating_mean=3.0,
                           feedback=True)
-    assert model.fields == ("gap", "feedback", "rating")
+    assert model.capabilities.fields == ("gap", "feedback", "rating")
     params = perturbed(model.init(jax.random.PRNGKey(0)))
-    lanes = make_lanes(rated_log(), batch_size=3, window=4, targets="user",
-                       **lane_options(model))
+    lanes = lanes_for(model, rated_log(), batch_size=3, window=4, targets="user")
     batch = lanes.window(len(lanes) - 1)  # the last window: with padding
     carry, y, extra = model.apply(params, model.init_carry(3), batch, train=True)
     y, t = np.asarray(y), batch["target"]
@@ -51,13 +54,13 @@ def test_rating_head_and_loss_match_numpy():
     assert has.any() and (~has).any()  # padding steps are left out
     mse = ((want - batch["rating"])[has] ** 2).mean()
     np.testing.assert_allclose(extra["rating"], 0.7 * mse, rtol=1e-5)
-    assert len(model.apply(params, model.init_carry(3), batch)) == 2  # evaluation: no terms
+    assert model.apply(params, model.init_carry(3), batch).extra == {}  # evaluation: no terms
 
 
 def test_rating_label_is_the_target_events_value_and_feedback_the_inputs():
     frame = rated_log()
     v = frame["value"].to_numpy()
-    lanes = make_lanes(frame, batch_size=3, window=4, targets="user",
+    lanes = make_lanes(frame, batch_size=3, window=4, targets="user", close_at="input",
                        fields=("feedback", "rating"))
     ev, ok = lanes.event, lanes.valid
     np.testing.assert_array_equal(lanes.extras["rating"][ok], v[ev[ok]])
@@ -68,19 +71,23 @@ def test_a_rating_only_step_leaves_the_item_decoder_alone():
     """item_weight=0: the train step's loss is the rating term alone, and the next-item
     decoder's rows do not move, while the rating head does."""
     model = rating_model(item_weight=0.0, control=False)
-    assert model.fields == ("rating",) and "control" not in model.init(jax.random.PRNGKey(0))
+    assert model.capabilities.fields == ("rating",)
+    assert model.capabilities.item_weight == 0.0
+    assert "control" not in model.init(jax.random.PRNGKey(0))
     tx = optax.adam(1e-2)
-    state = training.init_state(model, tx, jax.random.PRNGKey(0), 3, loss="full-ce")
-    batch = make_lanes(rated_log(), batch_size=3, window=4, targets="user",
-                       **lane_options(model)).window(0)
-    new, metrics = training.make_train_step(model, tx, loss="full-ce")(
-        state, batch, jax.random.PRNGKey(1))
-    assert float(metrics["loss"]) == 0.0 and float(metrics["rating"]) > 0
-    for k in ("item_out", "item_bias"):
-        np.testing.assert_array_equal(new.params[k], state.params[k])
-    assert not np.allclose(new.params["rating_out"], state.params["rating_out"])
-    assert not np.allclose(new.params["session"]["hidden"]["kernel"],
-                           state.params["session"]["hidden"]["kernel"])
+    batch = lanes_for(model, rated_log(), batch_size=3, window=4, targets="user").window(0)
+    # sparse row updates (the old default) and dense ones (the new default), each step with its
+    # own state
+    for row_updates in ("sparse", "dense"):
+        step = training.make_train_step(model, tx, loss="full-ce", row_updates=row_updates)
+        state = step.init_state(jax.random.PRNGKey(0), 3)
+        new, metrics = step(state, batch, jax.random.PRNGKey(1))
+        assert float(metrics["loss"]) == 0.0 and float(metrics["rating"]) > 0, row_updates
+        for k in ("item_out", "item_bias"):
+            np.testing.assert_array_equal(new.params[k], state.params[k], err_msg=row_updates)
+        assert not np.allclose(new.params["rating_out"], state.params["rating_out"])
+        assert not np.allclose(new.params["session"]["hidden"]["kernel"],
+                               state.params["session"]["hidden"]["kernel"])
 
 
 def test_weights_are_checked():
@@ -225,21 +232,21 @@ def test_consecutive_pairs_skip_each_users_first_event():
 
 
 def test_synthetic_ratings_have_the_user_bias():
-    log, genres = rating_tables.synthetic_ratings(300, n_items=60, n_genres=4, seed=0)
+    log, genres = ma2019.synthetic_ratings(300, n_items=60, n_genres=4, seed=0)
     assert log["value"].min() >= 1 and log["value"].max() <= 5
     assert set(genres.item_ids) >= set(log["item"].cast(pl.String).unique().to_list())
     np.testing.assert_allclose(np.linalg.norm(genres.matrix, axis=1), 1.0, rtol=1e-6)
     # the user bias: users' mean ratings spread far more than the sampling error of a mean
     by_user = log.group_by("user").agg(m=pl.col("value").mean(), n=pl.len()).filter(pl.col("n") >= 10)
     assert by_user["m"].std() > 0.5
-    again, _ = rating_tables.synthetic_ratings(300, n_items=60, n_genres=4, seed=0)
+    again, _ = ma2019.synthetic_ratings(300, n_items=60, n_genres=4, seed=0)
     assert again.equals(log)
 
 
 def test_movielens_files_reach_the_tables(tmp_path):
     """ratings.dat + movies.dat (ml-1m) and ratings.csv + movies.csv (ml-20m) give the same log
     and features; prepare lines the genres up with the catalogue."""
-    log, genres = rating_tables.synthetic_ratings(40, n_items=30, n_genres=3, seed=1)
+    log, genres = ma2019.synthetic_ratings(40, n_items=30, n_genres=3, seed=1)
     log = log.with_columns(pl.col("time").round().cast(pl.Int64))
     names = dict(zip(genres.item_ids, ["|".join(n for n, v in zip(genres.names, row) if v > 0)
                                        for row in genres.matrix]))
@@ -251,11 +258,11 @@ def test_movielens_files_reach_the_tables(tmp_path):
                ).write_csv(tmp_path / "ratings.csv")
     pl.DataFrame({"movieId": list(names), "title": [f"Film, {i}" for i in names],
                   "genres": list(names.values())}).write_csv(tmp_path / "movies.csv")
-    a = rating_tables.read_movielens(tmp_path / "ratings.dat", tmp_path / "movies.dat")
-    b = rating_tables.read_movielens(tmp_path / "ratings.csv", tmp_path / "movies.csv")
+    a = ma2019.read_movielens(tmp_path / "ratings.dat", tmp_path / "movies.dat")
+    b = ma2019.read_movielens(tmp_path / "ratings.csv", tmp_path / "movies.csv")
     assert a[0].sort("user", "time", "item").equals(b[0].sort("user", "time", "item"))
     np.testing.assert_array_equal(a[1].matrix, b[1].matrix)
-    prep = rating_tables.prepare(*a)
+    prep = ma2019.prepare_ratings(*a)
     enc, feats = prep["encoded"], prep["features"]
     assert feats.shape == (enc.n_items + 1, 3) and np.all(feats[0] == 0)
     row = {i: r for i, r in zip(genres.item_ids, genres.matrix)}
@@ -266,8 +273,8 @@ def test_movielens_files_reach_the_tables(tmp_path):
 
 @pytest.mark.slow
 def test_table3_feedback_beats_the_rolling_average_and_no_feedback_does_not():
-    prep = rating_tables.prepare(*rating_tables.synthetic_ratings(600, n_items=200, seed=0))
+    prep = ma2019.prepare_ratings(*ma2019.synthetic_ratings(600, n_items=200, seed=0))
     cfg = TrainConfig(epochs=8, batch_size=50, window=10, optimizer="adam", learning_rate=1e-2,
                       loss="full-ce")
-    r = {k: v["rmse"] for k, v in rating_tables.table3(prep, hidden=32, train=cfg).items()}
+    r = {k: v["rmse"] for k, v in ma2019.table3(prep, hidden=32, train=cfg).items()}
     assert r["rnn_feedback"] < r["rolling_average"] < r["rnn"]

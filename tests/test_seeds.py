@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hrnn_jax import cli, compare, data, optim, precision, significance, synthetic, training
-from hrnn_jax.batching import make_lanes
+from hrnn_jax import cli, compare, data, precision, training
+from hrnn_jax import tables
+from hrnn_jax import models
+
+from hrnn_jax.training import optim
+
+from hrnn_jax.evaluation import significance
+
+from hrnn_jax.data import synthetic
+from hrnn_jax.data.lanes import make_lanes
 from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from tests.tolerance import approx, max_rank_changes
 
@@ -30,7 +38,7 @@ def full_float32():
 @pytest.fixture(scope="module")
 def prep():
     raw = synthetic.generate(n_users=40, n_items=50, seed=0)
-    return compare.prepare(data.read_interactions(raw), DataConfig(min_item_support=1))
+    return data.prepare(data.read_interactions(raw), DataConfig(min_item_support=1))
 
 
 def host(params):
@@ -54,7 +62,9 @@ def fitted(prep):
     def get(name, seed, seeds, window=1):
         key = (name, seed, seeds, window)
         if key not in cache:
-            model, result = compare.fit_neural(name, prep, config_of(seed, seeds, window))
+            config = config_of(seed, seeds, window)
+            model = compare.model_for(name, prep, config)
+            result = compare.fit_neural(model, prep, config)
             cache[key] = (model, result._replace(params=host(result.params)))
         return cache[key]
 
@@ -67,11 +77,11 @@ def fitted(prep):
 def test_vmapped_fit_equals_single_fits(fitted, name, window):
     S, seed = 3, TRAIN["seed"]
     _, many = fitted(name, seed, S, window)
-    per_seed = np.array([h["loss_per_seed"] for h in many.history])  # [epochs, S]
+    per_seed = np.array([h["loss_per_seed"] for h in many.records])  # [epochs, S]
     assert per_seed.shape == (TRAIN["epochs"], S)
     for i in range(S):
         _, one = fitted(name, seed + i, 1, window)
-        np.testing.assert_allclose(per_seed[:, i], [h["loss"] for h in one.history],
+        np.testing.assert_allclose(per_seed[:, i], [h["loss"] for h in one.records],
                                    **approx(1e-5, 1e-5), err_msg=f"losses of seed {i}")
         want = dict(jax.tree_util.tree_leaves_with_path(one.params))
         for key, got in jax.tree_util.tree_leaves_with_path(many.params):
@@ -81,17 +91,22 @@ def test_vmapped_fit_equals_single_fits(fitted, name, window):
     assert not np.allclose(per_seed[:, 0], per_seed[:, 1])
 
 
+@pytest.mark.parametrize("row_updates", ["sparse", "dense"])
 @pytest.mark.parametrize("opt", ["adagrad", "adam"])
-def test_masked_step_inactive_leaves_state_exactly(prep, opt):
+def test_masked_step_inactive_leaves_state_exactly(prep, opt, row_updates):
     """``active`` False: nothing changes, bit for bit (momentum, Adam's count, carry, tables);
-    True: the plain step. ``fit`` runs the vmapped seeds' steps this way."""
-    model = compare.build_model("hrnn-init", prep.encoded.n_items, MODEL)
+    True: the plain step. ``fit`` runs the vmapped seeds' steps this way, with sparse row
+    updates (the old default of make_train_step) or dense ones (its default now, and what fit
+    picks for these two optimisers under ``row_updates="auto"``)."""
+    model = models.build_model("hrnn-init", prep.encoded.n_items, MODEL)
     tx = optim.make_optimizer(opt, 0.1, momentum=0.5 if opt == "adagrad" else 0.0)
-    step = training.make_train_step(model, tx)
-    lanes = make_lanes(prep.train, batch_size=4, window=2, seed=0)
+    step = training.make_train_step(model, tx, row_updates=row_updates)
+    assert bool(step.row_tables) == (row_updates == "sparse")
+    lanes = make_lanes(prep.train, batch_size=4, window=2, seed=0, targets="session",
+                       close_at="input")
     plain = jax.jit(step)
     masked = jax.jit(lambda st, b, r, on: step(st, b, r, on))
-    state, _ = plain(training.init_state(model, tx, jax.random.PRNGKey(0), 4), lanes.window(0),
+    state, _ = plain(step.init_state(jax.random.PRNGKey(0), 4), lanes.window(0),
                      jax.random.PRNGKey(1))  # nonzero momentum and accumulators
     before = host(state)
     off, m_off = masked(state, lanes.window(1), jax.random.PRNGKey(2), False)
@@ -124,7 +139,7 @@ def test_seeds_compare_equals_single_compares(prep, fitted):
         # a single-seed compare: run_models' fit (shared with test (a)) and evaluation
         single_cfg = config_of(TRAIN["seed"] + i, 1)
         model, result = fitted("gru", TRAIN["seed"] + i, 1)
-        single = compare.Ranked(compare.evaluate_neural("gru", model, result.params, prep,
+        single = compare.Ranked(compare.evaluate_neural(model, result.params, prep,
                                                         single_cfg)[None], 0.0, 0.0)
         moved = int((single.ranks[0] != ranked["gru"].ranks[i]).sum())
         assert moved <= max_rank_changes(len(prep.rows)), f"seed {i}: {moved} ranks moved"
@@ -271,7 +286,7 @@ def old_table(results, ks=(5, 20)):
 
 def test_table_unchanged_for_one_seed_without_reference():
     results = {"pop": fake(0.1), "gru": fake(0.28141)}
-    assert compare.table(results) == old_table(results)
+    assert tables.table(results) == old_table(results)
 
 
 def test_table_marks_and_footer():
@@ -282,7 +297,7 @@ def test_table_marks_and_footer():
         "gru": fake(0.28141, seeds=5, std=std, reference="pop", sessions=123, p_value=p,
                     t_test_p_value=p),
     }
-    lines = compare.table(results).splitlines()
+    lines = tables.table(results).splitlines()
     assert len(lines) == 5
     cells = lines[2].split()
     assert cells[0] == "gru"
@@ -296,7 +311,7 @@ def test_table_marks_and_footer():
     assert "against pop" in lines[4] and "123 sessions" in lines[4]
     # one seed with a reference: marks only, the plain widths
     one = {"pop": fake(0.1), "gru": fake(0.28141, reference="pop", sessions=9, p_value=p)}
-    lines = compare.table(one).splitlines()
+    lines = tables.table(one).splitlines()
     assert lines[0] == old_table(one).splitlines()[0]
     assert lines[2].split()[1:] == ["0.2814**", "0.2814*", "0.2814", "0.2814", "0.2814",
                                     "0.2814*", "0.2814", "0.2814", "1.2", "1000"]

@@ -1,4 +1,4 @@
-"""NARM and STAMP (hrnn_jax.session_attention): the lanes' scores against a per-user NumPy loop of
+"""NARM and STAMP (hrnn_jax.models.attention): the lanes' scores against a per-user NumPy loop of
 the papers' equations (the history buffer across windows, its reset at a new user), causality,
 a short training run, and their names in compare."""
 import jax
@@ -8,9 +8,9 @@ import pytest
 
 from hrnn_jax import compare, models, training
 from hrnn_jax.config import ModelConfig, TrainConfig
-from hrnn_jax.session_attention import NARM, STAMP
+from hrnn_jax.models.attention import NARM, STAMP
 from tests import reference as ref
-from tests.test_meta import perturbed, run_lanes
+from tests.helpers import perturbed, run_lanes
 from tests.tolerance import approx
 
 N_ITEMS, D, H, T = 7, 4, 5, 3
@@ -22,8 +22,8 @@ def log(seed=1, n_users=6):
 
 def build(name):
     if name == "narm":
-        return NARM(N_ITEMS, embed_dim=D, hidden_units=H, history=T)
-    return STAMP(N_ITEMS, embed_dim=D, history=T)
+        return NARM(N_ITEMS, embed_dim=D, hidden=H, attention_history=T)
+    return STAMP(N_ITEMS, embed_dim=D, attention_history=T)
 
 
 def np_softmax(x):
@@ -76,7 +76,7 @@ def test_scores_match_a_per_user_loop_of_the_equations(name):
     P = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64), params)
     user, items = frame["user"].to_numpy(), frame["item"].to_numpy()
     assert max(np.bincount(user)) > T + 4  # the buffer matters
-    table = np.asarray(models.scoring_params(m, params)["item_out"], np.float64)
+    table = np.asarray(m.scoring_params(params)["item_out"], np.float64)
     n = 0
     for u in np.unique(user):
         rows = np.flatnonzero(user == u)
@@ -113,22 +113,23 @@ def test_training_lowers_the_loss(name):
     cfg = TrainConfig(epochs=3, batch_size=4, window=4, optimizer="adam", learning_rate=0.05,
                       loss="full-ce")
     fit = training.fit(build(name), log(seed=3, n_users=12), cfg, targets="user", log=None)
-    assert fit.history[-1]["loss"] < fit.history[0]["loss"]
+    assert fit.records[-1]["loss"] < fit.records[0]["loss"]
 
 
 def test_compare_builds_both_with_the_configs_sizes():
     cfg = ModelConfig(hidden=H, embed_dim=D, attention_history=T)
-    narm, stamp = (compare.build_model(n, N_ITEMS, cfg) for n in ("narm", "stamp"))
-    assert narm == NARM(N_ITEMS, embed_dim=D, hidden_units=H, history=T)
-    assert stamp == STAMP(N_ITEMS, embed_dim=D, history=T)
-    assert compare.build_model("stamp", N_ITEMS, ModelConfig(hidden=H)).embed_dim == H
+    narm, stamp = (models.build_model(n, N_ITEMS, cfg) for n in ("narm", "stamp"))
+    assert narm == NARM(N_ITEMS, embed_dim=D, hidden=H, attention_history=T)
+    assert stamp == STAMP(N_ITEMS, embed_dim=D, attention_history=T)
+    assert models.build_model("stamp", N_ITEMS, ModelConfig(hidden=H)).embed_dim == H
     for name, m in (("narm", narm), ("stamp", stamp)):
-        assert name in compare.NEURAL and compare.lane_targets(name, "last-session") == "user"
+        assert name in models.model_names() and name in compare.model_names()
+        assert models.lane_targets(m, "last-session") == "user"
         params = m.init(jax.random.PRNGKey(0))
-        p = models.scoring_params(m, params)
+        p = m.scoring_params(params)
         assert p["item_out"] is params["item_in"] and not np.asarray(p["item_bias"]).any()
-        assert models.row_tables(m) == {} and m.hidden == D
+        assert m.capabilities.row_tables == {} and m.output_width == D
         batch = {"item": jnp.ones((2, 3), jnp.int32), "user_start": jnp.zeros((2, 3), bool),
                  "valid": jnp.ones((2, 3), bool)}
-        carry, y = jax.eval_shape(lambda: m.apply(params, m.init_carry(2), batch))
+        carry, y, _ = jax.eval_shape(lambda: m.apply(params, m.init_carry(2), batch))
         assert y.shape == (2, 3, D)

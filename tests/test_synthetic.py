@@ -4,7 +4,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hrnn_jax.synthetic import generate
+from hrnn_jax.data.synthetic import generate
 
 GAP = 1800.0
 

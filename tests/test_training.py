@@ -9,9 +9,11 @@ import optax
 import polars as pl
 import pytest
 
-from hrnn_jax import cells, compare, data, models, optim, synthetic, training
-from hrnn_jax.batching import make_lanes
+from hrnn_jax import cells, data, models, training
 from hrnn_jax.config import DataConfig, TrainConfig
+from hrnn_jax.data import synthetic
+from hrnn_jax.data.lanes import make_lanes
+from hrnn_jax.training import loop, optim
 from tests.reference import random_log
 from tests.tolerance import approx
 
@@ -69,28 +71,30 @@ def frame():
 
 @pytest.fixture(scope="module")
 def lanes(frame):
-    lanes = make_lanes(frame, batch_size=B, window=L, seed=0)
+    lanes = make_lanes(frame, batch_size=B, window=L, targets="session", close_at="input",
+                       seed=0)
     assert len(lanes) >= 5
     return lanes
 
 
 def jitted_step(kind="gru", optimizer="adagrad", lr=0.1, momentum=0.0, loss="top1", n_negatives=0,
-                clip=None, sparse=True):
+                clip=None, row_updates="sparse"):
     """``(init(key), jitted step, step)``, one per configuration, shared by the tests: compiling a
-    train step is what costs time here."""
-    return _jitted_step(kind, optimizer, lr, momentum, loss, n_negatives, clip, sparse)
+    train step is what costs time here. Sparse rows unless ``row_updates="dense"``."""
+    return _jitted_step(kind, optimizer, lr, momentum, loss, n_negatives, clip, row_updates)
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted_step(kind, optimizer, lr, momentum, loss, n_negatives, clip, sparse):
+def _jitted_step(kind, optimizer, lr, momentum, loss, n_negatives, clip, row_updates):
     model = gru_model() if kind == "gru" else hrnn_model(kind)
     tx = optim.make_optimizer(optimizer, lr, momentum=momentum)
     cdf = training.popularity_cdf(small_frame(), N_ITEMS) if n_negatives else None
     step = training.make_train_step(model, tx, loss=loss, n_negatives=n_negatives,
-                                    negative_cdf=cdf, clip=clip, sparse=sparse)
+                                    negative_cdf=cdf, clip=clip, row_updates=row_updates)
+    assert step.row_updates == row_updates
 
     def init(key):
-        return training.init_state(model, tx, key, B, loss=loss, sparse=sparse)
+        return step.init_state(key, B)
 
     return init, jit(step), step
 
@@ -112,8 +116,8 @@ def hand_batch(items, targets):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_negatives", [0, 3])
 def test_sparse_rows_equal_dense_plain_adagrad(lanes, n_negatives):
-    init_s, step_s, _ = jitted_step(n_negatives=n_negatives, sparse=True)
-    init_d, step_d, _ = jitted_step(n_negatives=n_negatives, sparse=False)
+    init_s, step_s, _ = jitted_step(n_negatives=n_negatives, row_updates="sparse")
+    init_d, step_d, _ = jitted_step(n_negatives=n_negatives, row_updates="dense")
     key = jax.random.PRNGKey(0)
     s_state, d_state = init_s(key), init_d(key)
     assert_tree_allclose(s_state.params, d_state.params, rtol=0, atol=0)
@@ -139,7 +143,12 @@ class UserShift(models.SessionRNN):
 
     n_users: int = 10  # small_frame's users
     l2: float = 0.0
-    row_tables = {**models.ITEM_TABLES, "user_shift": "user"}
+
+    @property
+    def capabilities(self):
+        return dataclasses.replace(super().capabilities,
+                                   row_tables={**models.ITEM_TABLES, "user_shift": "user"},
+                                   n_users=self.n_users)
 
     def init(self, rng):
         params = super().init(rng)
@@ -147,16 +156,17 @@ class UserShift(models.SessionRNN):
         return {**params, "user_shift": shift}
 
     def apply(self, params, carry, batch, *, rng=None, train=False):
-        carry, y = super().apply(params, carry, batch, rng=rng, train=train)
+        carry, y, extra = super().apply(params, carry, batch, rng=rng, train=train)
         rows = params["user_shift"][batch["user"]]  # [B, L, H]
-        return carry, y + rows, {"l2": self.l2 * (rows ** 2).sum() / rows.shape[0]}
+        return models.Output(carry, y + rows,
+                             {**extra, "l2": self.l2 * (rows ** 2).sum() / rows.shape[0]})
 
 
-def user_shift_steps(l2, sparse):
+def user_shift_steps(l2, row_updates):
     model = UserShift(N_ITEMS, cells.GRU(H), l2=l2)
     tx = optim.make_optimizer("adagrad", 0.1)
-    return (lambda key: training.init_state(model, tx, key, B, sparse=sparse),
-            jit(training.make_train_step(model, tx, sparse=sparse)))
+    return (lambda key: training.init_state(model, tx, key, B, row_updates=row_updates),
+            jit(training.make_train_step(model, tx, row_updates=row_updates)))
 
 
 def test_model_declared_row_tables_and_extra_loss_terms(lanes):
@@ -164,10 +174,12 @@ def test_model_declared_row_tables_and_extra_loss_terms(lanes):
     of users not in the batch stay as they were, and its extra loss term joins the gradient and
     the metrics without changing the reported ranking loss."""
     key = jax.random.PRNGKey(0)
-    (init_s, step_s), (init_d, step_d) = user_shift_steps(0.5, True), user_shift_steps(0.5, False)
-    init_0, step_0 = user_shift_steps(0.0, True)
+    (init_s, step_s), (init_d, step_d) = (user_shift_steps(0.5, "sparse"),
+                                          user_shift_steps(0.5, "dense"))
+    init_0, step_0 = user_shift_steps(0.0, "sparse")
     s, d, z = init_s(key), init_d(key), init_0(key)
     assert "user_shift" in s.opt_state["rows"] and "user_shift" not in s.opt_state["dense"]
+    assert not d.opt_state["rows"]  # the dense step updates every table densely
     batch = lanes.window(0)
     users = np.unique(batch["user"])
     s1, ms = step_s(s, batch, key)
@@ -213,8 +225,8 @@ def test_row_update_equals_dense_update():
 # ---------------------------------------------------------------------------------------------
 def test_momentum_is_lazy_on_untouched_rows():
     mom = 0.5
-    init_s, step_s, _ = jitted_step(momentum=mom, sparse=True)
-    init_d, step_d, _ = jitted_step(momentum=mom, sparse=False)
+    init_s, step_s, _ = jitted_step(momentum=mom, row_updates="sparse")
+    init_d, step_d, _ = jitted_step(momentum=mom, row_updates="dense")
     # step 1 touches items 1..13; step 2 only items 14..20
     b1 = hand_batch([[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]],
                     [[2, 3, 13], [5, 6, 1], [8, 9, 4], [11, 12, 7]])
@@ -249,9 +261,9 @@ def test_momentum_is_lazy_on_untouched_rows():
 def test_vmapped_seeds_match_single_seed_training(lanes):
     model = hrnn_model("init")
     tx = optim.make_optimizer("adagrad", 0.1, momentum=0.2)
-    step = training.make_train_step(model, tx)
+    step = training.make_train_step(model, tx, row_updates="sparse")
     keys = jax.random.split(jax.random.PRNGKey(7), 4)
-    states = jax.vmap(lambda r: training.init_state(model, tx, r, B))(keys)
+    states = jax.vmap(lambda r: step.init_state(r, B))(keys)
     vstep = jit(jax.vmap(step, in_axes=(0, None, 0)))
     single = jit(step)
     n_windows = 3
@@ -266,7 +278,7 @@ def test_vmapped_seeds_match_single_seed_training(lanes):
     v_losses = np.stack(v_losses, axis=1)  # [seeds, windows]
     assert v_losses.shape == (4, n_windows)
     for s in range(4):
-        state = training.init_state(model, tx, keys[s], B)
+        state = training.init_state(model, tx, keys[s], B, row_updates="sparse")
         got = []
         for w in range(n_windows):
             state, m = single(state, lanes.window(w), step_keys[w][s])
@@ -318,7 +330,7 @@ def snapshot(params):
 def synth_train():
     raw = synthetic.generate(n_users=16, n_items=20, n_topics=4, sessions_per_user=(2, 4),
                              session_length=(2, 6), seed=0)
-    prep = compare.prepare(data.read_interactions(raw), DataConfig(min_item_support=1))
+    prep = data.prepare(data.read_interactions(raw), DataConfig(min_item_support=1))
     return prep.train, prep.encoded.n_items
 
 
@@ -346,8 +358,8 @@ def fitted(synth_train):
 
 def test_fit_lowers_training_loss(fitted):
     _, result, seen = fitted
-    hist = [h["loss"] for h in result.history]
-    assert [h["epoch"] for h in result.history] == [1, 2, 3, 4]
+    hist = [h["loss"] for h in result.records]
+    assert [h["epoch"] for h in result.records] == [1, 2, 3, 4]
     assert all(np.isfinite(hist))
     assert hist[-1] < hist[0] - 0.01, hist
     assert len(seen) == 4
@@ -361,10 +373,10 @@ def test_fit_rate_leaves_out_only_the_first_call(synth_train, monkeypatch):
     counted from epoch 1's first call again at every epoch)."""
     train, n = synth_train
     ticks = iter(range(10**6))
-    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(ticks)))
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: float(next(ticks)))
     model = models.SessionRNN(n, cells.GRU(H))
     result = training.fit(model, train, TrainConfig(**FIT_KW), steps_per_call=1000, log=None)
-    events = [h["events_per_second"] * h["seconds"] for h in result.history]
+    events = [h["events_per_second"] * h["seconds"] for h in result.records]
     assert len(events) == 4 and min(events) > 0
     assert result.events_per_second == pytest.approx(sum(events[1:]) / len(events))
 
@@ -374,8 +386,8 @@ def test_fit_early_stopping_returns_best_params(fitted, synth_train):
     model, first, first_seen = fitted
     result, seen = fit_capturing(model, train, 1, [1.0, 0.5, 0.2, 0.1, 0.05], patience=1,
                                  epochs=5)
-    assert len(seen) == 2 and len(result.history) == 2  # stopped after the first worse epoch
-    assert [h["valid"] for h in result.history] == [1.0, 0.5]
+    assert len(seen) == 2 and len(result.records) == 2  # stopped after the first worse epoch
+    assert [h["valid"] for h in result.records] == [1.0, 0.5]
     assert_tree_allclose(result.params, seen[0], rtol=0, atol=0, msg="best = epoch 1")
     # epoch 2 did change the parameters, so returning epoch 1's is a real choice
     assert change(seen[0], seen[1]) > 1e-3
@@ -387,7 +399,7 @@ def test_fit_is_deterministic(fitted, synth_train):
     train, _ = synth_train
     model, first, first_seen = fitted
     again, again_seen = fit_capturing(model, train, 0, [0.1, 0.2, 0.3, 0.4], patience=1)
-    assert [h["loss"] for h in again.history] == [h["loss"] for h in first.history]
+    assert [h["loss"] for h in again.records] == [h["loss"] for h in first.records]
     for a, b in zip(again_seen, first_seen):
         assert_tree_allclose(a, b, rtol=0, atol=0, msg="same seed")
     assert_tree_allclose(again.params, first.params, rtol=0, atol=0, msg="same seed")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from hrnn_jax import cells
-from hrnn_jax import user_cells as uc
+from hrnn_jax.cells import user_gru as uc
+from tests.helpers import central_differences, to64
 from tests.tolerance import approx
 
 N = 4  # hidden units n
 B = 3  # rows
-EPS = 1e-6  # central-difference step (float64)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,10 +106,6 @@ def np_relaxed_partials(v, k1, k2, omega, tau):
 # helpers
 
 
-def to64(tree):
-    return jax.tree_util.tree_map(lambda a: np.array(a, np.float64), tree)
-
-
 def random_params(cell, h, x, seed, scale=0.5):
     """The cell's parameter tree with every leaf drawn from N(0, scale^2) (non-zero biases and
     attention gate, gates away from saturation)."""
@@ -123,23 +119,6 @@ def inputs(seed, width, scale=1.0):
     kh, kx = jax.random.split(jax.random.PRNGKey(seed))
     h = 0.8 * jnp.tanh(jax.random.normal(kh, (B, N)))
     return h, scale * jax.random.normal(kx, (B, width))
-
-
-def central_differences(f, arrays):
-    """d f() / d arrays, each array perturbed in place (float64)."""
-    grads = []
-    for a in arrays:
-        g = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            keep = a[idx]
-            a[idx] = keep + EPS
-            up = f()
-            a[idx] = keep - EPS
-            down = f()
-            a[idx] = keep
-            g[idx] = (up - down) / (2 * EPS)
-        grads.append(g)
-    return grads
 
 
 def check_against_reference(cell, p, h, x, ref, ref_grad=None):

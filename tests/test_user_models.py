@@ -5,8 +5,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hrnn_jax import cells, models, optim, training, user_cells
-from hrnn_jax.batching import make_lanes
+from hrnn_jax import cells, models, training
+
+from hrnn_jax.training import optim
+
+from hrnn_jax.cells import user_gru as user_cells
+from hrnn_jax.data.lanes import make_lanes
 from tests import reference as ref
 from tests.tolerance import approx
 
@@ -30,7 +34,7 @@ def test_scan_matches_per_user_loop(kind):
     model = make(kind)
     params = model.init(jax.random.PRNGKey(0))
     data = frame()
-    lanes = make_lanes(data, batch_size=B, window=4, targets="user", seed=1)
+    lanes = make_lanes(data, batch_size=B, window=4, targets="user", close_at="input", seed=1)
     assert len(lanes) >= 3
     apply = jax.jit(lambda p, c, b: model.apply(p, c, b)[:2])
     carry, got = model.init_carry(B), {}
@@ -54,7 +58,8 @@ def test_scan_matches_per_user_loop(kind):
 def test_dropout_only_in_training_and_l2_term():
     model = make("linear", dropout_item=0.5, dropout_user=0.5, l2_user=0.3)
     params = model.init(jax.random.PRNGKey(0))
-    batch = make_lanes(frame(), batch_size=B, window=5, targets="user").window(0)
+    batch = make_lanes(frame(), batch_size=B, window=5, targets="user",
+                       close_at="input").window(0)
     carry = model.init_carry(B)
     _, y_eval, extra = model.apply(params, carry, batch)
     _, y_eval2, _ = model.apply(params, carry, batch)
@@ -73,18 +78,21 @@ def test_dropout_only_in_training_and_l2_term():
     np.testing.assert_allclose(extra_t["l2_user"], want, rtol=1e-5)  # of the vectors, not masked
 
 
+ROWS = {True: "sparse", False: "dense"}  # row_updates of the sparse-row and the dense step
+
+
 def test_user_table_is_updated_by_sparse_rows():
     """Full-softmax CE with plain Adagrad: the sparse path (item and user rows) equals the dense
     one, and the rows of users not in the window are left exactly as they were."""
     model = make("rectified")
     tx = optim.make_optimizer("adagrad", 0.1)
-    lanes = make_lanes(frame(), batch_size=B, window=4, targets="user", seed=0)
+    lanes = make_lanes(frame(), batch_size=B, window=4, targets="user", close_at="input",
+                       seed=0)
     states, steps = {}, {}
     for sparse in (True, False):
-        states[sparse] = training.init_state(model, tx, jax.random.PRNGKey(0), B, loss="full-ce",
-                                             sparse=sparse)
-        steps[sparse] = jax.jit(training.make_train_step(model, tx, loss="full-ce",
-                                                         sparse=sparse))
+        step = training.make_train_step(model, tx, loss="full-ce", row_updates=ROWS[sparse])
+        states[sparse] = step.init_state(jax.random.PRNGKey(0), B)
+        steps[sparse] = jax.jit(step)
     assert set(states[True].opt_state["rows"]) == {"item_in", "user_in"}
     metrics = sparse_equals_dense(states, steps, lanes.window(0),
                                   ("item_in", "user_in", "item_out", "cell"))
@@ -154,7 +162,8 @@ def hrnn_outputs(model, params, lanes, apply=None):
     apply = apply or jax.jit(model.apply)
     carry, got = model.init_carry(B), {}
     for batch in lanes:
-        carry, y = apply(params, carry, batch)
+        carry, y, extra = apply(params, carry, batch)
+        assert extra == {}
         y = np.asarray(y)
         for b, t in zip(*np.nonzero(batch["valid"])):
             got[int(batch["event"][b, t])] = y[b, t]
@@ -179,7 +188,8 @@ def test_hrnn_user_cell_matches_per_user_loop(kind, source):
     model = make_hrnn(kind, source)
     params = perturbed(model.init(jax.random.PRNGKey(0)))
     data = hrnn_frame()
-    lanes = make_lanes(data, batch_size=B, window=4, seed=1, boundary_slots=1)
+    lanes = models.lanes_for(model, data, batch_size=B, window=4, targets="session", seed=1,
+                             boundary_slots=1)
     assert len(lanes) >= 3
     got = hrnn_outputs(model, params, lanes)
     p = {"params": params["session"]}
@@ -199,7 +209,7 @@ def test_hrnn_table_row_changes_only_its_users_outputs():
     model = make_hrnn("attentional", "table")
     params = perturbed(model.init(jax.random.PRNGKey(0)))
     data = hrnn_frame()
-    lanes = make_lanes(data, batch_size=B, window=4, seed=1)
+    lanes = models.lanes_for(model, data, batch_size=B, window=4, targets="session", seed=1)
     user = data["user"].to_numpy()
     apply = jax.jit(model.apply)
     base = hrnn_outputs(model, params, lanes, apply)
@@ -224,7 +234,8 @@ def test_hrnn_user_cell_params_reach_only_later_sessions(source):
     if source == "state":
         params["init"] = {**params["init"], "kernel": jnp.zeros_like(params["init"]["kernel"])}
     data = hrnn_frame()
-    lanes = make_lanes(data, batch_size=B, window=4, seed=1, boundary_slots=1)
+    lanes = models.lanes_for(model, data, batch_size=B, window=4, targets="session", seed=1,
+                             boundary_slots=1)
     apply = jax.jit(model.apply)
     base = hrnn_outputs(model, params, lanes, apply)
     user = jax.tree_util.tree_map(lambda a: 1.5 * a + 0.1, params["user"])
@@ -248,7 +259,7 @@ def test_hrnn_user_cell_trains(source):
     data = ref.random_log(3, N_USERS, N_ITEMS, session_len=(2, 7))
     result = training.fit(model, data, TrainConfig(epochs=8, batch_size=B, window=4,
                                                    loss="full-ce", learning_rate=0.2), log=None)
-    loss = [h["loss"] for h in result.history]
+    loss = [h["loss"] for h in result.records]
     assert np.all(np.isfinite(loss)) and loss[-1] < 0.95 * loss[0], loss
 
 
@@ -256,14 +267,16 @@ def test_hrnn_user_table_is_updated_by_sparse_rows():
     """``user_vector="table"`` declares ``user_in`` a row table by ``user``: with Adagrad the
     sparse step equals the dense one, and the rows of users not in the window stay exactly."""
     model = make_hrnn("linear", "table")
-    assert models.row_tables(model) == {**models.ITEM_TABLES, "user_in": "user"}
-    assert models.row_tables(make_hrnn("linear", "state")) == models.ITEM_TABLES
+    assert model.capabilities.row_tables == {**models.ITEM_TABLES, "user_in": "user"}
+    assert make_hrnn("linear", "state").capabilities.row_tables == models.ITEM_TABLES
     tx = optim.make_optimizer("adagrad", 0.1)
-    lanes = make_lanes(hrnn_frame(), batch_size=B, window=4, seed=0)
+    lanes = models.lanes_for(model, hrnn_frame(), batch_size=B, window=4, targets="session",
+                             seed=0)
     states, steps = {}, {}
     for sparse in (True, False):
-        states[sparse] = training.init_state(model, tx, jax.random.PRNGKey(0), B, sparse=sparse)
-        steps[sparse] = jax.jit(training.make_train_step(model, tx, sparse=sparse))
+        step = training.make_train_step(model, tx, row_updates=ROWS[sparse])
+        states[sparse] = step.init_state(jax.random.PRNGKey(0), B)
+        steps[sparse] = jax.jit(step)
     assert set(states[True].opt_state["rows"]) == {"item_in", "user_in", "item_out", "item_bias"}
     sparse_equals_dense(states, steps, lanes.window(0),
                         ("item_in", "user_in", "item_out", "session", "user", "init"))
@@ -275,13 +288,18 @@ def test_hrnn_user_vector_options_are_checked():
         return models.HRNN(N_ITEMS, cell, user_cell=user_cell, **kw)
 
     bad = [
-        ("user_vector='table' needs a user-based session cell", gru, dict(user_vector="table")),
-        ("n_users sizes the user table", gru, dict(n_users=N_USERS)),
+        (r"user_vector and n_users are options of a user-based session cell.*GRU has no user "
+         "input", gru, dict(user_vector="table")),
+        (r"user_vector and n_users are options of a user-based session cell.*GRU has no user "
+         "input", gru, dict(n_users=N_USERS)),
         ("user_vector must be one of", lin, dict(user_vector="lookup")),
         ("needs n_users >= 1", lin, dict(user_vector="table")),
         ("with user_vector='state' the user vector is", lin, dict(n_users=N_USERS)),
-        ("leave mode='init'", lin, dict(mode="all")),
-        ("context_gates='rzn' is an option of mode='all'", lin, dict(context_gates="rzn")),
+        # mode='all' means user_vector='state' for a user cell (checked below): not the table
+        (r"mode='all' feeds the user state c to LinearUserGRU.*user_vector='table' is an option "
+         "of mode='init'", lin, dict(mode="all", user_vector="table", n_users=N_USERS)),
+        (r"context_gates='rzn' chooses the gates that receive W_c c; LinearUserGRU takes c as "
+         "its own user input", lin, dict(context_gates="rzn")),
         (r"as wide as its hidden state \(6\).*output, 7",
          user_cells.RectifiedUserGRU(H, item_features=4), dict(user_cell=cells.GRU(H + 1))),
         (r"needs item_features == features \(6\), got 4",
@@ -301,3 +319,25 @@ def test_hrnn_user_vector_options_are_checked():
     table = make_hrnn("rectified", "table")
     assert table.init(jax.random.PRNGKey(0))["user_in"].shape == (N_USERS, H)
     assert table.init_carry(B)["context"].shape == (B, 0)
+    # mode='all' with a user cell: the user vector is c, so it is user_vector='state' (whose
+    # outputs test_hrnn_user_cell_matches_per_user_loop checks): same parameters, carry and
+    # outputs, with or without user_vector='state' spelled out
+    state = hrnn(lin, user_vector="state")
+    fresh = state.init(jax.random.PRNGKey(0))
+    params = perturbed(fresh)
+    data = hrnn_frame()
+    lanes = models.lanes_for(state, data, batch_size=B, window=4, targets="session", seed=1,
+                             boundary_slots=1)
+    want = hrnn_outputs(state, params, lanes)
+    for every in (hrnn(lin, mode="all"), hrnn(lin, mode="all", user_vector="state")):
+        assert every.mode == "all" and every.user_source == "state"
+        assert every.capabilities == state.capabilities
+        init = every.init(jax.random.PRNGKey(0))
+        assert jax.tree_util.tree_structure(init) == jax.tree_util.tree_structure(fresh)
+        for a, b in zip(jax.tree_util.tree_leaves(init), jax.tree_util.tree_leaves(fresh)):
+            np.testing.assert_array_equal(a, b)
+        assert every.init_carry(B)["context"].shape == (B, H)
+        got = hrnn_outputs(every, params, lanes)
+        assert got.keys() == want.keys() and len(want) > 20
+        for row in want:
+            np.testing.assert_array_equal(got[row], want[row], err_msg=f"row {row}")

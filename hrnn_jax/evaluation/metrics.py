@@ -1,0 +1,225 @@
+"""Evaluation: which predictions are scored, ranks against the whole catalogue, metrics, breakdowns.
+
+The flow is
+
+    rows  = make_eval_rows(stream, targets="session")         # one row per evaluated prediction
+    ranks = rank_chunks(score_fn, rows, ties="optimistic")     # [R] rank of each target
+    metrics_from_ranks(ranks, ks=(5, 20))                      # recall@k, mrr@k, ...
+    breakdown_by_history(rows, ranks); breakdown_by_position(rows, ranks)
+
+``score_fn(index) -> scores [r, N+1]`` is the only thing a model (neural or baseline) supplies.
+Column 0 of every score matrix is the padding item: it is never ranked, whatever its score.
+
+Metrics follow Quadrana et al. (2017), section 4.3: one relevant item per prediction (the next
+event), Recall@k (= hit rate), Precision@k = Recall@k / k, MRR@k with the reciprocal rank set to
+zero beyond k; NDCG@k is added for convenience.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnn_jax import choices
+from hrnn_jax.config import Ties
+from hrnn_jax.data.rows import EvalRows
+
+TIES = choices.options(Ties)
+
+
+# --------------------------------------------------------------------------------------------
+# Ranks
+# --------------------------------------------------------------------------------------------
+def rank_targets(scores, targets, *, ties: str = "optimistic", exclude=None) -> jax.Array:
+    """Rank of each target among the real items (1..N) of its row. Jittable (``ties`` static).
+
+    scores:  float [R, N+1]; column 0 is padding and never counts, whatever its score.
+    targets: int [R], values in 1..N.
+    exclude: optional bool [R, N+1]; marked items are removed from the ranking (they never count),
+             except the target itself, which is always ranked even if marked.
+    Returns float32 [R].
+
+    Tie policy, with ``above`` = number of counted items scoring strictly above the target and
+    ``equal`` = number of counted items other than the target scoring exactly the same:
+      * "optimistic":  rank = 1 + above                (ties in the target's favour)
+      * "pessimistic": rank = 1 + above + equal        (ties against the target)
+      * "average":     rank = 1 + above + equal / 2    (expected rank under random tie-breaking)
+    A target whose score is not finite (NaN, +inf or -inf) ranks last among the counted items,
+    rank = 1 + (number of counted items), under every tie policy: a model that scores its
+    target NaN or infinite gets no credit for it. Other items with a NaN score compare false and
+    are never counted above (or equal to) a finite target.
+    """
+    choices.check("ties", ties, TIES)
+    scores = jnp.asarray(scores)
+    targets = jnp.asarray(targets).astype(jnp.int32)
+    n_cols = scores.shape[1]
+    cols = jnp.arange(n_cols, dtype=jnp.int32)
+    is_target = cols[None, :] == targets[:, None]                        # [R, N+1]
+    counted = (cols[None, :] > 0) & ~is_target                          # [R, N+1]
+    if exclude is not None:
+        counted = counted & ~jnp.asarray(exclude, dtype=bool)
+    target_score = jnp.take_along_axis(scores, targets[:, None], axis=1)  # [R, 1]
+    above = jnp.sum(counted & (scores > target_score), axis=1, dtype=jnp.int32)
+    rank = 1.0 + above.astype(jnp.float32)
+    if ties != "optimistic":
+        equal = jnp.sum(counted & (scores == target_score), axis=1, dtype=jnp.int32)
+        rank = rank + equal.astype(jnp.float32) * (1.0 if ties == "pessimistic" else 0.5)
+    last = 1.0 + jnp.sum(counted, axis=1, dtype=jnp.int32).astype(jnp.float32)
+    return jnp.where(jnp.isfinite(target_score[:, 0]), rank, last)
+
+
+_rank_jit = jax.jit(rank_targets, static_argnames=("ties",))
+
+
+def seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
+    """bool [r, N+1] with True at ``seen_idx`` [r, L] (padding entries point at column 0). Jittable."""
+    r = seen_idx.shape[0]
+    mask = jnp.zeros((r, n_cols), dtype=bool)
+    return mask.at[jnp.arange(r)[:, None], seen_idx].set(True)
+
+
+_seen_mask = jax.jit(seen_mask, static_argnames=("n_cols",))
+
+
+def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows, *,
+                ties: str = "optimistic", exclude_seen: bool = False, chunk: int = 1024,
+                rank_fn: Callable | None = None,
+                progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+    """Ranks of all rows' targets, computed ``chunk`` rows at a time. Returns float32 [R].
+
+    ``score_fn(index) -> scores [len(index), N+1]`` (numpy or jax) for ``index`` int64 row positions
+    into ``rows``. Every call receives exactly ``min(chunk, R)`` indices: the last chunk is padded by
+    repeating its last index (the padded ranks are dropped), so a jitted ``score_fn`` and the jitted
+    rank each compile once.
+
+    ``rank_fn(index, targets, seen) -> ranks`` replaces ``score_fn`` where scoring and ranking are
+    one jitted function (neural models: the scores never leave the fused computation); ``seen`` is
+    ``None`` or the padded seen items ``[r, W]`` for :func:`seen_mask`, and the function must
+    follow :func:`rank_targets` with ``ties``.
+
+    ``exclude_seen``: remove from the ranking the items the user interacted with before the target
+    (``rows.seen``, derived chunk by chunk from the rows' histories), the target itself excepted
+    (see ``rank_targets``).
+
+    ``progress``: ``progress("evaluation", done, total)`` after every chunk (``hrnn_jax.progress``).
+    """
+    choices.check("ties", ties, TIES)
+    n_rows = len(rows)
+    out = np.empty(n_rows, dtype=np.float32)
+    if n_rows == 0:
+        return out
+    size = min(int(chunk), n_rows)
+    n_chunks = -(-n_rows // size)
+    for start in range(0, n_rows, size):
+        n = min(size, n_rows - start)
+        index = np.arange(start, start + size, dtype=np.int64)
+        index[n:] = start + n - 1
+        targets = jnp.asarray(rows.target[index])
+        seen = jnp.asarray(rows.seen(index)[0]) if exclude_seen else None
+        if rank_fn is not None:
+            ranks = rank_fn(index, targets, seen)
+        else:
+            scores = jnp.asarray(score_fn(index))
+            if scores.shape[0] != size:
+                raise ValueError(f"score_fn returned {scores.shape[0]} rows for {size} indices")
+            exclude = None if seen is None else _seen_mask(seen, n_cols=scores.shape[1])
+            ranks = _rank_jit(scores, targets, ties=ties, exclude=exclude)
+        out[start:start + n] = np.asarray(ranks)[:n]
+        if progress is not None:
+            progress("evaluation", start // size + 1, n_chunks)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics and breakdowns
+# --------------------------------------------------------------------------------------------
+def metrics_from_ranks(ranks, ks=(5, 20)) -> dict[str, float]:
+    """Top-k metrics from ranks [R] (one relevant item per row; fractional ranks allowed).
+
+    For each k: ``recall@k`` = ``hit@k`` = mean(rank <= k); ``precision@k`` = recall@k / k;
+    ``mrr@k`` = mean(1/rank if rank <= k else 0); ``ndcg@k`` = mean(1/log2(rank+1) if rank <= k
+    else 0). Also ``n`` = R. Raises ValueError on empty ranks.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64).reshape(-1)
+    if ranks.size == 0:
+        raise ValueError("metrics_from_ranks: no ranks")
+    out: dict[str, float] = {"n": int(ranks.size)}
+    for k in ks:
+        hit = ranks <= k
+        recall = float(hit.mean())
+        out[f"recall@{k}"] = recall
+        out[f"hit@{k}"] = recall
+        out[f"precision@{k}"] = recall / k
+        out[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks, 0.0).mean())
+        out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
+    return out
+
+
+def perplexity(log_probs, n_items: int) -> dict[str, float]:
+    """Perplexity of next-item predictions (Brown et al. 1992, as Ma & Narayanaswamy use it):
+    ``exp(-mean log p(target))`` over the rows, ``log_probs [R]`` natural logs of the full
+    softmax over the catalogue. A perplexity of p is a uniform guess among p items, so it depends
+    on the catalogue: the result states it (``{"ppl", "n", "catalogue": n_items}``)."""
+    lp = np.asarray(log_probs, dtype=np.float64).reshape(-1)
+    if lp.size == 0:
+        raise ValueError("perplexity: no rows")
+    return {"ppl": float(np.exp(-lp.mean())), "n": int(lp.size), "catalogue": int(n_items)}
+
+
+def rmse(predicted, actual) -> dict[str, float]:
+    """Root-mean-square error of rating predictions (Ma & Narayanaswamy, Table 3):
+    ``sqrt(mean((predicted - actual)^2))`` over the rows (``[R]`` each): ``{"rmse", "n"}``."""
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    a = np.asarray(actual, dtype=np.float64).reshape(-1)
+    if p.shape != a.shape:
+        raise ValueError(f"rmse: {p.size} predictions for {a.size} ratings")
+    if p.size == 0:
+        raise ValueError("rmse: no rows")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(a))):
+        raise ValueError("rmse: predictions or ratings are NaN or infinite")
+    return {"rmse": float(np.sqrt(np.mean((p - a) ** 2))), "n": int(p.size)}
+
+
+def breakdown(ranks, groups: dict[str, np.ndarray], ks=(5,)) -> dict[str, dict]:
+    """Metrics per group: ``groups`` maps a label to a bool mask [R]; empty groups are omitted."""
+    ranks = np.asarray(ranks)
+    return {name: metrics_from_ranks(ranks[mask], ks) for name, mask in groups.items() if mask.any()}
+
+
+def _check_len(rows: EvalRows, ranks) -> np.ndarray:
+    ranks = np.asarray(ranks)
+    if ranks.shape != (len(rows),):
+        raise ValueError(f"ranks has shape {ranks.shape}, rows has {len(rows)} rows")
+    return ranks
+
+
+def breakdown_by_history(rows: EvalRows, ranks, ks=(5,), threshold: int = 6) -> dict[str, dict]:
+    """Quadrana et al. 4.3.1: users with a short vs long history.
+
+    Groups by ``rows.history_sessions`` (distinct training sessions of the user):
+    "short (<=6)" for ``<= threshold`` and "long (>6)" for more (the paper's text says "<= 6" and
+    "6 or more"; we make the groups disjoint). Returns {label: metrics}; empty groups omitted.
+    """
+    ranks = _check_len(rows, ranks)
+    short = rows.history_sessions <= threshold
+    return breakdown(ranks, {f"short (<={threshold})": short, f"long (>{threshold})": ~short}, ks)
+
+
+def breakdown_by_position(rows: EvalRows, ranks, ks=(5,), min_session_len: int = 5) -> dict[str, dict]:
+    """Quadrana et al. 4.3.2: position within the session.
+
+    Only rows whose target session has ``session_length >= min_session_len`` and whose input is in
+    the target's session (``same_session``; cross-session rows exist only with ``targets="user"``).
+    Groups by the 1-based position of the INPUT event: "beginning" (1st-2nd event), "middle"
+    (3rd-4th), "end" (5th and later). Returns {label: metrics}; empty groups omitted.
+    """
+    ranks = _check_len(rows, ranks)
+    ok = rows.session_length >= min_session_len
+    if rows.same_session is not None:
+        ok = ok & rows.same_session
+    pos = rows.position
+    return breakdown(ranks, {"beginning": ok & (pos <= 2),
+                             "middle": ok & (pos >= 3) & (pos <= 4),
+                             "end": ok & (pos >= 5)}, ks)

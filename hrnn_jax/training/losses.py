@@ -1,0 +1,101 @@
+"""Ranking losses of GRU4Rec / HRNN over in-batch (and sampled) negatives, and full softmax.
+
+In-batch negatives (Quadrana et al. Sec. 3.1): at step t of lane b the positive is lane b's target;
+the negatives are the targets of the other lanes at the same step (popularity-based sampling, since
+an item appears in a mini-batch in proportion to its frequency), optionally followed by S extra
+items sampled by popularity and shared by the whole window. A negative is dropped when it is
+padding or the same item as the positive. Steps without a target contribute nothing; the loss is
+the mean over steps with a target.
+
+All functions take global item ids for the masks (``target``, ``negatives``) and the score tables
+indexed by ``lookup`` ids, which are the same ids or, in the sparse-row training path, the ids
+local to the gathered rows; equality between ids is preserved by that remapping.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from hrnn_jax import choices
+from hrnn_jax.config import Activation, Loss
+from hrnn_jax.models.layers import target_mean
+from hrnn_jax.precision import take_rows
+
+LOSSES = choices.options(Loss)
+NEG_INF = -1e30
+
+
+def activate(name: Activation, scores):
+    """The output activation g(.) of Quadrana et al. Eq. 2 applied to raw scores before a loss.
+
+    ``"linear"``: none. ``"tanh"``: as the authors' code (hgru4rec's default for TOP1 and BPR;
+    for cross-entropy its optional ``softmaxth``). Training only: evaluation and ``recommend`` rank
+    the raw scores, which tanh (monotone) would order the same way except where it saturates into
+    ties in float32.
+    """
+    choices.check("activation", name, Activation)
+    return jnp.tanh(scores) if name == "tanh" else scores
+
+
+def candidate_scores(params, y, lookup_target, lookup_neg):
+    """Scores of the step's candidates: ``y [B, L, H]`` -> ``[B, L, B + S]``.
+
+    Column c < B is lane c's target at the same step; column B + s is the s-th sampled negative.
+    """
+    out, bias = params["item_out"], params["item_bias"]
+    o_t = take_rows(out, lookup_target)  # [B, L, H]
+    s_batch = jnp.einsum("blh,clh->blc", y, o_t) + take_rows(bias, lookup_target).T[None]
+    s_neg = y @ take_rows(out, lookup_neg).T + take_rows(bias, lookup_neg)  # [B, L, S]
+    return jnp.concatenate([s_batch, s_neg], axis=-1)
+
+
+def candidate_mask(target, negatives):
+    """Which candidates are negatives for each step: ``bool [B, L, B + S]``."""
+    B = target.shape[0]
+    cand = jnp.concatenate([
+        jnp.broadcast_to(target.T[None], (B,) + target.T.shape),
+        jnp.broadcast_to(negatives, target.shape + negatives.shape),
+    ], axis=-1)
+    return (cand > 0) & (cand != target[..., None])
+
+
+def ranking_loss(kind: str, scores, target, negatives):
+    """Mean TOP1 / BPR / in-batch cross-entropy over the steps with a target.
+
+    scores: ``[B, L, B + S]`` from :func:`candidate_scores`; the positive of lane b is column b.
+    TOP1 (Hidasi et al. 2016): mean_j sigmoid(r_j - r_i) + sigmoid(r_j^2).
+    BPR: -mean_j log sigmoid(r_i - r_j).
+    ce: -log softmax over {positive} + negatives.
+    """
+    B = target.shape[0]
+    # the positive of lane b is column b: a masked sum (its gradient is a select, not a scatter)
+    own = jnp.eye(B, scores.shape[-1], dtype=bool)[:, None, :]  # [B, 1, B + S]
+    pos = jnp.where(own, scores, 0.0).sum(-1)  # [B, L]
+    neg = candidate_mask(target, negatives)
+    n_neg = jnp.maximum(neg.sum(-1), 1)
+    diff = scores - pos[..., None]
+    if kind == "top1":
+        per = jax.nn.sigmoid(diff) + jax.nn.sigmoid(scores**2)
+        row = jnp.where(neg, per, 0.0).sum(-1) / n_neg
+    elif kind == "bpr":
+        row = jnp.where(neg, -jax.nn.log_sigmoid(-diff), 0.0).sum(-1) / n_neg
+    elif kind == "ce":
+        logits = jnp.where(neg, scores, NEG_INF)
+        lse = jnp.logaddexp(jax.nn.logsumexp(logits, axis=-1), pos)
+        row = lse - pos
+    else:
+        raise ValueError(f"unknown sampled loss {kind!r}; choose from {LOSSES}")
+    return target_mean(row, target)
+
+
+def full_cross_entropy(params, y, target, activation: Activation = "linear"):
+    """Softmax cross-entropy against the whole catalogue (padding column excluded).
+
+    The target's log-probability is picked by a mask (no gather, whose gradient is a scatter).
+    """
+    logits = activate(activation, y @ params["item_out"].T + params["item_bias"])
+    cols = jnp.arange(logits.shape[-1])
+    logits = jnp.where(cols == 0, NEG_INF, logits)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    row = -jnp.where(cols == target[..., None], logp, 0.0).sum(-1)
+    return target_mean(row, target)
