@@ -1,7 +1,8 @@
 """Training and evaluation throughput of the Quadrana et al. models, measured in one run.
 
-    python experiments/bench_throughput.py [--json PATH] [--users 1000] [--epochs 2] [--default-malloc]
-        [--sections models,seeds,catalogue,eval] [--precision default|high|highest] [--deterministic]
+    python experiments/bench_throughput.py [--json PATH] [--users 1000] [--epochs 2]
+        [--default-malloc] [--sections models,seeds,catalogue,eval]
+        [--precision default|high|highest] [--deterministic]
         [--models gru,concat,hrnn-init,hrnn-all]
 
 Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with in-batch negatives):
@@ -113,7 +114,8 @@ def seeds_timing(prep, cfg, n_calls=20, passes=5):
         state, _ = fn(state, batches[0], rngs[0])  # compile
         jax.block_until_ready(state)
         runs[label] = {"fn": fn, "state": state, "rngs": rngs, "times": [], "faults": 0,
-                       "scratch_mb": scratch.temp_size_in_bytes / 2**20 if scratch else float("nan")}
+                       "scratch_mb": (scratch.temp_size_in_bytes / 2**20 if scratch
+                                      else float("nan"))}
     for _ in range(passes):
         for r in runs.values():
             state, faults = r["state"], _minor_faults()

@@ -43,11 +43,12 @@ reports the user-based variants at 92%). It first calls ``hrnn_jax.cpu.keep_free
 (``--default-malloc`` to leave malloc as it is): the full softmax's step has a scratch buffer of
 tens of MB, which glibc otherwise unmaps after every call, so every call page-faults it in again;
 at 8,500 items that was about 30% of the standard GRU's gradient time (89 ms against 62 ms a
-window) and more of the user-based GRUs' (whose residuals make the buffer larger). Per step and row the cells cost, in multiply-adds against
-the state: the standard GRU 3n^2, linear 3n^2 (its user input is projected outside the scan),
-rectified 8n^2 (Eq. 7's thresholds and the filtered user vector's product depend on h),
-attentional 10n^2 (both inputs are weighted by xi, which depends on h). JSON: ``{"models": {name: {"mrr@20", "recall@20",
-"events_per_second", ...}}, "data": {...}, "config": {...}}``.
+window) and more of the user-based GRUs' (whose residuals make the buffer larger). Per step and row
+the cells cost, in multiply-adds against the state: the standard GRU 3n^2, linear 3n^2 (its user
+input is projected outside the scan), rectified 8n^2 (Eq. 7's thresholds and the filtered user
+vector's product depend on h), attentional 10n^2 (both inputs are weighted by xi, which depends on
+h). JSON: ``{"models": {name: {"mrr@20", "recall@20", "events_per_second", ...}},
+"data": {...}, "config": {...}}``.
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ import argparse
 import dataclasses
 import sys
 
-from hrnn_jax import compare, config as conf, cpu, data, jsonio
+from hrnn_jax import compare, cpu, data, jsonio
+from hrnn_jax import config as conf
 from hrnn_jax.data import synthetic
 from hrnn_jax.papers import donkers2017
 

@@ -49,7 +49,8 @@ def generate(users: int, events: int, items: int, seed: int = 0) -> pl.DataFrame
     item = np.empty((users, events), np.int64)
     for u in range(users):
         item[u] = rng.permutation(items)[rank[u]]
-    gaps = rng.exponential(180.0, size=(users, events)) + 86400.0 * (rng.random((users, events)) < 0.05)
+    gaps = (rng.exponential(180.0, size=(users, events))
+            + 86400.0 * (rng.random((users, events)) < 0.05))
     time_ = np.cumsum(gaps, axis=1)
     frame = pl.DataFrame({"user": np.repeat(np.arange(users), events).astype(np.int64),
                           "item": item.reshape(-1), "time": time_.reshape(-1)})
@@ -69,7 +70,8 @@ def main(argv=None):
 
     def report(stage, start, **extra):
         more = "".join(f", {k} {v}" for k, v in extra.items())
-        print(f"{stage:<12} {time.perf_counter() - start:8.1f} s   peak RSS {peak_mib():8.0f} MiB   "
+        print(f"{stage:<12} {time.perf_counter() - start:8.1f} s   "
+              f"peak RSS {peak_mib():8.0f} MiB   "
               f"current RSS {current_mib():8.0f} MiB{more}", flush=True)
 
     report("start", time.perf_counter())

@@ -9,26 +9,26 @@ Data: by default a synthetic log with known topics (``synthetic.generate(with_to
 user split; ``--data FILE --format csv`` any log (columns user, item, time), split by users at
 random; ``--data ratings.dat --format movielens [--max-rating-only]`` a MovieLens ratings file
 (``.dat`` or ``.csv``), with ``--max-rating-only`` only its maximum ratings as the paper (binary
-implicit feedback). Protocol of the paper: one sequence per user (no session cut), users split about 80/20
-with a share of the training users as validation, every step of a test sequence evaluated (its
+implicit feedback). Protocol of the paper: one sequence per user (no session cut), users split about
+80/20 with a share of the training users as validation, every step of a test sequence evaluated (its
 first event has no input), sequences of at least 10 events, items only in test removed; R@3,
 R@20, M@3, M@20.
 
 Models (``hrnn-jax compare --models`` names): ``pop``, ``spop``, ``itemknn``, ``bpr-mf``, ``gru``
 (GRU4Rec over the user's sequence), ``lstm4rec``, ``narm``, ``stamp`` (the attention baselines,
-``hrnn_jax.session_attention``), ``hcrnn-1``, ``hcrnn-2``, ``hcrnn-3``, ``hcrnn-3-bi``; and ``hrnn-hcrnn-3``, Quadrana et al.'s
-HRNN with an HCRNN-3 session cell (the cells compose; not a row of the paper's table).
-HCRNN-1/2/3 decode h_t alone as the paper describes them; ``--hcrnn-attention additive`` adds the
-one additive attention over past h_j that the authors' code gives them (and that produced the
-paper's rows).
+``hrnn_jax.session_attention``), ``hcrnn-1``, ``hcrnn-2``, ``hcrnn-3``, ``hcrnn-3-bi``; and
+``hrnn-hcrnn-3``, Quadrana et al.'s HRNN with an HCRNN-3 session cell (the cells compose; not a row
+of the paper's table). HCRNN-1/2/3 decode h_t alone as the paper describes them;
+``--hcrnn-attention additive`` adds the one additive attention over past h_j that the authors' code
+gives them (and that produced the paper's rows).
 
 Paper settings as defaults: embedding 100, hidden 100, dropout 0.25 on inputs and 0.5 on the
 decoder's input (HCRNN and NARM; the GRUs' output dropout 0.5; STAMP none, as the authors' code),
 Adam at the paper's 1e-3 (STAMP 5e-3) unless ``--learning-rate`` is given (on the rows a window
-touches for the GRUs' untied item tables: the lazy variant, ``row_updates="sparse"``), full softmax, at most
-200 epochs with early stopping after 10 without a better validation MRR@20 (the authors' code
-watches R@20); batch: B = 50 lanes of windows of L = 20 steps, 1,000 targets a step (the paper's
-batch is 512 prefixes, one target each).
+touches for the GRUs' untied item tables: the lazy variant, ``row_updates="sparse"``), full softmax,
+at most 200 epochs with early stopping after 10 without a better validation MRR@20 (the authors'
+code watches R@20); batch: B = 50 lanes of windows of L = 20 steps, 1,000 targets a step (the
+paper's batch is 512 prefixes, one target each).
 
 Analyses (``song2019.analyse`` on the test users, HCRNN-3+Bi): the mean of r_t * G^(d)_t after a
 topic change and within a run of one topic (Fig. 5a), and the mean attention weight by time
@@ -51,10 +51,10 @@ import numpy as np
 import polars as pl
 
 from hrnn_jax import compare, data, evaluation, jsonio
+from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
 from hrnn_jax.evaluation import significance
 from hrnn_jax.papers import ma2019, song2019
-from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 
 MODELS = ("pop", "spop", "itemknn", "bpr-mf", "gru", "lstm4rec", "narm", "stamp", "hcrnn-1",
           "hcrnn-2", "hcrnn-3", "hcrnn-3-bi", "hrnn-hcrnn-3")

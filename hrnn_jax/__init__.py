@@ -16,13 +16,30 @@ The modules themselves (``hrnn_jax.data``, ``hrnn_jax.models``, ...) hold the re
 """
 from hrnn_jax.cells import GRU
 from hrnn_jax.checkpoint import load, save, train
-from hrnn_jax.data import prepare
-from hrnn_jax.config import (Config, DataConfig, EvalConfig, ModelConfig, SyntheticConfig,
-                             TrainConfig)
-from hrnn_jax.data import read_interactions
-from hrnn_jax.models import (HCRNN, HRNN, NARM, STAMP, Capabilities, HRNNMeta, Model, SessionRNN,
-                             UserRNN, build_model, register_model, score_items)
+from hrnn_jax.config import (
+                             Config,
+                             DataConfig,
+                             EvalConfig,
+                             ModelConfig,
+                             SyntheticConfig,
+                             TrainConfig,
+)
+from hrnn_jax.data import prepare, read_interactions
 from hrnn_jax.evaluation.predict import evaluate_model, recommend
+from hrnn_jax.models import (
+                             HCRNN,
+                             HRNN,
+                             NARM,
+                             STAMP,
+                             Capabilities,
+                             HRNNMeta,
+                             Model,
+                             SessionRNN,
+                             UserRNN,
+                             build_model,
+                             register_model,
+                             score_items,
+)
 from hrnn_jax.trained import Trained
 from hrnn_jax.training import fit, init_state, make_train_step
 

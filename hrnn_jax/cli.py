@@ -22,14 +22,20 @@ import os
 import sys
 import time
 
-
+from hrnn_jax import (
+    checkpoint,
+    data,
+    jsonio,
+    models,
+    plots,
+    precision,
+    request_files,
+    tables,
+    training,
+)
 from hrnn_jax import compare as cmp
-from hrnn_jax import tables
-from hrnn_jax import models
-from hrnn_jax.papers import quadrana2017
-from hrnn_jax import checkpoint, request_files
 from hrnn_jax import config as conf
-from hrnn_jax import data, jsonio, plots, precision, training
+from hrnn_jax.papers import quadrana2017
 from hrnn_jax.progress import Reporter
 from hrnn_jax.trained import prepare_log
 
@@ -56,7 +62,7 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
-    def error(self, message):  # noqa: D102 (argparse API)
+    def error(self, message):
         raise UsageError(message)
 
 
@@ -101,7 +107,6 @@ def check_reference(args) -> None:
                          f"({','.join(args.models)}); add it to --models")
 
 
-
 def add_config(p: argparse.ArgumentParser, sections, *, skip_data=()) -> None:
     """``--config`` and the flags of the given config sections."""
     p.add_argument("--config", metavar="TOML", default=None,
@@ -133,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and evaluate the chosen models, print a table.")
     c.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
     c.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
-                   help=f"comma list from {', '.join(cmp.model_names())} (default: {DEFAULT_MODELS}, "
-                        "Quadrana et al.'s comparison)")
+                   help=f"comma list from {', '.join(cmp.model_names())} "
+                        f"(default: {DEFAULT_MODELS}, Quadrana et al.'s comparison)")
     add_reference(c)
     add_config(c, ("data", "model", "train", "eval"))
     add_output(c)
@@ -144,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and compare the models on it; reports whether HRNN Init > "
                                    "session GRU > POP on Recall@5 and MRR@5.")
     d.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
-                   help=f"comma list from {', '.join(cmp.model_names())} (default: {DEFAULT_MODELS}, "
-                        "Quadrana et al.'s comparison)")
+                   help=f"comma list from {', '.join(cmp.model_names())} "
+                        f"(default: {DEFAULT_MODELS}, Quadrana et al.'s comparison)")
     add_reference(d)
     add_config(d, ("synthetic", "data", "model", "train", "eval"), skip_data=data.READING)
     add_output(d)
@@ -316,7 +321,8 @@ def add_checkpoint_commands(sub) -> None:
                                    "epoch and at the end) for evaluate, recommend and --resume.")
     t.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
     t.add_argument("--model", type=_neural_model, default=None,
-                   help=f"the model, one of {', '.join(models.model_names())} (required unless --resume)")
+                   help=f"the model, one of {', '.join(models.model_names())} "
+                        "(required unless --resume)")
     t.add_argument("--out", metavar="DIR", default=None,
                    help="checkpoint directory: new, empty, or a checkpoint (replaced); default "
                         "with --resume: the resumed one")
@@ -509,7 +515,7 @@ def main(argv=None) -> int:
     except SystemExit as exc:  # --help / --version from argparse
         return exc.code if isinstance(exc.code, int) else 0
     except BrokenPipeError:  # the reader of stdout went away (`hrnn-jax ... | head`): stop quietly
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115  nothing more can reach the reader
+        sys.stdout = open(os.devnull, "w")
         return 141  # 128 + SIGPIPE, as shell tools report it
     except INPUT_ERRORS as exc:
         print(f"{PROG}: error: {data.one_line(exc, limit=500)}", file=sys.stderr)

@@ -28,27 +28,36 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib
 import math
-import tomllib
 import typing
 from typing import Any, Literal
 
+import tomllib
+
 from hrnn_jax import choices
 
-Protocol = Literal["last-session", "leave-one-out", "temporal", "users"]
-TimeUnit = Literal["s", "ms", "us", "ns"]
-Optimizer = Literal["adagrad", "adam"]
-Loss = Literal["top1", "bpr", "ce", "full-ce"]
-Activation = Literal["linear", "tanh"]
-Ties = Literal["optimistic", "pessimistic", "average"]
-MatmulPrecision = Literal["default", "high", "highest"]
-ContextGates = Literal["rz", "rzn"]
-FirstSession = Literal["init", "zero"]
-ContextGrad = Literal["step", "session"]
-HCRNNAttention = Literal["none", "additive"]
-Feedback = Literal["none", "value", "event"]
-RowUpdateChoice = Literal["auto", "sparse", "dense"]
-Catalogue = Literal["train", "log"]
+# The option types of the fields (``Literal``s) live beside the code that reads them; a section's
+# are looked up in these modules when the section is first checked (they import this module, so
+# it cannot import them at its top).
+if typing.TYPE_CHECKING:  # the same names for readers and type checkers
+    from hrnn_jax.data.pipeline import Catalogue
+    from hrnn_jax.data.read import TimeUnit
+    from hrnn_jax.data.splits import Protocol
+    from hrnn_jax.evaluation.metrics import Ties
+    from hrnn_jax.models.hrnn import ContextGates, ContextGrad, FirstSession
+    from hrnn_jax.models.registry import Feedback, HCRNNAttention
+    from hrnn_jax.precision import MatmulPrecision
+    from hrnn_jax.training.loop import RowUpdateChoice
+    from hrnn_jax.training.losses import Activation, Loss
+    from hrnn_jax.training.optim import Optimizer
+OPTION_MODULES = {
+    "DataConfig": ("hrnn_jax.data.read", "hrnn_jax.data.splits", "hrnn_jax.data.pipeline"),
+    "ModelConfig": ("hrnn_jax.models.hrnn", "hrnn_jax.models.registry"),
+    "TrainConfig": ("hrnn_jax.training.losses", "hrnn_jax.training.optim",
+                    "hrnn_jax.training.loop", "hrnn_jax.precision"),
+    "EvalConfig": ("hrnn_jax.evaluation.metrics",),
+}
 
 
 class ConfigError(ValueError):
@@ -120,10 +129,11 @@ class DataConfig(_Checked):
                                           "part (test events of other items removed), or every "
                                           "item of the filtered log (Ma & Narayanaswamy's "
                                           "simulations: every test event kept)")
-    item_features: str | None = field(None, "item-feature file: MovieLens movies.dat or movies.csv (or "
-                                    "columns movieId,genres): its items join the catalogue "
-                                    "even without training events, and hrnn-meta scores items "
-                                    "from their genres too (cold items from genres alone)")
+    item_features: str | None = field(None, "item-feature file: MovieLens movies.dat or "
+                                            "movies.csv (or columns movieId,genres): its items "
+                                            "join the catalogue even without training events, "
+                                            "and hrnn-meta scores items from their genres too "
+                                            "(cold items from genres alone)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,7 +269,11 @@ class Config:
 # ------------------------------------------------------------------------------------------
 @functools.cache
 def _hints(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    """The field types of section ``cls``, its option types taken from ``OPTION_MODULES``."""
+    names: dict[str, Any] = {}
+    for module in OPTION_MODULES.get(cls.__name__, ()):
+        names.update(vars(importlib.import_module(module)))
+    return typing.get_type_hints(cls, localns=names)
 
 
 def _base(tp):
@@ -326,6 +340,13 @@ def _scalar(label, tp, value, meta):
             raise ConfigError(f"{label}: expected text, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {tp!r} for {label}")
+
+
+def default(cls, name: str):
+    """The default of field ``name`` of section ``cls``: where a class of the library has the same
+    setting (``HCRNN.n_contexts`` is ``ModelConfig.contexts``), its default is read from here, so
+    each default is written once."""
+    return {f.name: f for f in dataclasses.fields(cls)}[name].default
 
 
 def make(cls, values: dict, where: str = ""):

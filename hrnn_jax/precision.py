@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 from hrnn_jax import choices
-from hrnn_jax.config import MatmulPrecision
 
+MatmulPrecision = Literal["default", "high", "highest"]
 MATMUL_PRECISIONS = choices.options(MatmulPrecision)
 _DETERMINISTIC_FLAG = "--xla_gpu_deterministic_ops=true"
 
@@ -72,15 +73,34 @@ def deterministic_mode() -> None:
     Call it before the first JAX computation of the process; afterwards XLA has read its flags and
     the call raises RuntimeError. Does nothing to results on CPU, which is deterministic already.
     """
-    from jax._src import xla_bridge
-
     flags = os.environ.get("XLA_FLAGS", "")
     if _DETERMINISTIC_FLAG in flags.split():
         return
-    if xla_bridge.backends_are_initialized():
+    if _backend_started():
         raise RuntimeError("deterministic_mode() must be called before the first JAX computation "
                            f"(or set XLA_FLAGS={_DETERMINISTIC_FLAG} in the environment)")
     os.environ["XLA_FLAGS"] = f"{flags} {_DETERMINISTIC_FLAG}".strip()
+
+
+# A start-up setting of JAX's public configuration: JAX refuses to change it once a backend has
+# started (and XLA has read its flags).
+_START_UP_SETTING = "jax_cpu_get_local_topology_timeout_minutes"
+
+
+def _backend_started() -> bool:
+    """Whether JAX has started a backend, asked through its public configuration: changing a
+    start-up setting is refused once one has (the change is undone at once). A JAX without that
+    setting cannot tell: False."""
+    try:
+        value = getattr(jax.config, _START_UP_SETTING)
+    except AttributeError:
+        return False
+    try:
+        jax.config.update(_START_UP_SETTING, value + 1)
+    except RuntimeError:
+        return True
+    jax.config.update(_START_UP_SETTING, value)
+    return False
 
 
 def is_deterministic() -> bool:

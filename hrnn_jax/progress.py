@@ -152,8 +152,13 @@ class Reporter:
 
     def _start_live(self):
         if self._live is None:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             redirect = self.stream is sys.stderr or self.stream is sys.__stderr__
             self._live = Progress(

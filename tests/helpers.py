@@ -21,7 +21,8 @@ def timed_log(seed=0, n_users=7):
     t, times = 0.0, []
     for i in range(len(user)):
         if i and user[i] == user[i - 1]:
-            t += rng.uniform(5, 100) if session[i] == session[i - 1] else rng.uniform(3600, 3 * 86400)
+            t += (rng.uniform(5, 100) if session[i] == session[i - 1]
+                  else rng.uniform(3600, 3 * 86400))
         else:
             t = rng.uniform(0, 1000)
         times.append(t)

@@ -96,7 +96,8 @@ def run_user(params, steps, kind, H, context_gates="rz", first_session="init"):
 
 
 def ranking_loss(kind, scores, target, negatives):
-    """Loop version of losses.ranking_loss: scores [B, L, B+S] with lane b's positive at column b."""
+    """Loop version of losses.ranking_loss: scores [B, L, B+S] with lane b's positive at
+    column b."""
     B, L, _ = scores.shape
     total, count = 0.0, 0
     for b in range(B):

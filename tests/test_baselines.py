@@ -6,14 +6,19 @@ import numpy as np
 import polars as pl
 import pytest
 
-from hrnn_jax import baselines, compare
-from hrnn_jax import data
-
-from hrnn_jax.data import synthetic
-from hrnn_jax.baselines import (MF, DecayItemKNN, ItemKNN, PersonalPop, Pop, SeqMF,
-                                baseline_names, build_baseline)
+from hrnn_jax import baselines, compare, data
+from hrnn_jax.baselines import (
+    MF,
+    DecayItemKNN,
+    ItemKNN,
+    PersonalPop,
+    Pop,
+    SeqMF,
+    baseline_names,
+    build_baseline,
+)
 from hrnn_jax.config import Config, DataConfig, ModelConfig
-from hrnn_jax.data import EvalRows, make_eval_rows
+from hrnn_jax.data import EvalRows, make_eval_rows, synthetic
 from hrnn_jax.evaluation import metrics_from_ranks, rank_chunks
 
 
@@ -21,7 +26,8 @@ def frame(recs, with_test=False):
     """recs: (user, item, session[, is_test]) tuples in stream order."""
     cols = list(zip(*recs))
     data = {"user": pl.Series(cols[0], dtype=pl.Int32), "item": pl.Series(cols[1], dtype=pl.Int32),
-            "time": np.arange(len(recs), dtype=np.float64), "session": pl.Series(cols[2], dtype=pl.Int32)}
+            "time": np.arange(len(recs), dtype=np.float64),
+            "session": pl.Series(cols[2], dtype=pl.Int32)}
     if with_test:
         data["is_test"] = pl.Series(cols[3], dtype=pl.Boolean)
     return pl.DataFrame(data)
@@ -31,7 +37,8 @@ def rows_with_inputs(items):
     """Minimal EvalRows whose only meaningful field is the input item."""
     n = len(items)
     z = np.zeros(n, dtype=np.int32)
-    return EvalRows(event=np.arange(n, dtype=np.int64), user=z, item=np.asarray(items, dtype=np.int32),
+    return EvalRows(event=np.arange(n, dtype=np.int64), user=z,
+                    item=np.asarray(items, dtype=np.int32),
                     target=z + 1, history_sessions=z, position=z + 1, session_length=z + 2)
 
 
@@ -66,7 +73,8 @@ def test_itemknn_cosine_and_truncation():
     s = model.score(rows_with_inputs([1, 5]), np.array([0, 1]))
     assert s.shape == (2, 6) and s.dtype == np.float32 and np.isneginf(s[:, 0]).all()
     np.testing.assert_allclose(s[0, [2, 4]], [SIM[1, 2], SIM[1, 4]], rtol=1e-5)
-    # non-neighbours (the input item 1 itself included) are ordered by popularity: 1 (4) > 3 (2) > 5 (0)
+    # non-neighbours (the input item 1 itself included) are ordered by popularity:
+    # 1 (4) > 3 (2) > 5 (0)
     assert s[0, 2] > s[0, 4] > s[0, 1] > s[0, 3] > s[0, 5] == 0.0
     assert 0 < s[0, 1] <= 1e-6                             # tie-breaker far below any similarity
     # an unseen input item: popularity order only
@@ -88,7 +96,8 @@ def test_itemknn_tiebreak_never_overturns_similarity():
 
 
 def test_ppop_scores_and_ordering():
-    # user 0 trains on 1,1,2 ; user 1 (other) makes item 3 very popular; test session of user 0: 4, 2, 3
+    # user 0 trains on 1,1,2 ; user 1 (other) makes item 3 very popular;
+    # test session of user 0: 4, 2, 3
     recs = [(0, 1, 1, False), (0, 1, 1, False), (0, 2, 1, False),
             (0, 4, 2, True), (0, 2, 2, True), (0, 3, 2, True)] + \
            [(1, 3, 10 + k // 2, False) for k in range(20)]
@@ -96,7 +105,8 @@ def test_ppop_scores_and_ordering():
     stream = frame(recs, with_test=True)
     rows = make_eval_rows(stream, targets="session")
     assert rows.target.tolist() == [2, 3]
-    model = build_baseline("ppop", Config()).fit(stream.filter(~pl.col("is_test")).drop("is_test"), n_items=5)
+    model = build_baseline("ppop", Config()).fit(stream.filter(~pl.col("is_test")).drop("is_test"),
+                                                 n_items=5)
     s = model.score(rows, np.array([0, 1]))
     assert s.shape == (2, 6) and s.dtype == np.float32 and np.isneginf(s[:, 0]).all()
     pop = np.array([0, 2, 1, 20, 0, 0]) / 21.0               # global training counts / (max + 1)
@@ -170,7 +180,8 @@ def test_register_baseline_adds_a_name():
 
 
 def transition_stream(seed=0, n_users=150, n_items=60, sessions=4, length=6):
-    """Sessions follow item -> succ[item] with prob 0.9 (else a random item); last session = test."""
+    """Sessions follow item -> succ[item] with prob 0.9 (else a random item); last
+    session = test."""
     rng = np.random.default_rng(seed)
     succ = rng.permutation(n_items) + 1
     recs, sid = [], 0
@@ -180,7 +191,8 @@ def transition_stream(seed=0, n_users=150, n_items=60, sessions=4, length=6):
             item = int(rng.integers(1, n_items + 1))
             for _ in range(length):
                 recs.append((u, item, sid, k == sessions - 1))
-                item = int(succ[item - 1]) if rng.random() < 0.9 else int(rng.integers(1, n_items + 1))
+                item = (int(succ[item - 1]) if rng.random() < 0.9
+                        else int(rng.integers(1, n_items + 1)))
     return frame(recs, with_test=True), n_items
 
 
@@ -191,7 +203,8 @@ def test_itemknn_beats_pop_on_transitions():
     results = {}
     for name in ("pop", "itemknn"):
         model = build_baseline(name, Config()).fit(train, n_items)
-        results[name] = metrics_from_ranks(rank_chunks(lambda idx: model.score(rows, idx), rows, chunk=128))
+        results[name] = metrics_from_ranks(rank_chunks(lambda idx: model.score(rows, idx), rows,
+                                                       chunk=128))
     assert results["itemknn"]["recall@5"] > 0.8
     assert results["itemknn"]["recall@5"] > results["pop"]["recall@5"] + 0.5
 
@@ -364,7 +377,7 @@ def previous_by_walking(rows, r, window):
 def seq_formula(p, user_vec, prev, j):
     x = user_vec @ p["item"][j] + p["bias"][j]
     if prev:
-        x += np.mean([p["seq_item"][j] @ p["seq_prev"][l] for l in prev])
+        x += np.mean([p["seq_item"][j] @ p["seq_prev"][prev_item] for prev_item in prev])
     return x
 
 
@@ -376,7 +389,8 @@ def test_seq_mf_scores_are_the_formula(small_prep, fitted_mf):
     for k, r in enumerate(index):
         prev = previous_by_walking(rows, r, 2)
         assert len(prev) == 2 and prev[0] == rows.item[r]
-        expect = [seq_formula(p, p["user"][rows.user[r]], prev, j) for j in range(1, seq.n_items + 1)]
+        expect = [seq_formula(p, p["user"][rows.user[r]], prev, j)
+                  for j in range(1, seq.n_items + 1)]
         np.testing.assert_allclose(s[k, 1:], expect, rtol=1e-5, atol=1e-6)
 
 
@@ -387,7 +401,8 @@ def test_seq_mf_window_stays_within_the_user():
     prev = model.previous(rows, np.arange(4))
     # row 0's history is user 2's first event only: user 1's events before it are not used
     assert prev.tolist() == [[4, 0, 0], [3, 4, 0], [5, 3, 4], [3, 5, 3]]
-    assert [previous_by_walking(rows, r, 3) for r in range(4)] == [[4], [3, 4], [5, 3, 4], [3, 5, 3]]
+    assert ([previous_by_walking(rows, r, 3) for r in range(4)]
+            == [[4], [3, 4], [5, 3, 4], [3, 5, 3]])
     s = model.score(rows, np.arange(4))
     p = model.params
     assert model.n_users == 2                    # user 2 has no training row: zero factors

@@ -81,8 +81,8 @@ def test_prepare_with_items_keeps_cold_items_and_their_test_events(files):
 
 def test_hrnn_meta_scores_cold_items_from_features_through_a_checkpoint(files, tmp_path,
                                                                          capsys):
-    """Trained through the CLI with --item-features: the loaded model scores cold items by the feature
-    path alone (lambda = 1), and recommend can return them."""
+    """Trained through the CLI with --item-features: the loaded model scores cold items by the
+    feature path alone (lambda = 1), and recommend can return them."""
     log, movies = files
     out = tmp_path / "model"
     assert cli.main(["train", str(log), "--model", "hrnn-meta", "--item-features", str(movies),

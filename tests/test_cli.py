@@ -11,7 +11,6 @@ import polars as pl
 import pytest
 
 from hrnn_jax import cli, jsonio
-
 from hrnn_jax.data import synthetic
 
 TINY = ["--hidden", "16", "--batch-size", "8", "--window", "5", "--epochs", "1", "--quiet"]
@@ -200,8 +199,8 @@ def test_demo_dedupe_flag(capsys):
 def test_non_finite_training_loss_exits_1(capsys, csv_path):
     """A learning rate of 1e38 makes the GRU's loss NaN within the first epoch: one error line
     naming the epoch and the step, exit status 1 (a diverged run, not bad input)."""
-    code, out, err = run_cli(capsys, "compare", csv_path, "--models", "gru", "--learning-rate", "1e38",
-                             "--min-item-support", "2", *TINY)
+    code, out, err = run_cli(capsys, "compare", csv_path, "--models", "gru",
+                             "--learning-rate", "1e38", "--min-item-support", "2", *TINY)
     assert code == 1
     assert "Traceback" not in out + err
     lines = err.strip().splitlines()

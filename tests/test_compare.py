@@ -6,9 +6,8 @@ import polars as pl
 import pytest
 
 from hrnn_jax import baselines, compare, data, evaluation, models
-
-from hrnn_jax.evaluation import predict
 from hrnn_jax.config import Config, DataConfig, ModelConfig
+from hrnn_jax.evaluation import predict
 
 ONLY_IN_TEST = "X"
 

@@ -105,7 +105,6 @@ def prep():
     return data.prepare(raw, DataConfig(min_item_support=1))
 
 
-
 @pytest.mark.parametrize("name", ["hcrnn-3", "two-gate"])
 def test_hrnn_all_with_an_hcrnn_or_a_two_gate_cell_trains_and_evaluates(prep, name):
     cell = SESSION_CELLS[name]()

@@ -86,7 +86,8 @@ class SwappedOutputs(nn.RNNCellBase):
 def test_a_wrong_cell_is_named_with_the_expected_carry_and_width():
     with pytest.raises(ValueError, match=r"session_cell SwappedOutputs must return \(carry, y\)"):
         models.SessionRNN(10, SwappedOutputs(4), embed_dim=4).init(jax.random.PRNGKey(0))
-    with pytest.raises(ValueError, match=r"user_cell _Narrow .* y \(2, 5\).* got \(\(2, 5\), \(2, 2\)\)"):
+    with pytest.raises(ValueError,
+                       match=r"user_cell _Narrow .* y \(2, 5\).* got \(\(2, 5\), \(2, 2\)\)"):
         # a user cell narrower than the model's W_init expects is caught by its width
         models.HRNN(10, cells.GRU(4), user_cell=_Narrow(5)).init(jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="session_cell HCRNNCell fails on an input of width 4"):

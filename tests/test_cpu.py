@@ -1,4 +1,5 @@
-"""keep_freed_memory: a jitted call with a large scratch buffer stops page-faulting on every call."""
+"""keep_freed_memory: a jitted call with a large scratch buffer stops page-faulting on every
+call."""
 import json
 import platform
 import subprocess

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "experiments"))
-import donkers2017  # noqa: E402
+import donkers2017
 
-from hrnn_jax.papers import donkers2017 as donkers_paper  # noqa: E402
+from hrnn_jax.papers import donkers2017 as donkers_paper
 
 USER_GRUS = ("user-gru-linear", "user-gru-rectified", "user-gru-attentional")
 TINY = ["--users", "40", "--items", "120", "--hidden", "8", "--epochs", "1", "--patience", "0"]

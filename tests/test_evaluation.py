@@ -6,9 +6,13 @@ import polars as pl
 import pytest
 
 from hrnn_jax.data import EvalRows, make_eval_rows
-from hrnn_jax.evaluation import (breakdown_by_history, breakdown_by_position, metrics_from_ranks,
-                                 rank_chunks, rank_targets)
-
+from hrnn_jax.evaluation import (
+    breakdown_by_history,
+    breakdown_by_position,
+    metrics_from_ranks,
+    rank_chunks,
+    rank_targets,
+)
 
 # ---------------------------------------------------------------------------------------------
 # A hand-built stream (sorted by user, is_test, time); comments give the event index.
@@ -114,14 +118,17 @@ def test_make_eval_rows_seen_matches_brute_force():
             for _ in range(rng.integers(1, 5)):
                 recs.append((u, int(rng.integers(1, 9)), session, k >= n_train))
     u, i, s, t = zip(*recs)
-    stream = pl.DataFrame({"user": pl.Series(u, dtype=pl.Int32), "item": pl.Series(i, dtype=pl.Int32),
+    stream = pl.DataFrame({"user": pl.Series(u, dtype=pl.Int32),
+                           "item": pl.Series(i, dtype=pl.Int32),
                            "time": np.arange(len(u), dtype=np.float64),
-                           "session": pl.Series(s, dtype=pl.Int32), "is_test": pl.Series(t, dtype=pl.Boolean)})
+                           "session": pl.Series(s, dtype=pl.Int32),
+                           "is_test": pl.Series(t, dtype=pl.Boolean)})
     for mode in ("session", "user"):
         rows = make_eval_rows(stream, targets=mode)
         expected = []
         for e, (ue, ie, se, te) in enumerate(recs):
-            if not te or e == 0 or recs[e - 1][0] != ue or (mode == "session" and recs[e - 1][2] != se):
+            if (not te or e == 0 or recs[e - 1][0] != ue
+                    or (mode == "session" and recs[e - 1][2] != se)):
                 continue
             before = [r[1] for r in recs[:e] if r[0] == ue]
             items = sorted(set(before))
@@ -169,7 +176,8 @@ def test_rank_targets_matches_brute_force(ties, with_exclude):
     if with_exclude:
         exclude[np.arange(0, 40, 3), targets[::3]] = True  # the target itself is never removed
     got = np.asarray(rank_targets(scores, targets, ties=ties, exclude=exclude))
-    want = [brute_rank(scores[r], targets[r], ties, None if exclude is None else exclude[r]) for r in range(40)]
+    want = [brute_rank(scores[r], targets[r], ties, None if exclude is None else exclude[r])
+            for r in range(40)]
     np.testing.assert_array_equal(got, np.asarray(want, dtype=np.float32))
     assert got.dtype == np.float32
 
@@ -221,7 +229,8 @@ def random_rows(rng, n_rows, n_items, max_seen=6):
     some repeated) followed by its target event. Returns (rows, seen)."""
     seen = [rng.choice(np.arange(1, n_items + 1), size=n, replace=False)
             for n in rng.integers(0, max_seen, size=n_rows)]
-    histories = [rng.permutation(np.concatenate([s, s[:rng.integers(0, len(s) + 1)]])) for s in seen]
+    histories = [rng.permutation(np.concatenate([s, s[:rng.integers(0, len(s) + 1)]]))
+                 for s in seen]
     target = rng.integers(1, n_items + 1, size=n_rows).astype(np.int32)
     lengths = np.array([len(h) + 1 for h in histories], dtype=np.int64)
     start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -346,5 +355,6 @@ def test_breakdown_by_position():
     assert b["beginning"]["recall@5"] == pytest.approx(0.5)
     assert b["middle"]["mrr@5"] == pytest.approx((1 / 2 + 1 / 4) / 2)
     assert b["end"]["recall@5"] == pytest.approx(0.5)
-    b = breakdown_by_position(hand_rows([1] * 3, [1, 2, 1], [2, 6, 6]), np.ones(3), min_session_len=5)
+    b = breakdown_by_position(hand_rows([1] * 3, [1, 2, 1], [2, 6, 6]), np.ones(3),
+                              min_session_len=5)
     assert list(b) == ["beginning"] and b["beginning"]["n"] == 2

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 
 from hrnn_jax import models, training
-from hrnn_jax.papers import song2019
-
-from hrnn_jax.models import hcrnn
 from hrnn_jax.config import TrainConfig
+from hrnn_jax.models import hcrnn
+from hrnn_jax.papers import song2019
 from tests.helpers import N_ITEMS, perturbed, run_lanes, timed_log
 from tests.tolerance import approx
 
@@ -252,5 +251,5 @@ def test_attention_modes_reach_the_model_and_bad_ones_are_refused():
     assert models.build_model("hcrnn-2", N_ITEMS, ModelConfig(hidden=H)).attention == "none"
     p = model(attention="additive").init(jax.random.PRNGKey(0))
     assert set(p["attend"]) == {"h_query", "h_key", "v"} and p["decoder"].shape == (2 * H, D)
-    with pytest.raises(ValueError, match="attention must be one of bi, additive, none"):
+    with pytest.raises(ValueError, match="HCRNN attention must be one of 'bi', 'additive', 'none'"):
         model(attention=True)

@@ -19,7 +19,7 @@ from hrnn_jax.models import hrnn_meta as meta
 from hrnn_jax.papers import ma2019 as simulations
 from hrnn_jax.training import losses
 from tests import reference as ref
-from tests.helpers import H, N_ITEMS, perturbed, run_lanes, timed_log
+from tests.helpers import N_ITEMS, H, perturbed, run_lanes, timed_log
 from tests.tolerance import approx
 
 # --- lanes: per-step fields and where sessions close

@@ -80,7 +80,8 @@ def test_lanes_layout():
     assert sorted(ev.tolist()) == sorted(r for v in steps.values() for *_, r in v)
     flat = lambda a: a.transpose(1, 0, 2).reshape(3, -1)  # noqa: E731  [B, T]
     for b in range(3):
-        e, us, ss, v = flat(lanes.event)[b], flat(lanes.user_start)[b], flat(lanes.session_start)[b], flat(lanes.valid)[b]
+        e, us, ss, v = (flat(lanes.event)[b], flat(lanes.user_start)[b],
+                        flat(lanes.session_start)[b], flat(lanes.valid)[b])
         e = e[v]
         # users are contiguous and start exactly at user_start; events increase within a user
         user = frame["user"].to_numpy()[e]
@@ -104,7 +105,8 @@ def test_lanes_of_a_frame_without_steps_are_padding():
     model = make_model("init")
     params = model.init(jax.random.PRNGKey(0))
     carry, _, _ = model.apply(params, model.init_carry(2), lanes.window(0))
-    for a, b in zip(jax.tree_util.tree_leaves(carry), jax.tree_util.tree_leaves(model.init_carry(2))):
+    for a, b in zip(jax.tree_util.tree_leaves(carry),
+                    jax.tree_util.tree_leaves(model.init_carry(2))):
         np.testing.assert_array_equal(a, b)
 
 
@@ -128,7 +130,8 @@ def test_scan_matches_per_user_loop(kind, options):
     targets = "user" if kind == "concat" else "session"
     model = make_model(kind, **options)
     params = model.init(jax.random.PRNGKey(0))
-    params = jax.tree_util.tree_map(lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size)).reshape(a.shape), params)
+    params = jax.tree_util.tree_map(
+        lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size)).reshape(a.shape), params)
     # boundary_slots=1 forces hold steps in the middle of lanes
     lanes = make_lanes(frame, batch_size=3, window=4, targets=targets, close_at="input", seed=1,
                        boundary_slots=1)
@@ -168,7 +171,8 @@ def test_ranking_losses_match_loop(kind):
     target[0, 0] = 0
     negatives = np.array([2, 0], np.int32)
     scores = rng.normal(size=(B, L, B + S)).astype(np.float32)
-    got = losses.ranking_loss(kind, jnp.asarray(scores), jnp.asarray(target), jnp.asarray(negatives))
+    got = losses.ranking_loss(kind, jnp.asarray(scores), jnp.asarray(target),
+                              jnp.asarray(negatives))
     np.testing.assert_allclose(got, ref.ranking_loss(kind, scores, target, negatives), rtol=1e-5)
 
 

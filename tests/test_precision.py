@@ -57,7 +57,8 @@ def test_hrnn_keeps_the_other_lanes_bit_for_bit():
     params = model.init(jax.random.PRNGKey(0))
     lanes = make_lanes(frame, batch_size=B, window=3, targets="session", close_at="input",
                        boundary_slots=2)
-    carry = {**model.init_carry(B), "user": nasty_floats((B, H)), "context": nasty_floats((B, H), 1)}
+    carry = {**model.init_carry(B), "user": nasty_floats((B, H)),
+             "context": nasty_floats((B, H), 1)}
     for w in range(len(lanes)):
         batch = lanes.window(w)
         closing = (batch["session_start"] & ~batch["user_start"]).any(1)
@@ -202,7 +203,8 @@ def test_deterministic_mode_before_and_after_backend_start():
         "    print('late:', e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "late: deterministic_mode() must be called before the first JAX computation" in out.stdout
+    assert ("late: deterministic_mode() must be called before the first JAX computation"
+            in out.stdout)
 
 
 def test_activation_option():

@@ -173,7 +173,8 @@ def test_session_lanes_cannot_reach_user_rows():
 # 3. recommend
 # ---------------------------------------------------------------------------------------------
 def user_history(prep, n_sessions=3):
-    """Raw-id sessions of the first user with ``n_sessions`` training sessions, the last >= 2 long."""
+    """Raw-id sessions of the first user with ``n_sessions`` training sessions, the
+    last >= 2 long."""
     ev = prep.train
     for u in np.unique(ev["user"].to_numpy()):
         sub = ev.filter(ev["user"] == int(u))

@@ -7,11 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from hrnn_jax import cli, compare, data, evaluation, plots, training
-from hrnn_jax import models
-
-from hrnn_jax.data import synthetic
+from hrnn_jax import cli, compare, data, evaluation, models, plots, training
 from hrnn_jax.config import DataConfig, ModelConfig, TrainConfig
+from hrnn_jax.data import synthetic
 from hrnn_jax.progress import Reporter
 
 DEMO = ["demo", "--users", "60", "--items", "80", "--models", "pop,gru", "--hidden", "8",
@@ -69,7 +67,7 @@ def plotted(tmp_path_factory):
 def test_plain_lines_when_the_stream_is_not_a_terminal():
     stream, clock = io.StringIO(), Clock()
     rep = Reporter(stream, plain_after=10.0)
-    rep._clock = clock  # noqa: SLF001 (a test clock)
+    rep._clock = clock
     rep._last = clock()
     assert not rep.terminal
     rep.log("== gru")
@@ -111,7 +109,7 @@ def test_terminal_mode_shows_bars_with_elapsed_and_eta():
     stream, clock = TTY(), Clock()
     rep = Reporter(stream)
     assert rep.terminal
-    rep._clock = clock  # noqa: SLF001 (before the live display starts: rich reads this clock)
+    rep._clock = clock
     rep._last = clock()
     for done in range(1, 5):
         clock.now += 2.0

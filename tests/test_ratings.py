@@ -13,13 +13,13 @@ import pytest
 
 from hrnn_jax import cells, evaluation, training
 from hrnn_jax.baselines import rating as meta_baselines
+from hrnn_jax.config import TrainConfig
+from hrnn_jax.data.lanes import make_lanes
 from hrnn_jax.evaluation import predict
 from hrnn_jax.models import hrnn_meta as meta
-from hrnn_jax.papers import ma2019
-from hrnn_jax.data.lanes import make_lanes
-from hrnn_jax.config import TrainConfig
 from hrnn_jax.models import lanes_for
-from tests.helpers import H, N_ITEMS, perturbed, timed_log
+from hrnn_jax.papers import ma2019
+from tests.helpers import N_ITEMS, H, perturbed, timed_log
 
 
 def rated_log(seed=0, n_users=7):
@@ -146,7 +146,8 @@ def test_rolling_average_never_looks_ahead():
     rng = np.random.default_rng(0)
     n = 300
     df = pl.DataFrame({"user": rng.integers(0, 20, n), "item": rng.integers(0, 15, n),
-                       "time": np.round(rng.uniform(0, 100, n)), "value": rng.integers(1, 6, n) * 1.0})
+                       "time": np.round(rng.uniform(0, 100, n)),
+                       "value": rng.integers(1, 6, n) * 1.0})
     base = meta_baselines.rolling_average(df, prior=3.0)
     t = df["time"].to_numpy()
     cut = np.median(t)
@@ -237,7 +238,8 @@ def test_synthetic_ratings_have_the_user_bias():
     assert set(genres.item_ids) >= set(log["item"].cast(pl.String).unique().to_list())
     np.testing.assert_allclose(np.linalg.norm(genres.matrix, axis=1), 1.0, rtol=1e-6)
     # the user bias: users' mean ratings spread far more than the sampling error of a mean
-    by_user = log.group_by("user").agg(m=pl.col("value").mean(), n=pl.len()).filter(pl.col("n") >= 10)
+    by_user = (log.group_by("user").agg(m=pl.col("value").mean(), n=pl.len())
+               .filter(pl.col("n") >= 10))
     assert by_user["m"].std() > 0.5
     again, _ = ma2019.synthetic_ratings(300, n_items=60, n_genres=4, seed=0)
     assert again.equals(log)

@@ -7,17 +7,12 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hrnn_jax import cli, compare, data, precision, training
-from hrnn_jax import tables
-from hrnn_jax import models
-
-from hrnn_jax.training import optim
-
-from hrnn_jax.evaluation import significance
-
+from hrnn_jax import cli, compare, data, models, precision, tables, training
+from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
 from hrnn_jax.data.lanes import make_lanes
-from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
+from hrnn_jax.evaluation import significance
+from hrnn_jax.training import optim
 from tests.tolerance import approx, max_rank_changes
 
 # dropout everywhere: the seeds' dropout masks must follow their single runs too

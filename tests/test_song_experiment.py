@@ -61,6 +61,7 @@ def test_movielens_ratings_at_the_maximum_only(tmp_path):
     """``--format movielens --max-rating-only``: a ratings.dat keeps its 5-star events only, and
     the JSON reports how many were dropped."""
     import numpy as np
+
     from hrnn_jax.data import synthetic
     log = synthetic.generate(n_users=30, n_items=40, seed=1)
     stars = np.where(np.arange(log.height) % 4 == 0, 3, 5)

@@ -46,9 +46,11 @@ def test_unknown_knob_and_bad_args():
 def test_sizes_follow_arguments(n_users, n_items, n_topics, spu, slen):
     df = generate(n_users, n_items, n_topics=n_topics, sessions_per_user=spu, session_length=slen,
                   seed=3, with_session=True)
-    assert df["user"].n_unique() == n_users and df["user"].min() == 1 and df["user"].max() == n_users
+    assert (df["user"].n_unique() == n_users and df["user"].min() == 1
+            and df["user"].max() == n_users)
     assert df["item"].min() >= 1 and df["item"].max() <= n_items
-    per_user = df.group_by("user").agg(pl.col("session").n_unique().alias("n"), pl.col("session").max().alias("mx"))
+    per_user = df.group_by("user").agg(pl.col("session").n_unique().alias("n"),
+                                       pl.col("session").max().alias("mx"))
     assert per_user["n"].min() >= spu[0] and per_user["n"].max() <= spu[1]
     assert (per_user["n"] == per_user["mx"] + 1).all()
     lengths = df.group_by("user", "session").len()["len"]
@@ -80,7 +82,8 @@ def test_gap_sessionising_recovers_sessions(default_log):
 
 def _last_session_split(df):
     """train = all sessions but each user's last; test = next-item pairs inside the last session."""
-    s = _sessionise(df).with_columns((pl.col("sid") == pl.col("sid").max().over("user")).alias("last"))
+    s = _sessionise(df).with_columns(
+        (pl.col("sid") == pl.col("sid").max().over("user")).alias("last"))
     pairs = s.with_columns(pl.col("item").shift(-1).over("sid").alias("nxt")).drop_nulls("nxt")
     return s.filter(~pl.col("last")), pairs.filter(~pl.col("last")), pairs.filter(pl.col("last"))
 
@@ -126,7 +129,8 @@ def test_structure_session_and_user_signal(default_log):
     assert h["n_test"] > 3000
     assert h["pop"] > 5 / 1000  # popularity skew: POP beats random ...
     assert h["trans"] > 3 * h["pop"]  # ... the current item predicts the next far better ...
-    assert h["personal"] >= 1.10 * h["trans"]  # ... and the user's history adds what the session can't see
+    # ... and the user's history adds what the session can't see
+    assert h["personal"] >= 1.10 * h["trans"]
 
 
 def test_structure_other_seed_and_size():

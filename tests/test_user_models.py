@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 
 from hrnn_jax import cells, models, training
-
-from hrnn_jax.training import optim
-
 from hrnn_jax.cells import user_gru as user_cells
 from hrnn_jax.data.lanes import make_lanes
+from hrnn_jax.training import optim
 from tests import reference as ref
 from tests.tolerance import approx
 

@@ -1,11 +1,24 @@
 """Baselines by name (``registry``): popularity, Item-KNN, matrix factorisation; the rating
 baselines of HRNN-meta's tables in ``baselines.rating``."""
-from hrnn_jax.baselines.popularity import (train_events, item_counts, popularity_tiebreak,
-                                           finish_scores, Pop, PersonalPop)
-from hrnn_jax.baselines.knn import (ItemKNN, DAY, DecayItemKNN)
-from hrnn_jax.baselines.factorisation import (bpr_initial, bpr_negatives, bpr_batches, bpr_fit,
-                                              previous_items, MF, SeqMF)
-from hrnn_jax.baselines.registry import (register_baseline, baseline_names, build_baseline)
+from hrnn_jax.baselines.factorisation import (
+                                           MF,
+                                           SeqMF,
+                                           bpr_batches,
+                                           bpr_fit,
+                                           bpr_initial,
+                                           bpr_negatives,
+                                           previous_items,
+)
+from hrnn_jax.baselines.knn import DAY, DecayItemKNN, ItemKNN
+from hrnn_jax.baselines.popularity import (
+                                           PersonalPop,
+                                           Pop,
+                                           finish_scores,
+                                           item_counts,
+                                           popularity_tiebreak,
+                                           train_events,
+)
+from hrnn_jax.baselines.registry import baseline_names, build_baseline, register_baseline
 
 __all__ = [
     'DAY', 'DecayItemKNN', 'ItemKNN', 'MF', 'PersonalPop', 'Pop', 'SeqMF', 'baseline_names',

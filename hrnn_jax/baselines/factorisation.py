@@ -1,21 +1,7 @@
-"""Non-neural baselines of Quadrana et al. (2017), section 4.2: Pop, Personal Pop (PPOP), Item-KNN;
-and of Donkers et al. (2017), section 4: time-decayed Item-KNN, BPR-MF, sequential MF.
-
-Every baseline has the same two calls:
-
-    model = make_baseline("itemknn", neighbours=100).fit(train, n_items)
-    ranks = rank_chunks(lambda idx: model.score(rows, idx), rows)
-
-``fit(train, n_items)``: ``train`` has columns user, item (1..N), time, session (an ``is_test``
-column, if present, is used to drop test events). ``score(rows, index)`` returns float32
-[len(index), N+1] with column 0 (padding) = -inf.
-
-Tie-breaking. PPOP and Item-KNN add a popularity tie-breaker that never overturns a difference of
-the main score: the score is formed in float64 as ``main + tiebreak`` with ``tiebreak`` strictly
-smaller than the smallest gap between distinct main scores, then cast to float32. Rounding to float32
-is monotone, so the cast can merge near values into ties but never reverse an order.
-DecayItemKNN's tie-breaker is relative to each row instead (see its docstring); MF and sequential
-MF have none (continuous scores).
+"""Matrix factorisation trained with BPR (Rendle et al. 2009; Donkers et al. 2017's BPR-MF, Song
+et al. 2019's BPR-MF) and the sequential MF of Donkers et al. (2017), section 4 (the user vector
+plus the factors of the last ``window`` items, FPMC-style), by SGD over sampled negatives in
+jitted epochs. The calls are ``hrnn_jax.baselines.popularity``'s.
 """
 from __future__ import annotations
 
@@ -24,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
-from hrnn_jax.data.rows import EvalRows
 from hrnn_jax.baselines.popularity import finish_scores, train_events
+from hrnn_jax.config import ModelConfig, default
+from hrnn_jax.data.rows import EvalRows
 
 
 # --------------------------------------------------------------------------------------------
@@ -39,7 +26,8 @@ def bpr_initial(seed: int, n_users: int, n_items: int, factors: int, window: int
     sequential term) and ``seq_prev`` [N+1, F] (the previous item's). Row 0 is the padding item.
     NumPy's generator seeded with ``(seed, 0)`` (host-side random numbers compile nothing)."""
     rng = np.random.default_rng([seed, 0])
-    normal = lambda n: (scale * rng.standard_normal((n, factors))).astype(np.float32)
+    def normal(n):
+        return (scale * rng.standard_normal((n, factors))).astype(np.float32)
     params = {"user": normal(n_users), "item": normal(n_items + 1),
               "bias": np.zeros(n_items + 1, np.float32)}
     if window > 0:
@@ -181,7 +169,9 @@ class MF:
 
     window = 0
 
-    def __init__(self, factors: int = 20, epochs: int = 30, learning_rate: float = 0.01,
+    def __init__(self, factors: int = default(ModelConfig, "factors"),
+                 epochs: int = default(ModelConfig, "mf_epochs"),
+                 learning_rate: float = default(ModelConfig, "mf_learning_rate"),
                  reg: float = 0.01, batch_size: int = 256, seed: int = 0):
         if factors < 1 or epochs < 0 or batch_size < 1 or not learning_rate > 0 or reg < 0:
             raise ValueError("need factors >= 1, epochs >= 0, batch_size >= 1, "
@@ -233,8 +223,11 @@ class SeqMF(MF):
     are not before ``history_start``.
     """
 
-    def __init__(self, factors: int = 20, epochs: int = 30, learning_rate: float = 0.01,
-                 reg: float = 0.01, batch_size: int = 256, seed: int = 0, window: int = 2):
+    def __init__(self, factors: int = default(ModelConfig, "factors"),
+                 epochs: int = default(ModelConfig, "mf_epochs"),
+                 learning_rate: float = default(ModelConfig, "mf_learning_rate"),
+                 reg: float = 0.01, batch_size: int = 256, seed: int = 0,
+                 window: int = default(ModelConfig, "mf_window")):
         super().__init__(factors, epochs, learning_rate, reg, batch_size, seed)
         if window < 1:
             raise ValueError("window must be >= 1")

@@ -1,33 +1,26 @@
-"""Non-neural baselines of Quadrana et al. (2017), section 4.2: Pop, Personal Pop (PPOP), Item-KNN;
-and of Donkers et al. (2017), section 4: time-decayed Item-KNN, BPR-MF, sequential MF.
-
-Every baseline has the same two calls:
-
-    model = make_baseline("itemknn", neighbours=100).fit(train, n_items)
-    ranks = rank_chunks(lambda idx: model.score(rows, idx), rows)
-
-``fit(train, n_items)``: ``train`` has columns user, item (1..N), time, session (an ``is_test``
-column, if present, is used to drop test events). ``score(rows, index)`` returns float32
-[len(index), N+1] with column 0 (padding) = -inf.
-
-Tie-breaking. PPOP and Item-KNN add a popularity tie-breaker that never overturns a difference of
-the main score: the score is formed in float64 as ``main + tiebreak`` with ``tiebreak`` strictly
-smaller than the smallest gap between distinct main scores, then cast to float32. Rounding to float32
-is monotone, so the cast can merge near values into ties but never reverse an order.
-DecayItemKNN's tie-breaker is relative to each row instead (see its docstring); MF and sequential
-MF have none (continuous scores).
+"""Item-KNN (Quadrana et al. 2017, section 4.2: session co-occurrence, cosine similarity, the
+``neighbours`` most similar items of the last item) and the time-decayed Item-KNN of Donkers et
+al. (2017), section 4 (every item of the user's history, weighted by its age). The calls and the
+tie-breaker are ``hrnn_jax.baselines.popularity``'s.
 """
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 
+from hrnn_jax.baselines.popularity import (
+    finish_scores,
+    item_counts,
+    popularity_tiebreak,
+    train_events,
+)
+from hrnn_jax.config import ModelConfig, default
 from hrnn_jax.data.rows import EvalRows
-from hrnn_jax.baselines.popularity import finish_scores, item_counts, popularity_tiebreak, train_events
 
 
 class ItemKNN:
-    """Item-to-item cosine similarity on session co-occurrence (Quadrana et al. 4.2, GRU4Rec's Item-KNN).
+    """Item-to-item cosine similarity on session co-occurrence (Quadrana et al. 4.2, GRU4Rec's
+    Item-KNN).
 
     sim(i, j) = |S_i ∩ S_j| / sqrt(|S_i| |S_j|), S_i = the training sessions containing item i (a
     session counts once per item). Only the ``neighbours`` most similar items of each item are kept
@@ -35,17 +28,18 @@ class ItemKNN:
     ``nbr_sim`` float64 [N+1, k] (unused slots: item 0, similarity 0).
 
     The score of candidate j for a row is sim(input item, j) + a popularity tie-breaker below
-    min(1e-6, half the smallest gap between distinct kept similarities, 0 included), so it orders only items
-    of equal similarity — in practice the non-neighbours. With ``self_similarity=False`` (default,
-    as GRU4Rec's baseline) an item is not its own neighbour: the input item is neither boosted nor
-    removed, it scores like any non-neighbour (tie-breaker only). ``self_similarity=True`` keeps the
-    diagonal (sim(i, i) = 1, so the input item ranks first).
+    min(1e-6, half the smallest gap between distinct kept similarities, 0 included), so it orders
+    only items of equal similarity — in practice the non-neighbours. With ``self_similarity=False``
+    (default, as GRU4Rec's baseline) an item is not its own neighbour: the input item is neither
+    boosted nor removed, it scores like any non-neighbour (tie-breaker only).
+    ``self_similarity=True`` keeps the diagonal (sim(i, i) = 1, so the input item ranks first).
 
     The co-occurrence is built sparsely by a self-join of the distinct (session, item) pairs on
     session: cost grows with sum over sessions of (distinct items)^2, not with N^2.
     """
 
-    def __init__(self, neighbours: int = 100, self_similarity: bool = False):
+    def __init__(self, neighbours: int = default(ModelConfig, "neighbours"),
+                 self_similarity: bool = False):
         if neighbours < 1:
             raise ValueError("neighbours must be >= 1")
         self.neighbours = int(neighbours)
@@ -56,7 +50,8 @@ class ItemKNN:
         self.n_items = n_items
         k = self.neighbours
         pairs = train.select(pl.col("session"), pl.col("item").cast(pl.Int32)).unique()
-        support = np.bincount(pairs["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)  # |S_i|
+        # |S_i|
+        support = np.bincount(pairs["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)
         co = pairs.join(pairs.rename({"item": "other"}), on="session")
         if not self.self_similarity:
             co = co.filter(pl.col("item") != pl.col("other"))
@@ -88,7 +83,8 @@ class ItemKNN:
         scores = np.repeat(self.tiebreak[None, :].astype(np.float32), len(inputs), axis=0)
         cols = self.nbr_item[inputs]                                          # [r, k]
         vals = self.nbr_sim[inputs] + self.tiebreak[cols]                     # [r, k] float64
-        scores[np.arange(len(inputs))[:, None], cols] = vals.astype(np.float32)  # unused slots hit col 0
+        # unused slots hit col 0
+        scores[np.arange(len(inputs))[:, None], cols] = vals.astype(np.float32)
         return finish_scores(scores)
 
 
@@ -138,7 +134,8 @@ class DecayItemKNN(ItemKNN):
     (pair, neighbour) arrays and the block's dense output near ``max_pairs`` entries.
     """
 
-    def __init__(self, neighbours: int = 100, decay: float = 1.0, self_similarity: bool = False,
+    def __init__(self, neighbours: int = default(ModelConfig, "neighbours"),
+                 decay: float = default(ModelConfig, "decay"), self_similarity: bool = False,
                  max_pairs: int = 1 << 22):
         super().__init__(neighbours, self_similarity)
         if not decay >= 0:
@@ -156,7 +153,8 @@ class DecayItemKNN(ItemKNN):
         """The rows' history events: ``(row [n], item [n], weight [n] float64)``, ``row`` the
         position in ``index`` and ``weight = exp(-decay * age in days)``."""
         if rows.stream_time is None:
-            raise ValueError("DecayItemKNN needs the rows' history (build them with make_eval_rows)")
+            raise ValueError("DecayItemKNN needs the rows' history "
+                             "(build them with make_eval_rows)")
         index = np.asarray(index, dtype=np.int64)
         flat, row = rows.history(index)
         target_time = rows.stream_time[rows.event[index]]

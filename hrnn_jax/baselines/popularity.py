@@ -1,9 +1,11 @@
-"""Non-neural baselines of Quadrana et al. (2017), section 4.2: Pop, Personal Pop (PPOP), Item-KNN;
-and of Donkers et al. (2017), section 4: time-decayed Item-KNN, BPR-MF, sequential MF.
+"""Popularity baselines of Quadrana et al. (2017), section 4.2: POP (the most frequent items of
+the training part) and Personal POP (the user's own most frequent items, the global popularity
+breaking ties); and what every baseline shares (the training events, the tie-breaker, the
+scores' padding column).
 
-Every baseline has the same two calls:
+Every baseline has the same two calls (``hrnn_jax.baselines.registry``)::
 
-    model = make_baseline("itemknn", neighbours=100).fit(train, n_items)
+    model = build_baseline("itemknn", config).fit(train, n_items)
     ranks = rank_chunks(lambda idx: model.score(rows, idx), rows)
 
 ``fit(train, n_items)``: ``train`` has columns user, item (1..N), time, session (an ``is_test``
@@ -12,8 +14,8 @@ column, if present, is used to drop test events). ``score(rows, index)`` returns
 
 Tie-breaking. PPOP and Item-KNN add a popularity tie-breaker that never overturns a difference of
 the main score: the score is formed in float64 as ``main + tiebreak`` with ``tiebreak`` strictly
-smaller than the smallest gap between distinct main scores, then cast to float32. Rounding to float32
-is monotone, so the cast can merge near values into ties but never reverse an order.
+smaller than the smallest gap between distinct main scores, then cast to float32. Rounding to
+float32 is monotone, so the cast can merge near values into ties but never reverse an order.
 DecayItemKNN's tie-breaker is relative to each row instead (see its docstring); MF and sequential
 MF have none (continuous scores).
 """
@@ -41,7 +43,8 @@ def item_counts(train: pl.DataFrame, n_items: int) -> np.ndarray:
 
 
 def popularity_tiebreak(counts: np.ndarray, scale: float = 1.0) -> np.ndarray:
-    """float64 [N+1]: ``scale * counts / (max(counts) + 1)``, in [0, scale), increasing with popularity."""
+    """float64 [N+1]: ``scale * counts / (max(counts) + 1)``, in [0, scale), increasing with
+    popularity."""
     return scale * counts.astype(np.float64) / (float(counts.max(initial=0)) + 1.0)
 
 
@@ -53,7 +56,8 @@ def finish_scores(scores: np.ndarray) -> np.ndarray:
 
 
 class Pop:
-    """Global popularity: the score of item j is its number of training events (same for all rows)."""
+    """Global popularity: the score of item j is its number of training events (same for all
+    rows)."""
 
     def fit(self, train: pl.DataFrame, n_items: int) -> "Pop":
         train = train_events(train, n_items)

@@ -1,9 +1,10 @@
 """What a cell is, what it may declare, and the one time scan that drives every cell.
 
-Every cell follows ``flax.linen.RNNCellBase``: ``carry, y = cell(carry, x)`` with ``y [B, features]``
-and ``cell.initialize_carry(rng, input_shape)``; ``features`` is its output width. flax's own
-``GRUCell``, ``LSTMCell``, ``OptimizedLSTMCell`` and ``MGUCell`` drop into every model unchanged:
-a model hands them the whole input of a step (concatenated, e.g. ``[item, c]`` for HRNN All).
+Every cell follows ``flax.linen.RNNCellBase``: ``carry, y = cell(carry, x)`` with
+``y [B, features]`` and ``cell.initialize_carry(rng, input_shape)``; ``features`` is its output
+width. flax's own ``GRUCell``, ``LSTMCell``, ``OptimizedLSTMCell`` and ``MGUCell`` drop into every
+model unchanged: a model hands them the whole input of a step (concatenated, e.g. ``[item, c]`` for
+HRNN All).
 
 A cell may declare more by subclassing :class:`SplitCell`: its input work ``project(x) -> xp``
 depends on no state, so a model does it for all steps at once, outside the scan, and the scan
@@ -142,7 +143,8 @@ def zero_carry(cell: nn.Module, batch: int) -> Carry:
 
 
 def hidden_of(carry: Carry) -> jax.Array:
-    """The hidden vector of a carry: the carry itself (GRU) or its last element (flax LSTM (c, h))."""
+    """The hidden vector of a carry: the carry itself (GRU) or its last element (flax
+    LSTM (c, h))."""
     return carry[-1] if isinstance(carry, tuple) else carry
 
 
@@ -158,7 +160,8 @@ def with_hidden(carry: Carry, h: jax.Array) -> Carry:
 
 
 def select(mask: jax.Array, new: Carry, old: Carry) -> Carry:
-    """Per-row choice between two carries: ``new`` where ``mask [B]`` is True (leaves ``[B, ...]``)."""
+    """Per-row choice between two carries: ``new`` where ``mask [B]`` is True (leaves
+    ``[B, ...]``)."""
     def pick(a, b):
         return jnp.where(mask.reshape(mask.shape + (1,) * (jnp.ndim(a) - 1)), a, b)
     return jax.tree_util.tree_map(pick, new, old)
@@ -262,7 +265,7 @@ def check_cell(cell: nn.Module, input_width: int, role: str = "cell") -> None:
         return carry, out, xp
     try:
         carry, out, xp = jax.eval_shape(run)
-    except Exception as err:  # noqa: BLE001  any failure of a foreign cell is reported with its name
+    except Exception as err:
         raise ValueError(f"{name} fails on an input of width {input_width} (batch {B}): "
                          f"{type(err).__name__}: {' '.join(str(err).split())[:300]}") from err
     expected = f"(carry {_describe(carry)}, y ({B}, {H}))"

@@ -1,10 +1,11 @@
-"""The gated recurrent unit with its input projection split out (a :class:`~hrnn_jax.cells.base.SplitCell`).
+"""The gated recurrent unit with its input projection split out (a
+:class:`~hrnn_jax.cells.base.SplitCell`).
 
 :class:`GRU` is the same cell as ``flax.linen.GRUCell`` (same equations, same gate order) split in
 two methods, so that the models can move the input projection out of the time scan:
 
-* ``project(x)``: the input part ``W_x x + b`` of all three gates, ``[..., E] -> [..., 3H]``; it does
-  not depend on the recurrent state, so a model computes it for all steps at once.
+* ``project(x)``: the input part ``W_x x + b`` of all three gates, ``[..., E] -> [..., 3H]``; it
+  does not depend on the recurrent state, so a model computes it for all steps at once.
 * ``step(h, xp)``: the recurrent part, ``[B, H], [B, 3H] -> [B, H]``.
 
 With one-hot item inputs (GRU4Rec and HRNN use the item ID as a one-hot vector) ``project`` of a
@@ -73,10 +74,11 @@ class GRU(SplitCell):
 
 @jax.custom_vjp
 def gru_gates(xp, hp, h, b_hn):
-    """The GRU's gates given both projections, ``xp = W_x x + b_x`` and ``hp = W_h h`` (``[..., 3H]``,
-    blocks r, z, n), the state ``h [..., H]`` and the bias ``b_hn [H]``: returns h'. Same function as plain JAX code; its hand-written gradient keeps
-    only r, z, n, W_hn h + b_hn and h for the backward pass (autodiff kept about twice as many
-    ``[B, H]`` arrays per step), which is what a scan over many steps and seeds stores."""
+    """The GRU's gates given both projections, ``xp = W_x x + b_x`` and ``hp = W_h h``
+    (``[..., 3H]``, blocks r, z, n), the state ``h [..., H]`` and the bias ``b_hn [H]``: returns h'.
+    Same function as plain JAX code; its hand-written gradient keeps only r, z, n, W_hn h + b_hn and
+    h for the backward pass (autodiff kept about twice as many ``[B, H]`` arrays per step), which is
+    what a scan over many steps and seeds stores."""
     return _gates(xp, hp, h, b_hn)[0]
 
 

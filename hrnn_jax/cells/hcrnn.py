@@ -38,9 +38,10 @@ Choices (the paper is silent or the authors' code, github gtshs2/HCRNN, differs)
   projection operator"; the code: clip to [1e-12, inf)).
 * Biases start at zero; weights Glorot-uniform, ``M`` too (as the authors' code).
 
-The input projections (every ``x_t W`` and ``b``) do not depend on the carry: :meth:`HCRNNCell.project` computes them for all steps at once and
-:meth:`HCRNNCell.step` is the recurrent part, as ``cells.GRU``. :meth:`HCRNNCell.trace_step`
-returns the gates too (``r``, ``drift``, ``local_gate``, ``alpha``) for the paper's analyses.
+The input projections (every ``x_t W`` and ``b``) do not depend on the carry:
+:meth:`HCRNNCell.project` computes them for all steps at once and :meth:`HCRNNCell.step` is the
+recurrent part, as ``cells.GRU``. :meth:`HCRNNCell.trace_step` returns the gates too (``r``,
+``drift``, ``local_gate``, ``alpha``) for the paper's analyses.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from hrnn_jax.cells.base import Block, SplitCell
+from hrnn_jax.config import ModelConfig, default
 
 VARIANTS = (1, 2, 3)
 glorot = nn.initializers.glorot_uniform()
@@ -71,7 +73,7 @@ class HCRNNCell(SplitCell):
 
     features: int
     context_dim: int
-    n_contexts: int = 50
+    n_contexts: int = default(ModelConfig, "contexts")
     variant: int = 3
 
     one_hot_input: ClassVar[bool] = False  # step reads the item embedding itself (x * c_t)
@@ -107,7 +109,8 @@ class HCRNNCell(SplitCell):
         H, D, K = self.features, self.context_dim, self.n_contexts
         return (Block("x", 0, D, "input"), Block("local", D, D, "gate"),
                 Block("z", 2 * D, H, "gate"), Block("r", 2 * D + H, H, "gate"),
-                Block("n", 2 * D + 2 * H, H, "candidate"), Block("theta", 2 * D + 3 * H, K, "input"))
+                Block("n", 2 * D + 2 * H, H, "candidate"),
+                Block("theta", 2 * D + 3 * H, K, "input"))
 
     def project(self, inputs):
         """The carry-free parts of a step, ``[..., D + K] -> [..., D + (D + 3H) + K]``: the item
@@ -173,7 +176,6 @@ class HCRNNCell(SplitCell):
     def initialize_carry(self, rng, input_shape):
         batch = input_shape[:-1]
         return (jnp.zeros(batch + (self.context_dim,)), jnp.zeros(batch + (self.features,)))
-
 
 
 def project_nonnegative(params: Any) -> Any:

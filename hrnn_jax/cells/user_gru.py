@@ -71,6 +71,7 @@ from flax import linen as nn
 
 from hrnn_jax import choices
 from hrnn_jax.cells.base import Block, UserCell
+from hrnn_jax.config import ModelConfig, default
 
 Initializer = Any
 Filter = Literal["straight_through", "relaxed", "exact"]
@@ -553,7 +554,7 @@ class RectifiedUserGRU(UserGRUBase):
     filter and the filtered vector's product with the user kernel (``[n, 3n]``) run in ``step``.
     """
 
-    omega: float = 0.2
+    omega: float = default(ModelConfig, "omega")
     filter: Filter = "straight_through"
     temperature: float = 0.1
 

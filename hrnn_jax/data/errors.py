@@ -1,22 +1,9 @@
-"""Interaction data: reading, sessions, filters, integer codes and train/test splits; item features.
-
-Data flow (every step a pure function of its inputs)::
-
-    read_interactions -> sessionize -> [dedupe_sessions] -> filter_interactions -> encode
-        -> split -> restrict_items -> combine
-    read_item_features -> item_feature_matrix(features, encoded.item_ids)   (rows by item code)
-
-Frames after ``encode`` use the *encoded schema*: ``user`` Int32 (0..U-1), ``item`` Int32
-(1..N, 0 is padding), ``time`` Float64 seconds, ``session`` Int32, plus ``event`` / ``value``
-when present, sorted by (user, time). All report dictionaries count dropped *events* (rows),
-except the user counts ``USER_COUNTS`` of ``split_users``. After ``restrict_items`` the catalogue
-(codes 1..N) is exactly the items of the training part.
+"""Bad input data: ``DataError`` (a ValueError whose message names the column, the rows or the
+file at fault), and the small helpers that make such messages.
 """
 from __future__ import annotations
 
-
 import polars as pl
-
 
 
 class DataError(ValueError):

@@ -1,16 +1,6 @@
-"""Interaction data: reading, sessions, filters, integer codes and train/test splits; item features.
-
-Data flow (every step a pure function of its inputs)::
-
-    read_interactions -> sessionize -> [dedupe_sessions] -> filter_interactions -> encode
-        -> split -> restrict_items -> combine
-    read_item_features -> item_feature_matrix(features, encoded.item_ids)   (rows by item code)
-
-Frames after ``encode`` use the *encoded schema*: ``user`` Int32 (0..U-1), ``item`` Int32
-(1..N, 0 is padding), ``time`` Float64 seconds, ``session`` Int32, plus ``event`` / ``value``
-when present, sorted by (user, time). All report dictionaries count dropped *events* (rows),
-except the user counts ``USER_COUNTS`` of ``split_users``. After ``restrict_items`` the catalogue
-(codes 1..N) is exactly the items of the training part.
+"""Item features (Ma & Narayanaswamy: "movie genre vectors, with L2 normalization"): MovieLens
+``movies.dat`` / ``movies.csv`` or any file with an id and a genres column, read into L2-normalised
+multi-hot genre vectors, and lined up with the item codes (``item_feature_matrix``).
 """
 from __future__ import annotations
 
@@ -19,10 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+
 from hrnn_jax.data.errors import DataError
 from hrnn_jax.data.read import check_columns, check_ids, column_names, load_table
-
-
 
 # ------------------------------------------------------------------------------------------
 # Item features (Ma & Narayanaswamy: "movie genre vectors, with L2 normalization")

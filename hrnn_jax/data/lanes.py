@@ -38,10 +38,9 @@ lane is the user's next event).
 """
 from __future__ import annotations
 
-import heapq
 import dataclasses
+import heapq
 from dataclasses import dataclass
-
 from typing import Literal
 
 import numpy as np
@@ -67,10 +66,10 @@ EXTRA_FIELDS = {
 class Lanes:
     """Windows of user-parallel lanes. Every field is ``[W, B, L]`` (W windows).
 
-    item/target (int32, 0 = padding / no target), session_start/user_start/valid (bool), user (int32),
-    event (int64: row of the target event in the source frame, -1 on padding), evaluate (bool: the
-    step's prediction is scored by evaluation). ``closing`` is ``[W, L, K]`` int32: the lanes that
-    close a session at each step (``close_at="input"``: session_start and not user_start;
+    item/target (int32, 0 = padding / no target), session_start/user_start/valid (bool), user
+    (int32), event (int64: row of the target event in the source frame, -1 on padding), evaluate
+    (bool: the step's prediction is scored by evaluation). ``closing`` is ``[W, L, K]`` int32: the
+    lanes that close a session at each step (``close_at="input"``: session_start and not user_start;
     ``"target"``: the target opens the user's next session), in ascending order, padded with the
     distinct values B, B+1, ... (past the last lane: gathers read zeros, scatters skip).
     Steps with ``valid`` False (padding at the end of a lane, or a hold step) leave the state as is.

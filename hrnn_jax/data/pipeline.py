@@ -1,44 +1,30 @@
-"""The whole experiment of the paper as two functions: ``prepare`` a log, ``compare`` models on it.
-
-``prepare``: sessionise, optionally drop repeated interactions within sessions, filter (with a
-report of every dropped row), encode, split, restrict the catalogue to the training part's items,
-and build the evaluation rows. ``compare``: train the neural models with ``training.fit``, fit the
-baselines, and rank every evaluation row against the whole catalogue with the same code for all of
-them.
-
-Lane layouts (``targets``): the session GRU and the HRNNs learn within-session targets under the
-last-session protocol, as the paper; RNN Concat treats a user's sessions as one sequence, so it
-learns and is run with ``"user"`` targets (its first prediction of a session, made from the previous
-session, is not scored: footnote 5). Under leave-one-out and temporal splits a test event may open a
-session, so every model runs with ``"user"`` targets there; so it does under the random user split
-(``"users"``, Ma & Narayanaswamy), where every event of a test user but its first (which has no
-input) is a prediction.
+"""The one preprocessing pipeline, from a validated log to what every model is trained and
+evaluated on (``prepare``): sessionise, optionally keep the maximum value only and drop repeated
+interactions within sessions, filter (with a report of every dropped row), encode, split by
+protocol, restrict the catalogue, and build the evaluation rows (``Prepared``). ``compare``, the
+command line, checkpoints, the experiments and the papers' tables all prepare data through it.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from hrnn_jax import data
+from hrnn_jax.config import DataConfig
 from hrnn_jax.data.rows import EvalRows, make_eval_rows, rows_targets
 
-
-
-
-
-
-
-from hrnn_jax.config import DataConfig
+Catalogue = Literal["train", "log"]  # DataConfig.catalogue: the items every model ranks
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
-    """A prepared log. With an item-feature file (``DataConfig.item_features``), also ``item_features``
-    ``[N+1, G]`` (lined up with the codes), ``cold_items`` (bool ``[N+1]``: catalogue items
-    without training events) and ``known_items`` (codes of the file's items, which every split
-    keeps in test)."""
+    """A prepared log. With an item-feature file (``DataConfig.item_features``), also
+    ``item_features`` ``[N+1, G]`` (lined up with the codes), ``cold_items`` (bool ``[N+1]``:
+    catalogue items without training events) and ``known_items`` (codes of the file's items, which
+    every split keeps in test)."""
 
     encoded: data.Encoded
     protocol: str

@@ -1,27 +1,24 @@
-"""Interaction data: reading, sessions, filters, integer codes and train/test splits; item features.
+"""Reading an interaction log with polars: CSV, TSV, Parquet, text with separators of any length
+(MovieLens ``::``), headerless files with named columns, numeric or ISO-8601 times; validated
+(missing or duplicated columns, non-finite times or values, empty ids: a DataError naming the
+column and rows), and the authors' preprocessed files of Song et al. (``read_hcrnn``).
 
-Data flow (every step a pure function of its inputs)::
-
-    read_interactions -> sessionize -> [dedupe_sessions] -> filter_interactions -> encode
-        -> split -> restrict_items -> combine
-    read_item_features -> item_feature_matrix(features, encoded.item_ids)   (rows by item code)
-
-Frames after ``encode`` use the *encoded schema*: ``user`` Int32 (0..U-1), ``item`` Int32
-(1..N, 0 is padding), ``time`` Float64 seconds, ``session`` Int32, plus ``event`` / ``value``
-when present, sorted by (user, time). All report dictionaries count dropped *events* (rows),
-except the user counts ``USER_COUNTS`` of ``split_users``. After ``restrict_items`` the catalogue
-(codes 1..N) is exactly the items of the training part.
+Frames after reading: ``user``, ``item`` (raw ids as text), ``time`` (Float64 epoch seconds),
+and ``event`` / ``value`` when asked for.
 """
 from __future__ import annotations
 
 import csv
 import os
+from typing import Literal
 
 import polars as pl
 
 from hrnn_jax import choices
-from hrnn_jax.config import DataConfig, TimeUnit
+from hrnn_jax.config import DataConfig
 from hrnn_jax.data.errors import DataError, bad_rows, check_file, one_line
+
+TimeUnit = Literal["s", "ms", "us", "ns"]
 TIME_UNITS = {"s": 1.0, "ms": 1e3, "us": 1e6, "ns": 1e9}  # divisors to seconds
 assert tuple(TIME_UNITS) == choices.options(TimeUnit)
 
@@ -105,7 +102,8 @@ def _read_split(path, sep, columns, id_cols, encoding="utf8") -> pl.DataFrame:
     return _infer_numbers(df, set(id_cols))
 
 
-def load_table(path, sep, id_cols, columns=None, encoding="utf8") -> tuple[pl.DataFrame, str | None]:
+def load_table(path, sep, id_cols, columns=None,
+               encoding="utf8") -> tuple[pl.DataFrame, str | None]:
     """Read a CSV / TSV / ``::`` / Parquet file with polars; id columns are read as strings.
 
     ``encoding``: of text files, polars' "utf8" (invalid bytes are an error) or "utf8-lossy"
@@ -234,41 +232,51 @@ def read_interactions(path, *, user_col="user", item_col="item", time_col="time"
     check_columns(df, wanted.values(), where, used_sep, columns)
     df = df.select([pl.col(src).alias(dst) for dst, src in wanted.items()])
 
-    dtype = df.schema["time"]
-    if isinstance(dtype, (pl.Datetime, pl.Date)):
-        time = pl.col("time").dt.epoch("us").cast(pl.Float64) / 1e6
-    elif dtype.is_numeric():
-        time = pl.col("time").cast(pl.Float64) / TIME_UNITS[time_unit]
-    elif dtype == pl.String:
-        parsed = _parse_iso(pl.col("time"))
-        n, rows = bad_rows(df, pl.col("time").is_not_null() & parsed.is_null())
-        if n:
-            shown = [v if len(v) <= 40 else v[:40] + "..." for v in df["time"][rows].to_list()]
-            raise DataError(f"time column {time_col!r} is not numeric (dtype String) and {n} "
-                            f"value(s) are not ISO-8601 date-times (e.g. 2009-05-04T23:08:57Z), "
-                            f"rows {rows}: {shown}")
-        time = parsed.dt.epoch("us").cast(pl.Float64) / 1e6
-    else:
-        raise DataError(f"time column {time_col!r} is not numeric (dtype {dtype})")
-    df = df.with_columns(time.alias("time"), pl.col("user", "item").cast(pl.String))
+    df = df.with_columns(_seconds(df, time_col, time_unit).alias("time"),
+                         pl.col("user", "item").cast(pl.String))
     if "event" in df.columns:
         df = df.with_columns(pl.col("event").cast(pl.String))
     if "value" in df.columns:
-        if not df.schema["value"].is_numeric():
-            raise DataError(f"value column {value_col!r} is not numeric "
-                            f"(dtype {df.schema['value']})")
-        df = df.with_columns(pl.col("value").cast(pl.Float64))
-        n, rows = bad_rows(df, pl.col("value").is_not_null() & ~pl.col("value").is_finite())
-        if n:
-            raise DataError(f"value column {value_col!r} has {n} NaN or infinite value(s), "
-                            f"rows {rows}")
-
+        df = _checked_values(df, value_col)
     n, rows = bad_rows(df, pl.col("time").is_null() | ~pl.col("time").is_finite())
     if n:
         raise DataError(f"time column {time_col!r} has {n} value(s) that are not finite "
                         f"(null, NaN or infinite), rows {rows}")
     for dst, src in (("user", user_col), ("item", item_col)):
         check_ids(df, dst, src)
+    return df
+
+
+def _seconds(df: pl.DataFrame, time_col: str, time_unit: str) -> pl.Expr:
+    """The time column in epoch seconds (Float64): numbers divided by the ``time_unit`` factor,
+    Datetime/Date values, or ISO-8601 text (DataError naming the rows that are none of these)."""
+    dtype = df.schema["time"]
+    if isinstance(dtype, (pl.Datetime, pl.Date)):
+        return pl.col("time").dt.epoch("us").cast(pl.Float64) / 1e6
+    if dtype.is_numeric():
+        return pl.col("time").cast(pl.Float64) / TIME_UNITS[time_unit]
+    if dtype != pl.String:
+        raise DataError(f"time column {time_col!r} is not numeric (dtype {dtype})")
+    parsed = _parse_iso(pl.col("time"))
+    n, rows = bad_rows(df, pl.col("time").is_not_null() & parsed.is_null())
+    if n:
+        shown = [v if len(v) <= 40 else v[:40] + "..." for v in df["time"][rows].to_list()]
+        raise DataError(f"time column {time_col!r} is not numeric (dtype String) and {n} "
+                        f"value(s) are not ISO-8601 date-times (e.g. 2009-05-04T23:08:57Z), "
+                        f"rows {rows}: {shown}")
+    return parsed.dt.epoch("us").cast(pl.Float64) / 1e6
+
+
+def _checked_values(df: pl.DataFrame, value_col: str) -> pl.DataFrame:
+    """``df`` with its ``value`` column as Float64; DataError if it is not numeric or holds NaN
+    or infinite values."""
+    if not df.schema["value"].is_numeric():
+        raise DataError(f"value column {value_col!r} is not numeric (dtype {df.schema['value']})")
+    df = df.with_columns(pl.col("value").cast(pl.Float64))
+    n, rows = bad_rows(df, pl.col("value").is_not_null() & ~pl.col("value").is_finite())
+    if n:
+        raise DataError(f"value column {value_col!r} has {n} NaN or infinite value(s), rows "
+                        f"{rows}")
     return df
 
 

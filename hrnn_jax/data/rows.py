@@ -1,18 +1,11 @@
-"""Evaluation: which predictions are scored, ranks against the whole catalogue, metrics, breakdowns.
+"""Evaluation rows: which predictions of a stream are scored, with what each needs (the user's
+earlier items, the history length and the position in the session for the breakdowns).
 
-The flow is
+    rows  = make_eval_rows(stream, targets="session")     # one row per evaluated prediction
+    ranks = evaluation.rank_chunks(score_fn, rows)         # hrnn_jax.evaluation.metrics
 
-    rows  = make_eval_rows(stream, targets="session")         # one row per evaluated prediction
-    ranks = rank_chunks(score_fn, rows, ties="optimistic")     # [R] rank of each target
-    metrics_from_ranks(ranks, ks=(5, 20))                      # recall@k, mrr@k, ...
-    breakdown_by_history(rows, ranks); breakdown_by_position(rows, ranks)
-
-``score_fn(index) -> scores [r, N+1]`` is the only thing a model (neural or baseline) supplies.
-Column 0 of every score matrix is the padding item: it is never ranked, whatever its score.
-
-Metrics follow Quadrana et al. (2017), section 4.3: one relevant item per prediction (the next
-event), Recall@k (= hit rate), Precision@k = Recall@k / k, MRR@k with the reciprocal rank set to
-zero beyond k; NDCG@k is added for convenience.
+Targets (``rows_targets``): within the test session for the last-session protocol (Quadrana et
+al.), else the user's previous event in any session.
 """
 from __future__ import annotations
 
@@ -36,9 +29,11 @@ class EvalRows:
     user:             int32 [R]   user of the row.
     item:             int32 [R]   input item (the event just before the target).
     target:           int32 [R]   target item (1..N).
-    history_sessions: int32 [R]   number of distinct training (``is_test`` False) sessions of the user.
+    history_sessions: int32 [R]   number of distinct training (``is_test`` False) sessions of the
+                                  user.
     position:         int32 [R]   1-based position of the INPUT event within its own session.
-    session_length:   int32 [R]   length (events, train and test) of the TARGET's session in ``stream``.
+    session_length:   int32 [R]   length (events, train and test) of the TARGET's session in
+                                  ``stream``.
     same_session:     bool  [R]   input and target belong to the same session (always True for
                                   ``targets="session"``). Optional; None means all True.
     history_start:    int64 [R]   event index of the user's first event in ``stream``: the history
@@ -164,7 +159,8 @@ def csr_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.
     total = int(lengths.sum())
     row = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
     ptr = np.concatenate([[0], np.cumsum(lengths)])
-    flat = np.repeat(starts.astype(np.int64), lengths) + (np.arange(total, dtype=np.int64) - ptr[row])
+    flat = (np.repeat(starts.astype(np.int64), lengths)
+            + (np.arange(total, dtype=np.int64) - ptr[row]))
     return flat, row
 
 

@@ -1,16 +1,10 @@
-"""Interaction data: reading, sessions, filters, integer codes and train/test splits; item features.
-
-Data flow (every step a pure function of its inputs)::
-
-    read_interactions -> sessionize -> [dedupe_sessions] -> filter_interactions -> encode
-        -> split -> restrict_items -> combine
-    read_item_features -> item_feature_matrix(features, encoded.item_ids)   (rows by item code)
+"""From a validated log to integer codes: sessions by idle gap, repeated interactions within a
+session (opt-in), the maximum value only (opt-in), the support and length filters (repeated until
+nothing changes, every dropped row counted by reason), and ``encode``.
 
 Frames after ``encode`` use the *encoded schema*: ``user`` Int32 (0..U-1), ``item`` Int32
 (1..N, 0 is padding), ``time`` Float64 seconds, ``session`` Int32, plus ``event`` / ``value``
-when present, sorted by (user, time). All report dictionaries count dropped *events* (rows),
-except the user counts ``USER_COUNTS`` of ``split_users``. After ``restrict_items`` the catalogue
-(codes 1..N) is exactly the items of the training part.
+(and ``event_code``) when present, sorted by (user, time).
 """
 from __future__ import annotations
 
@@ -19,8 +13,8 @@ from functools import cached_property
 
 import numpy as np
 import polars as pl
-from hrnn_jax.data.errors import DataError
 
+from hrnn_jax.data.errors import DataError
 
 
 def sort_events(df: pl.DataFrame, *keys: str) -> pl.DataFrame:
@@ -88,8 +82,9 @@ def filter_interactions(df: pl.DataFrame, *, min_item_support: int = 5, min_sess
     Each round removes, in order: events of items with fewer than ``min_item_support`` events,
     sessions with fewer than ``min_session_len`` events, users with fewer than ``min_sessions``
     sessions, users with fewer than ``min_user_events`` events (Shuvo et al. use 5; HCRNN keeps
-    sequences of at least 10). The report counts removed events per reason, summed over rounds. Session ids are
-    kept as they are (not renumbered). Needs a ``session`` column (see ``sessionize``).
+    sequences of at least 10). The report counts removed events per reason, summed over rounds.
+    Session ids are kept as they are (not renumbered). Needs a ``session`` column (see
+    ``sessionize``).
     """
     if "session" not in df.columns:
         raise DataError("filter_interactions needs a 'session' column; call sessionize first")

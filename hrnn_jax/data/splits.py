@@ -1,28 +1,22 @@
-"""Interaction data: reading, sessions, filters, integer codes and train/test splits; item features.
-
-Data flow (every step a pure function of its inputs)::
-
-    read_interactions -> sessionize -> [dedupe_sessions] -> filter_interactions -> encode
-        -> split -> restrict_items -> combine
-    read_item_features -> item_feature_matrix(features, encoded.item_ids)   (rows by item code)
-
-Frames after ``encode`` use the *encoded schema*: ``user`` Int32 (0..U-1), ``item`` Int32
-(1..N, 0 is padding), ``time`` Float64 seconds, ``session`` Int32, plus ``event`` / ``value``
-when present, sorted by (user, time). All report dictionaries count dropped *events* (rows),
-except the user counts ``USER_COUNTS`` of ``split_users``. After ``restrict_items`` the catalogue
-(codes 1..N) is exactly the items of the training part.
+"""Train/test splits of encoded events by a named protocol (``split``): each user's last session
+(Quadrana et al.), last event (leave-one-out, Shuvo et al.), last fraction of events (Donkers et
+al.'s 90/5/5 with ``validation_split``), or a random fraction of the users (Ma & Narayanaswamy,
+Song et al.); the catalogue restricted to the training part's items (``restrict_items``) and the
+stream of train then test events (``combine``). Every report counts dropped *events*, except the
+user counts ``USER_COUNTS`` of ``split_users``.
 """
 from __future__ import annotations
 
+from typing import Literal
 
 import numpy as np
 import polars as pl
 
 from hrnn_jax import choices
-from hrnn_jax.config import Protocol
 from hrnn_jax.data.errors import DataError, bad_rows
 from hrnn_jax.data.sessions import Encoded, sort_events
 
+Protocol = Literal["last-session", "leave-one-out", "temporal", "users"]
 PROTOCOLS = choices.options(Protocol)
 
 

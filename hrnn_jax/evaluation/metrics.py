@@ -1,31 +1,29 @@
-"""Evaluation: which predictions are scored, ranks against the whole catalogue, metrics, breakdowns.
+"""Ranks against the whole catalogue, the metrics made from them, and the breakdowns.
 
-The flow is
-
-    rows  = make_eval_rows(stream, targets="session")         # one row per evaluated prediction
     ranks = rank_chunks(score_fn, rows, ties="optimistic")     # [R] rank of each target
     metrics_from_ranks(ranks, ks=(5, 20))                      # recall@k, mrr@k, ...
     breakdown_by_history(rows, ranks); breakdown_by_position(rows, ranks)
 
-``score_fn(index) -> scores [r, N+1]`` is the only thing a model (neural or baseline) supplies.
-Column 0 of every score matrix is the padding item: it is never ranked, whatever its score.
+``score_fn(index) -> scores [r, N+1]`` is the only thing a model (neural or baseline) supplies
+(``rows`` from ``hrnn_jax.data.make_eval_rows``). Column 0 of every score matrix is the padding
+item: it is never ranked, whatever its score.
 
 Metrics follow Quadrana et al. (2017), section 4.3: one relevant item per prediction (the next
 event), Recall@k (= hit rate), Precision@k = Recall@k / k, MRR@k with the reciprocal rank set to
-zero beyond k; NDCG@k is added for convenience.
+zero beyond k; NDCG@k is added for convenience; perplexity and RMSE for HRNN-meta's tables.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hrnn_jax import choices
-from hrnn_jax.config import Ties
 from hrnn_jax.data.rows import EvalRows
 
+Ties = Literal["optimistic", "pessimistic", "average"]
 TIES = choices.options(Ties)
 
 
@@ -74,7 +72,8 @@ _rank_jit = jax.jit(rank_targets, static_argnames=("ties",))
 
 
 def seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
-    """bool [r, N+1] with True at ``seen_idx`` [r, L] (padding entries point at column 0). Jittable."""
+    """bool [r, N+1] with True at ``seen_idx`` [r, L] (padding entries point at column 0).
+    Jittable."""
     r = seen_idx.shape[0]
     mask = jnp.zeros((r, n_cols), dtype=bool)
     return mask.at[jnp.arange(r)[:, None], seen_idx].set(True)
@@ -90,9 +89,9 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows,
     """Ranks of all rows' targets, computed ``chunk`` rows at a time. Returns float32 [R].
 
     ``score_fn(index) -> scores [len(index), N+1]`` (numpy or jax) for ``index`` int64 row positions
-    into ``rows``. Every call receives exactly ``min(chunk, R)`` indices: the last chunk is padded by
-    repeating its last index (the padded ranks are dropped), so a jitted ``score_fn`` and the jitted
-    rank each compile once.
+    into ``rows``. Every call receives exactly ``min(chunk, R)`` indices: the last chunk is padded
+    by repeating its last index (the padded ranks are dropped), so a jitted ``score_fn`` and the
+    jitted rank each compile once.
 
     ``rank_fn(index, targets, seen) -> ranks`` replaces ``score_fn`` where scoring and ranking are
     one jitted function (neural models: the scores never leave the fused computation); ``seen`` is
@@ -185,7 +184,8 @@ def rmse(predicted, actual) -> dict[str, float]:
 def breakdown(ranks, groups: dict[str, np.ndarray], ks=(5,)) -> dict[str, dict]:
     """Metrics per group: ``groups`` maps a label to a bool mask [R]; empty groups are omitted."""
     ranks = np.asarray(ranks)
-    return {name: metrics_from_ranks(ranks[mask], ks) for name, mask in groups.items() if mask.any()}
+    return {name: metrics_from_ranks(ranks[mask], ks)
+            for name, mask in groups.items() if mask.any()}
 
 
 def _check_len(rows: EvalRows, ranks) -> np.ndarray:
@@ -207,7 +207,8 @@ def breakdown_by_history(rows: EvalRows, ranks, ks=(5,), threshold: int = 6) -> 
     return breakdown(ranks, {f"short (<={threshold})": short, f"long (>{threshold})": ~short}, ks)
 
 
-def breakdown_by_position(rows: EvalRows, ranks, ks=(5,), min_session_len: int = 5) -> dict[str, dict]:
+def breakdown_by_position(rows: EvalRows, ranks, ks=(5,),
+                          min_session_len: int = 5) -> dict[str, dict]:
     """Quadrana et al. 4.3.2: position within the session.
 
     Only rows whose target session has ``session_length >= min_session_len`` and whose input is in

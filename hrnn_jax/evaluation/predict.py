@@ -54,8 +54,8 @@ def _target_log_probs(params, y, targets):
 
 
 def target_log_probs(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *,
-                     batch_size: int = LANES, window: int = EVAL_WINDOW, targets: Targets | None = None,
-                     chunk: int = 4096) -> np.ndarray:
+                     batch_size: int = LANES, window: int = EVAL_WINDOW,
+                     targets: Targets | None = None, chunk: int = 4096) -> np.ndarray:
     """Natural log of the model's full-softmax probability of each target event ``[R]`` (for
     ``evaluation.perplexity``); ``frame``, ``events`` and ``targets`` as :func:`states_at`."""
     y = states_at(model, params, frame, events, batch_size=batch_size, window=window,
@@ -68,7 +68,8 @@ def target_log_probs(model: Model, params, frame: pl.DataFrame, events: np.ndarr
 
 
 def target_ratings(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *,
-                   batch_size: int = LANES, window: int = EVAL_WINDOW, targets: Targets | None = None) -> np.ndarray:
+                   batch_size: int = LANES, window: int = EVAL_WINDOW,
+                   targets: Targets | None = None) -> np.ndarray:
     """The model's rating predictions for target events ``[R]`` (for ``evaluation.rmse``), from
     its rating head (``model.predict_ratings(params, y, items)``, e.g. ``meta.HRNNMeta`` with
     ``rating_weight > 0``); ``frame``, ``events`` and ``targets`` as :func:`states_at`. The
@@ -87,8 +88,9 @@ def _ratings(model, params, y, items):
     return model.predict_ratings(params, y, items)
 
 
-def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *, batch_size: int = LANES,
-              window: int = EVAL_WINDOW, targets: Targets | None = None) -> np.ndarray:
+def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *,
+              batch_size: int = LANES, window: int = EVAL_WINDOW,
+              targets: Targets | None = None) -> np.ndarray:
     """Session-level outputs ``[R, H]`` at the steps whose target events are ``events``.
 
     ``frame``: events of whole users (sorted by user, time); ``events``: sorted row positions in
@@ -154,7 +156,8 @@ def _final_window(model, after, params, carry, store, batch):
 
 
 def final_states(model: Model, params, frame: pl.DataFrame, *, n_users: int | None = None,
-                 batch_size: int = LANES, window: int = EVAL_WINDOW, targets: Targets | None = None) -> dict:
+                 batch_size: int = LANES, window: int = EVAL_WINDOW,
+                 targets: Targets | None = None) -> dict:
     """Every user's state at the end of its events in ``frame``: what ``recommend`` continues from.
 
     Each user's events are streamed in user-parallel lanes (as :func:`states_at`), with a
@@ -199,7 +202,8 @@ def final_states(model: Model, params, frame: pl.DataFrame, *, n_users: int | No
 
 
 def hidden_states(model: Model, params, stream: pl.DataFrame, rows: EvalRows, *,
-                  batch_size: int = LANES, window: int = EVAL_WINDOW, targets: Targets | None = None) -> np.ndarray:
+                  batch_size: int = LANES, window: int = EVAL_WINDOW,
+                  targets: Targets | None = None) -> np.ndarray:
     """Session-level outputs ``[R, H]`` at the step predicting each row's target.
 
     ``stream``: train and test events of every user (``hrnn_jax.data.combine``).
@@ -208,8 +212,9 @@ def hidden_states(model: Model, params, stream: pl.DataFrame, rows: EvalRows, *,
                      targets=targets)
 
 
-def model_ranks(model: Model, params, stream, rows, *, batch_size=LANES, window=EVAL_WINDOW, targets=None,
-                ties="optimistic", exclude_seen=False, chunk=1024, progress=None) -> np.ndarray:
+def model_ranks(model: Model, params, stream, rows, *, batch_size=LANES, window=EVAL_WINDOW,
+                targets=None, ties="optimistic", exclude_seen=False, chunk=1024,
+                progress=None) -> np.ndarray:
     """Rank of every row's target among all items (``evaluation.rank_chunks``, which reports
     each chunk to ``progress``)."""
     y = jnp.asarray(hidden_states(model, params, stream, rows, batch_size=batch_size,

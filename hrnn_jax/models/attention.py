@@ -1,13 +1,13 @@
 """The attention baselines of Song et al.'s Table 3 (HCRNN, AAAI 2019), NARM and STAMP, as models of
 the library's contract, run over each user's whole sequence (``targets="user"`` lanes) like HCRNN.
 
-Both attend over a user's past steps, which outlive a window: each lane's last ``attention_history`` steps
-are kept in the carry (``hrnn_jax.models.attention_buffer``), cleared at a new user; step t attends over its
-user's steps j <= t among them (itself included), never past its user's start or into padding.
-Both decoders are tied to the item embedding (``scoring_params`` makes ``item_in`` the output
-table, no bias): ``apply`` returns ``y [B, L, D]`` and item i scores ``<y_t, e_i>``. The tied table
-is dense (``row_tables`` is empty), as HCRNN's: the full softmax the paper trains with reads every
-row at every step, so a row-sparse update would touch them all anyway.
+Both attend over a user's past steps, which outlive a window: each lane's last ``attention_history``
+steps are kept in the carry (``hrnn_jax.models.attention_buffer``), cleared at a new user; step t
+attends over its user's steps j <= t among them (itself included), never past its user's start or
+into padding. Both decoders are tied to the item embedding (``scoring_params`` makes ``item_in`` the
+output table, no bias): ``apply`` returns ``y [B, L, D]`` and item i scores ``<y_t, e_i>``. The tied
+table is dense (``row_tables`` is empty), as HCRNN's: the full softmax the paper trains with reads
+every row at every step, so a row-sparse update would touch them all anyway.
 
 NARM (Li, Ren, Chen, Ren, Lian & Ma, CIKM 2017), equation numbers of that paper::
 
@@ -26,9 +26,9 @@ the product and whose gate biases start at 1; ours is the library's, flax's equa
 weights alpha are a softmax over the visible steps, as the HCRNN authors' code has them (Eq. 7
 as printed leaves them unnormalised). The authors train on every prefix of a sequence as its own
 example and attend over the whole prefix; ours makes one pass per sequence and attends over the
-last ``attention_history`` steps (50 by default; the authors' prefixes reach 99). Their code concatenates
-``[c^l_t, c^g_t]``, the paper ``[c^g_t, c^l_t]`` (ours): a permutation of B's columns. Dropout as
-their settings: 0.25 on the item embeddings fed to the GRU, 0.5 on c_t before B.
+last ``attention_history`` steps (50 by default; the authors' prefixes reach 99). Their code
+concatenates ``[c^l_t, c^g_t]``, the paper ``[c^g_t, c^l_t]`` (ours): a permutation of B's columns.
+Dropout as their settings: 0.25 on the item embeddings fed to the GRU, 0.5 on c_t before B.
 
 STAMP (Liu, Zeng, Mokhosi & Zhang, KDD 2018), equation numbers of that paper; no RNN::
 
@@ -40,12 +40,12 @@ STAMP (Liu, Zeng, Mokhosi & Zhang, KDD 2018), equation numbers of that paper; no
     z_i   = <h_s, h_t, x_i> = (h_s * h_t) . x_i                  (4-5) y_t = h_s * h_t
 
 Choices: m_s is a running mean in the carry over the user's whole prefix (reset at a new user,
-``attention_buffer.prefix_means``), as the paper's 1/t sum and the authors' code (their mean includes
-x_t); the attention reads the last ``attention_history`` steps. The alphas are not normalised (the paper;
-the authors' softmax is commented out), and m_a adds nothing else (neither the paper nor the
-authors' code adds m_s to it). The paper and the authors' code put a sigmoid on z before the
-softmax (Eq. 4, 6); ours scores ``z_i`` itself, because the library's scores are linear in y
-(``models.score_items``) and every loss applies its own g. Ranks are the same (the sigmoid is
+``attention_buffer.prefix_means``), as the paper's 1/t sum and the authors' code (their mean
+includes x_t); the attention reads the last ``attention_history`` steps. The alphas are not
+normalised (the paper; the authors' softmax is commented out), and m_a adds nothing else (neither
+the paper nor the authors' code adds m_s to it). The paper and the authors' code put a sigmoid on z
+before the softmax (Eq. 4, 6); ours scores ``z_i`` itself, because the library's scores are linear
+in y (``models.score_items``) and every loss applies its own g. Ranks are the same (the sigmoid is
 monotone); training differs: under the sigmoid the full softmax sees logits in (0, 1), so no item
 can get more than e times another's probability. No dropout: the authors' STAMP applies none.
 
@@ -53,8 +53,9 @@ Initialisation (both): the tied item table from N(0, 0.1^2) as the authors'
 (``models.tied_embedding``); GRU4Rec's uniform (Glorot's, TensorFlow's default the authors'
 weights get) for every matrix, zero biases, flax's defaults for the GRU.
 
-Equation numbers are those of the two papers as we read them; neither paper is in
-``shared/seeds``, so the numbers are not checked by the project's seed texts.
+Equation numbers are those of the two papers as we read them: Li, Ren, Chen, Ren, Lian, Ma,
+"Neural Attentive Session-based Recommendation" (CIKM 2017) and Liu, Zeng, Mokhosi, Zhang,
+"STAMP: Short-Term Attention/Memory Priority Model for Session-based Recommendation" (KDD 2018).
 """
 from __future__ import annotations
 
@@ -64,10 +65,17 @@ import jax
 import jax.numpy as jnp
 
 from hrnn_jax import cells, precision
+from hrnn_jax.config import ModelConfig, default
 from hrnn_jax.models import attention_buffer
 from hrnn_jax.models.contract import Capabilities, Model, Output, Params
-from hrnn_jax.models.layers import (dense, dense_params, dropout_mask, fan_uniform,
-                                    tied_embedding, tied_scoring_params)
+from hrnn_jax.models.layers import (
+    dense,
+    dense_params,
+    dropout_mask,
+    fan_uniform,
+    tied_embedding,
+    tied_scoring_params,
+)
 from hrnn_jax.models.session import SessionRNN
 
 
@@ -100,13 +108,13 @@ class _TiedAttention(Model):
 @dataclasses.dataclass(frozen=True)
 class NARM(_TiedAttention):
     """NARM over items 1..``n_items``: embedding ``embed_dim`` (D), a GRU of ``hidden_units`` (H),
-    attention over the last ``attention_history`` steps, dropout ``dropout_input`` on the GRU's inputs and
-    ``dropout_output`` on c_t (module doc for the equations and choices)."""
+    attention over the last ``attention_history`` steps, dropout ``dropout_input`` on the GRU's
+    inputs and ``dropout_output`` on c_t (module doc for the equations and choices)."""
 
     n_items: int
-    embed_dim: int = 100
-    hidden: int = 100
-    attention_history: int = 50
+    embed_dim: int = default(ModelConfig, "hidden")
+    hidden: int = default(ModelConfig, "hidden")
+    attention_history: int = default(ModelConfig, "attention_history")
     dropout_input: float = 0.25
     dropout_output: float = 0.5
 
@@ -150,7 +158,8 @@ class NARM(_TiedAttention):
         h = jnp.swapaxes(hs, 0, 1)  # c^g_t = h_t [B, L, H] (5)
         past = attention_buffer.extend(carry, {"h": h}, batch)
         a = params["attend"]
-        q = attention_buffer.additive_scores(h @ a["query"], past.keys["h"] @ a["key"], a["v"])  # (8)
+        q = attention_buffer.additive_scores(h @ a["query"], past.keys["h"] @ a["key"],
+                                             a["v"])  # (8)
         alpha = attention_buffer.masked_softmax(q, past.visible)  # (7)
         local = jnp.einsum("blk,bkh->blh", alpha, past.keys["h"])  # c^l_t (6)
         c = jnp.concatenate([h, local], axis=-1)  # (9)
@@ -162,11 +171,12 @@ class NARM(_TiedAttention):
 @dataclasses.dataclass(frozen=True)
 class STAMP(_TiedAttention):
     """STAMP over items 1..``n_items`` with embedding ``embed_dim`` (D, also the width of every
-    layer), attention over the last ``attention_history`` steps (module doc for the equations and choices)."""
+    layer), attention over the last ``attention_history`` steps (module doc for the equations and
+    choices)."""
 
     n_items: int
-    embed_dim: int = 100
-    attention_history: int = 50
+    embed_dim: int = default(ModelConfig, "hidden")
+    attention_history: int = default(ModelConfig, "attention_history")
 
     def __post_init__(self):
         self._check()
@@ -193,7 +203,8 @@ class STAMP(_TiedAttention):
     def apply(self, params, carry, batch, *, rng=None, train=False) -> Output:
         """``y = h_s * h_t [B, L, D]``; no dropout, so ``rng`` is unused."""
         x = precision.take_rows(params["item_in"], batch["item"])  # x_t = m_t [B, L, D]
-        m_s, total, count = attention_buffer.prefix_means(carry["sum"], carry["count"], x, batch)  # (1)
+        m_s, total, count = attention_buffer.prefix_means(carry["sum"], carry["count"], x,
+                                                          batch)  # (1)
         past = attention_buffer.extend(carry, {"x": x}, batch)
         a = params["attend"]
         query = x @ a["last"] + m_s @ a["mean"] + a["bias"]

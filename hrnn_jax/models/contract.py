@@ -1,4 +1,5 @@
-"""The model contract: what a model of this library is, and everything it may declare. Read it first.
+"""The model contract: what a model of this library is, and everything it may declare. Read it
+first.
 
 A model is a frozen dataclass that subclasses :class:`Model`: its hyper-parameters and cells,
 and pure functions of explicit parameters, so ``jax.jit`` and ``jax.vmap`` (over seeds) apply

@@ -55,20 +55,28 @@ M@20, and above GRU4Rec.
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnn_jax import cells, precision
+from hrnn_jax import cells, choices, precision
 from hrnn_jax.cells.hcrnn import HCRNNCell
+from hrnn_jax.config import ModelConfig, default
 from hrnn_jax.models import attention_buffer
 from hrnn_jax.models.contract import Capabilities, Model, Output, Params
-from hrnn_jax.models.layers import (dense, dense_params, dropout_mask, fan_uniform, target_mean,
-                                    tied_embedding, tied_scoring_params)
+from hrnn_jax.models.layers import (
+    dense,
+    dense_params,
+    dropout_mask,
+    fan_uniform,
+    target_mean,
+    tied_embedding,
+    tied_scoring_params,
+)
 
-
-ATTENTIONS = ("bi", "additive", "none")
+Attention = Literal["bi", "additive", "none"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,13 +90,13 @@ class HCRNN(Model):
     :class:`hrnn_jax.hcrnn_cells.HCRNNCell`)."""
 
     n_items: int
-    embed_dim: int = 100
-    hidden: int = 100
-    n_contexts: int = 50
+    embed_dim: int = default(ModelConfig, "hidden")
+    hidden: int = default(ModelConfig, "hidden")
+    n_contexts: int = default(ModelConfig, "contexts")
     variant: int = 3
-    attention: str = "bi"
-    attention_history: int = 50
-    kl_weight: float = 1e-3
+    attention: Attention = "bi"
+    attention_history: int = default(ModelConfig, "attention_history")
+    kl_weight: float = default(ModelConfig, "kl_weight")
     dropout_input: float = 0.25
     dropout_output: float = 0.5
 
@@ -96,9 +104,7 @@ class HCRNN(Model):
     def __post_init__(self):
         if self.variant not in (1, 2, 3):
             raise ValueError(f"HCRNN: variant must be 1, 2 or 3, got {self.variant}")
-        if self.attention not in ATTENTIONS:
-            raise ValueError(f"HCRNN: attention must be one of {', '.join(ATTENTIONS)}, got "
-                             f"{self.attention!r}")
+        choices.check("HCRNN attention", self.attention, Attention)
         if min(self.n_items, self.embed_dim, self.hidden, self.n_contexts,
                self.attention_history) < 1:
             raise ValueError("HCRNN: n_items, embed_dim, hidden, n_contexts and "

@@ -18,12 +18,15 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from hrnn_jax import cells, choices, precision
-from hrnn_jax.config import ContextGates, ContextGrad, FirstSession
+from hrnn_jax.config import ModelConfig, default
 from hrnn_jax.models.contract import ITEM_TABLES, Capabilities, Output, Params
 from hrnn_jax.models.layers import dropout_mask, gru4rec_uniform
 from hrnn_jax.models.session import ItemRNN
 
 Mode = Literal["init", "all"]
+ContextGates = Literal["rz", "rzn"]
+FirstSession = Literal["init", "zero"]
+ContextGrad = Literal["step", "session"]
 CloseAt = Literal["input", "target"]
 UserVector = Literal["table", "state"]
 # How the user level reaches the session cell between session starts (HRNN._context)
@@ -120,11 +123,11 @@ class HRNN(ItemRNN):
 
     user_cell: nn.Module = None
     mode: Mode = "init"
-    context_gates: ContextGates = "rz"
-    first_session: FirstSession = "init"
-    context_grad: ContextGrad = "step"
-    dropout_user: float = 0.0
-    dropout_init: float = 0.0
+    context_gates: ContextGates = default(ModelConfig, "context_gates")
+    first_session: FirstSession = default(ModelConfig, "first_session")
+    context_grad: ContextGrad = default(ModelConfig, "context_grad")
+    dropout_user: float = default(ModelConfig, "dropout_user")
+    dropout_init: float = default(ModelConfig, "dropout_init")
     unroll: int = 2  # scan steps per loop iteration: 2 measured ~4% faster than 1 on 2 CPU cores
     user_vector: UserVector | None = None  # user-based session cell: "state" (default) | "table"
     n_users: int | None = None  # rows of the user table (user_vector="table" only)
@@ -360,7 +363,8 @@ class HRNN(ItemRNN):
 
         def close_sessions(st, idx, mu_t, mi_t):
             s, u = precision.take_lanes(idx, (st["session"], st["user"]))  # [B, ...] -> [K, ...]
-            u_k, c = self.user_cell.apply({"params": params["user"]}, u, cells.hidden_of(s))  # Eq. 3
+            u_k, c = self.user_cell.apply({"params": params["user"]}, u,
+                                          cells.hidden_of(s))  # Eq. 3
             c = c if mu_t is None else c * mu_t
             proj = c @ W_user  # [W_init | W_c] in one product
             s0 = jnp.tanh(proj[:, :H] + b_init)  # Eq. 4

@@ -73,8 +73,8 @@ and its training loss gains ``rating_weight`` times the mean squared error again
 next-item loss (0: a pure rating model, the paper's RMSE rows; its step skips the item scores).
 ``mu`` starts at ``rating_mean`` (e.g. the training mean). The head's tables ``rating_out
 [N+1, H]`` and ``rating_item_bias [N+1]`` are dense parameters, not row tables: they are indexed by
-the target inside ``apply``, which sees global target ids (``capabilities.row_tables``), and they are
-read only there. :meth:`HRNNMeta.predict_ratings` gives the head's predictions for any states;
+the target inside ``apply``, which sees global target ids (``capabilities.row_tables``), and they
+are read only there. :meth:`HRNNMeta.predict_ratings` gives the head's predictions for any states;
 ``predict.target_ratings`` runs it over users' histories. With ``control=False`` the gap signal
 is left out: the vanilla RNN ("RNN wo./w. feedback encoding" in Table 3), beside HRNN-meta with
 it ("HRNN w/ feedback encoding").

@@ -13,7 +13,7 @@ A checkpoint does not need the registry to load a model: it stores the model's o
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Literal
 
 import numpy as np
 from flax import linen as nn
@@ -29,6 +29,10 @@ from hrnn_jax.models.hrnn import HRNN
 from hrnn_jax.models.hrnn_meta import HRNNMeta
 from hrnn_jax.models.session import SessionRNN
 from hrnn_jax.models.user_rnn import UserRNN
+
+# Options of ModelConfig that the builders read
+HCRNNAttention = Literal["none", "additive"]  # hcrnn-1/2/3's decoder input (hcrnn-3-bi: "bi")
+Feedback = Literal["none", "value", "event"]  # hrnn-meta's feedback input
 
 
 @dataclasses.dataclass(frozen=True)

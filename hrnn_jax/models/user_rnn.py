@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from hrnn_jax import cells, precision
+from hrnn_jax.config import ModelConfig, default
 from hrnn_jax.models.contract import Capabilities, Model, Output, Params
 from hrnn_jax.models.layers import dropout_mask
 
@@ -46,10 +47,10 @@ class UserRNN(Model):
     n_items: int
     n_users: int
     cell: nn.Module
-    user_dim: int = 100
-    dropout_item: float = 0.2
-    dropout_user: float = 0.5
-    l2_user: float = 0.01
+    user_dim: int = default(ModelConfig, "hidden")
+    dropout_item: float = default(ModelConfig, "dropout_item")
+    dropout_user: float = default(ModelConfig, "dropout_user_vector")
+    l2_user: float = default(ModelConfig, "l2_user")
 
     def __post_init__(self):
         if not cells.is_user_cell(self.cell):
@@ -88,7 +89,8 @@ class UserRNN(Model):
             "user_in": u(k_user, (self.n_users, self.user_dim)),
             "item_out": u(k_out, (N, H)),
             "item_bias": u(k_bias, (N,)),
-            "cell": self.cell.init(k_cell, self.cell.initialize_carry(k_cell, x.shape), x)["params"],
+            "cell": self.cell.init(k_cell, self.cell.initialize_carry(k_cell, x.shape),
+                                   x)["params"],
         }
 
     def init_carry(self, batch_size: int):

@@ -1,13 +1,13 @@
 """The experiments of Ma & Narayanaswamy, "Hierarchical Temporal-Contextual Recommenders":
 the two simulation studies (Section 3) and the tables on a rating log, seeded and reproducible.
 
-**The simulations.** Table 1, hierarchical sessions (:func:`hierarchical_sessions`, :func:`table1`). "We simulated
-sequences containing random numbers (0-5) of sessions, each of which contains a random number
-(1-5) of items. The item ids remain the same within a session [...] and increment by 1 between
-sessions." Three models are trained to predict every next item and evaluated by perplexity on the
-first item of each new session: a vanilla RNN (not session-aware), HGRU (``models.HRNN``, which
-switches hidden states at session ends) and HRNN-meta (``meta.HRNNMeta``, the session told by a
-control input). The paper: PPL 2 / 1 / 1 and 0.3 s / 25.5 s / 0.3 s per epoch.
+**The simulations.** Table 1, hierarchical sessions (:func:`hierarchical_sessions`, :func:`table1`).
+"We simulated sequences containing random numbers (0-5) of sessions, each of which contains a random
+number (1-5) of items. The item ids remain the same within a session [...] and increment by 1
+between sessions." Three models are trained to predict every next item and evaluated by perplexity
+on the first item of each new session: a vanilla RNN (not session-aware), HGRU (``models.HRNN``,
+which switches hidden states at session ends) and HRNN-meta (``meta.HRNNMeta``, the session told by
+a control input). The paper: PPL 2 / 1 / 1 and 0.3 s / 25.5 s / 0.3 s per epoch.
 
 Choices where the text is silent (all parameters of the functions):
 
@@ -46,12 +46,12 @@ says and the paper's figures follow from it:
   and the outcomes as feedback: every bet is determined, 1.
 * The catalogue is the 101 bets and the start item (102), stated with the perplexity.
 
-**The rating log.** Data (:func:`prepare_ratings`): a log with ratings (``value``) and an item-feature matrix (genres,
-L2-normalised rows), sessionised by the idle gap, every event kept (the paper preprocesses
-nothing), split by users at random 80/20 (the paper: "We split the data by user ids into 80%
-train and validation set and 20% test set"), the catalogue restricted to the training items.
-Evaluated: every test event that has an earlier event of its user (the first event of a user is
-no step of a sequence model), the same events for every row of a table.
+**The rating log.** Data (:func:`prepare_ratings`): a log with ratings (``value``) and an
+item-feature matrix (genres, L2-normalised rows), sessionised by the idle gap, every event kept (the
+paper preprocesses nothing), split by users at random 80/20 (the paper: "We split the data by user
+ids into 80% train and validation set and 20% test set"), the catalogue restricted to the training
+items. Evaluated: every test event that has an earlier event of its user (the first event of a user
+is no step of a sequence model), the same events for every row of a table.
 
 Table 2, rating-log column (:func:`table2_log`), perplexity of the test events' items:
 
@@ -184,8 +184,8 @@ def table1(n_users: int = 2500, *, seed: int = 0, hidden: int = 32,
 
     ``seconds_per_epoch``: the mean wall time of the training epochs after the first (which
     compiles). With ``keep_fitted``, also ``"fitted": {name: (model, params)}`` and ``"test"``
-    (the test users' encoded events). ``ppl``: :func:`hrnn_jax.evaluation.perplexity` of the test users' first items of
-    every session but their first, from the full softmax over the catalogue.
+    (the test users' encoded events). ``ppl``: :func:`hrnn_jax.evaluation.perplexity` of the test
+    users' first items of every session but their first, from the full softmax over the catalogue.
     """
     prep = table1_data(n_users, seed=seed)
     encoded, tr, te, info = prep.encoded, prep.train, prep.test, prep.info
@@ -305,9 +305,10 @@ def synthetic_ratings(n_users: int = 2000, *, n_items: int = 400, n_genres: int 
 
     Returns ``(log, genres)``: ``log`` with ``user`` (Int64), ``item`` (Int64, 1..n_items), ``time``
     (Float64 s), ``value`` (Float64 rating 1..5); ``genres``: the items' genres as
-    ``data.read_item_features`` reads them from MovieLens' movies (``|``-separated text). Biases and mood are normal with the given standard deviations;
-    ``chain``: the chance that a session's next item is its genre's next item in a fixed order
-    (else a popularity draw from the genre). Times: 1-10 min within a session, 1-7 days between.
+    ``data.read_item_features`` reads them from MovieLens' movies (``|``-separated text). Biases and
+    mood are normal with the given standard deviations; ``chain``: the chance that a session's next
+    item is its genre's next item in a fixed order (else a popularity draw from the genre). Times:
+    1-10 min within a session, 1-7 days between.
     """
     if n_users < 1 or n_items < n_genres or n_genres < 1 or max_sessions < 1:
         raise ValueError("need n_users >= 1, n_items >= n_genres >= 1 and max_sessions >= 1")

@@ -21,9 +21,9 @@ def analyse(model: HCRNN, params, frame, topics, *, rows=None, batch_size: int =
       Eq. 24) at the steps whose input item's topic differs from the previous input's
       (``drift_gate_after_change``) and at those where it is the same (``drift_gate_within_run``);
     * Fig. 6a: the mean attention weight by time distance (0 = the step itself) in each channel
-      (``attention_by_distance``: ``{"local": [attention_history + 1], "temporary": [...]}``, NaN where no
-      step had a key that far back; "temporary" alone with ``attention="additive"``, empty with
-      ``"none"``).
+      (``attention_by_distance``: ``{"local": [attention_history + 1], "temporary": [...]}``, NaN
+      where no step had a key that far back; "temporary" alone with ``attention="additive"``, empty
+      with ``"none"``).
 
     ``topics [len(frame)]``: each event's topic (e.g. ``synthetic.generate(with_topic=True)``);
     ``rows``: sorted target rows to count (default: every step).

@@ -12,7 +12,7 @@ momentum), ``"dense"`` never.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +24,16 @@ from hrnn_jax.config import TrainConfig
 from hrnn_jax.data.lanes import Targets
 from hrnn_jax.models.contract import Model, check_ids, lane_targets, lanes_for
 from hrnn_jax.training import optim
-from hrnn_jax.training.step import (RowUpdates, TrainState, TrainStep, make_train_step,
-                                    popularity_cdf, scan_steps)
+from hrnn_jax.training.step import (
+    RowUpdates,
+    TrainState,
+    TrainStep,
+    make_train_step,
+    popularity_cdf,
+    scan_steps,
+)
 
+RowUpdateChoice = Literal["auto", "sparse", "dense"]  # TrainConfig.row_updates (row_updates_for)
 STEPS_PER_CALL = 20  # window steps one compiled call covers (20 windows of 1 step, 1 of 20, ...)
 
 

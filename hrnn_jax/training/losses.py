@@ -13,14 +13,17 @@ local to the gathered rows; equality between ids is preserved by that remapping.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import jax
 import jax.numpy as jnp
 
 from hrnn_jax import choices
-from hrnn_jax.config import Activation, Loss
 from hrnn_jax.models.layers import target_mean
 from hrnn_jax.precision import take_rows
 
+Loss = Literal["top1", "bpr", "ce", "full-ce"]
+Activation = Literal["linear", "tanh"]
 LOSSES = choices.options(Loss)
 NEG_INF = -1e30
 

@@ -5,28 +5,32 @@ official code: acc += g^2; v = momentum * v - lr * g / sqrt(acc + eps); w += v) 
 parts. Clipping is not part of it: the train step clips the dense gradients and the row gradients
 together by their global norm (``optax.clip_by_global_norm``).
 
-``row_update`` applies any such optax rule to the rows ``ids`` of an embedding table only: gather the
-rows' optimiser state, run the rule on them, add the updates to the rows and scatter the state back. The cost per step then
-depends on the batch, not on the catalogue. For rules whose state only changes where the gradient is
-non-zero (plain Adagrad), it equals the dense update (tested). With momentum (and Adam), untouched
-rows keep their momentum unapplied until they are touched again: the *lazy* variant, as GRU4Rec's
-official code does for its embedding tables. Adam's step count is global.
+``row_update`` applies any such optax rule to the rows ``ids`` of an embedding table only: gather
+the rows' optimiser state, run the rule on them, add the updates to the rows and scatter the state
+back. The cost per step then depends on the batch, not on the catalogue. For rules whose state only
+changes where the gradient is non-zero (plain Adagrad), it equals the dense update (tested). With
+momentum (and Adam), untouched rows keep their momentum unapplied until they are touched again: the
+*lazy* variant, as GRU4Rec's official code does for its embedding tables. Adam's step count is
+global.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from hrnn_jax import choices
-from hrnn_jax.config import Optimizer
 
+Optimizer = Literal["adagrad", "adam"]
 OPTIMIZERS = choices.options(Optimizer)
 
 
 def make_optimizer(name: str = "adagrad", learning_rate: float = 0.1, momentum: float = 0.0,
                    eps: float = 1e-6) -> optax.GradientTransformation:
-    """The update rule (without clipping). ``adagrad`` with ``momentum`` > 0 is Adagrad + momentum."""
+    """The update rule (without clipping). ``adagrad`` with ``momentum`` > 0 is
+    Adagrad + momentum."""
     choices.check("optimizer", name, OPTIMIZERS)
     if learning_rate <= 0:
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
@@ -47,10 +51,10 @@ def row_update(tx: optax.GradientTransformation, table, state, ids, row_grads, a
 
     ``ids`` must be sorted and distinct, padding included (``hrnn_jax.precision.unique_rows``);
     ids >= N are padding and are skipped, whatever their gradient. The writes declare their
-    indices unique and sorted, so they need no atomics on any backend. ``state`` is ``tx.init(table)``; leaves shaped like the
-    table are gathered and scattered by row, the others (step counts) are updated as a whole. The
-    rows themselves are only read if the rule needs them (``params``); otherwise the step adds the
-    updates in place without gathering them.
+    indices unique and sorted, so they need no atomics on any backend. ``state`` is
+    ``tx.init(table)``; leaves shaped like the table are gathered and scattered by row, the others
+    (step counts) are updated as a whole. The rows themselves are only read if the rule needs them
+    (``params``); otherwise the step adds the updates in place without gathering them.
 
     ``active`` (optional traced bool scalar): False writes nothing, the table and its state stay
     as they were (the scatters get out-of-range ids, which they drop).

@@ -37,9 +37,9 @@ import optax
 import polars as pl
 
 from hrnn_jax import choices, precision
-from hrnn_jax.config import Activation, Loss
 from hrnn_jax.models.contract import Model
 from hrnn_jax.training import losses, optim
+from hrnn_jax.training.losses import Activation, Loss
 
 RowUpdates = Literal["dense", "sparse"]
 
@@ -100,11 +100,13 @@ class TrainStep:
                 if not (self.loss == "full-ce" and f == "target")}
 
     def init_state(self, rng, batch_size: int) -> TrainState:
-        """Fresh parameters (from ``rng``), optimiser state and lane state. Vmappable over ``rng``."""
+        """Fresh parameters (from ``rng``), optimiser state and lane state. Vmappable over
+        ``rng``."""
         params = self.model.init(rng)
         rows = self.row_tables
         dense = {k: v for k, v in params.items() if k not in rows}
-        opt_state = {"dense": self.tx.init(dense), "rows": {k: self.tx.init(params[k]) for k in rows}}
+        opt_state = {"dense": self.tx.init(dense),
+                     "rows": {k: self.tx.init(params[k]) for k in rows}}
         return TrainState(params, opt_state, self.model.init_carry(batch_size),
                           jnp.zeros((), jnp.int32))
 
