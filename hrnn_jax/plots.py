@@ -4,9 +4,9 @@
 position in the session for every model of ``results`` (``hrnn_jax.compare.summarise``), as
 Quadrana et al. (2017) Figs. 3-6: bars grouped by history length ("short (<=6)", "long (>6)") or
 position ("beginning", "middle", "end"), one bar per model in each group, at the k the breakdowns
-hold (the smallest of ``--ks``). ``loss_curves(histories, directory)`` draws the training loss per
-epoch of each neural model (``training.fit``'s history); with several seeds the mean and the band
-between the lowest and the highest seed.
+hold (the smallest of ``--ks``). ``loss_curves(records, directory)`` draws the training loss per
+epoch of each neural model (``training.fit``'s per-epoch ``records``); with several seeds the
+mean and the band between the lowest and the highest seed.
 
 matplotlib is an optional dependency (``pip install 'hrnn_jax[plots]'``), imported when a figure
 is drawn; without it the functions raise :class:`MissingDependency`. Figures are drawn with the
@@ -138,29 +138,29 @@ def breakdown_figures(results: dict, directory) -> list[str]:
 # ------------------------------------------------------------------------------------------
 # Training loss
 # ------------------------------------------------------------------------------------------
-def loss_figure(histories: dict):
+def loss_figure(records: dict):
     """A matplotlib ``Figure`` of the training loss per epoch, one line per model of
-    ``histories`` (``{name: [record per epoch]}``, ``training.fit``'s ``history``); with
+    ``records`` (``{name: [record per epoch]}``, ``training.fit``'s ``records``); with
     ``loss_per_seed`` in the records, the line is the mean and a band spans the seeds."""
     require()
     from matplotlib.figure import Figure
 
-    histories = {name: list(h) for name, h in histories.items() if h}
-    if not histories:
-        raise ValueError("no training history to draw (only neural models have one)")
+    records = {name: list(r) for name, r in records.items() if r}
+    if not records:
+        raise ValueError("no training records to draw (only neural models have them)")
     fig = Figure(figsize=(7.0, 4.2), layout="constrained")
     ax = fig.subplots()
-    names = list(histories)
-    for name, records in histories.items():
-        epochs = [r["epoch"] for r in records]
+    names = list(records)
+    for name, per_epoch in records.items():
+        epochs = [r["epoch"] for r in per_epoch]
         color = _color(name, names)
-        per_seed = [r.get("loss_per_seed") for r in records]
+        per_seed = [r.get("loss_per_seed") for r in per_epoch]
         label = name
         if all(p is not None for p in per_seed):
             label = f"{name} (mean of {len(per_seed[0])} seeds, band: min-max)"
             ax.fill_between(epochs, [min(p) for p in per_seed], [max(p) for p in per_seed],
                             color=color, alpha=0.2, linewidth=0)
-        ax.plot(epochs, [r["loss"] for r in records], marker="o", color=color, label=label)
+        ax.plot(epochs, [r["loss"] for r in per_epoch], marker="o", color=color, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
     ax.set_title("Training loss per epoch")
@@ -170,7 +170,7 @@ def loss_figure(histories: dict):
     return fig
 
 
-def loss_curves(histories: dict, directory) -> str:
+def loss_curves(records: dict, directory) -> str:
     """Draw :func:`loss_figure` into ``directory/training_loss.png`` (directory created if
-    missing); its path. ValueError when no model has a history."""
-    return _save(loss_figure(histories), directory, FILES["loss"])
+    missing); its path. ValueError when no model has records."""
+    return _save(loss_figure(records), directory, FILES["loss"])

@@ -266,7 +266,7 @@ def test_loss_curves_of_several_seeds(tmp_path):
     path = plots.loss_curves(histories, tmp_path / "d")
     assert path == str(tmp_path / "d" / "training_loss.png")
     assert matplotlib_image.imread(path).shape[2] in (3, 4)
-    with pytest.raises(ValueError, match="no training history"):
+    with pytest.raises(ValueError, match="no training records"):
         plots.loss_figure({"pop": ()})
 
 
