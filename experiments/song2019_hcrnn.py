@@ -16,7 +16,7 @@ R@20, M@3, M@20.
 
 Models (``hrnn-jax compare --models`` names): ``pop``, ``spop``, ``itemknn``, ``bpr-mf``, ``gru``
 (GRU4Rec over the user's sequence), ``lstm4rec``, ``narm``, ``stamp`` (the attention baselines,
-``hrnn_jax.session_attention``), ``hcrnn-1``, ``hcrnn-2``, ``hcrnn-3``, ``hcrnn-3-bi``; and
+``hrnn_jax.models.attention``), ``hcrnn-1``, ``hcrnn-2``, ``hcrnn-3``, ``hcrnn-3-bi``; and
 ``hrnn-hcrnn-3``, Quadrana et al.'s HRNN with an HCRNN-3 session cell (the cells compose; not a row
 of the paper's table). HCRNN-1/2/3 decode h_t alone as the paper describes them;
 ``--hcrnn-attention additive`` adds the one additive attention over past h_j that the authors' code

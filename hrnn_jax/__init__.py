@@ -5,8 +5,10 @@ The names a user needs, from the modules that own them:
 * configuration: :class:`Config` and its sections (``hrnn_jax.config``);
 * data: :func:`read_interactions`, :func:`prepare` (sessions, filters, split, catalogue);
 * models: :class:`SessionRNN` (GRU4Rec, RNN Concat), :class:`HRNN` (Init/All), :class:`UserRNN`
-  (Donkers et al.'s user-based GRUs over ``hrnn_jax.user_cells``), :class:`HRNNMeta` (the
-  time-gap control input, ``hrnn_jax.meta``), the contract :class:`Model`, the cells :class:`GRU`;
+  (Donkers et al.'s user-based GRUs over ``hrnn_jax.cells.user_gru``), :class:`HRNNMeta` (the
+  time-gap control input), :class:`HCRNN`, :class:`NARM`, :class:`STAMP`, the contract
+  :class:`Model` and :class:`Capabilities` (``hrnn_jax.models.contract``), the registry
+  (:func:`register_model`, :func:`build_model`), the cell :class:`GRU`;
 * training: :func:`fit`, :func:`init_state`, :func:`make_train_step`;
 * evaluation: :func:`evaluate_model`, :func:`recommend` (and ``hrnn_jax.compare`` for the
   paper's whole comparison);

@@ -189,7 +189,7 @@ def summarise(prep: Prepared, ranked: dict[str, Ranked], config: Config = Config
     ``reference``: a model of ``ranked``; every other model gets ``p_value`` (Wilcoxon
     signed-rank) and ``t_test_p_value`` (paired t-test) of its per-test-session recall@k and
     mrr@k against it, with ``reference`` and ``sessions`` (the pairs), see
-    ``hrnn_jax.significance.against_reference``.
+    ``hrnn_jax.evaluation.significance.against_reference``.
     """
     ks, k0 = config.eval.ks, (min(config.eval.ks),)
     tests = {}

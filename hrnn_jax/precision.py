@@ -21,8 +21,8 @@ passes. The library splits its arithmetic in two:
     :func:`segment_sum`, a sort and a segmented tree sum with a fixed order, instead of an atomic
     scatter-add, so it is the same from run to run;
   - the rows a batch touches (:func:`unique_rows`): sorts and binary searches, no scatter;
-  - the row-sparse optimiser's writes (``hrnn_jax.optim.row_update``): scatters whose indices are
-    distinct and declared so (``unique_indices=True``), which need no atomics.
+  - the row-sparse optimiser's writes (``hrnn_jax.training.optim.row_update``): scatters whose
+    indices are distinct and declared so (``unique_indices=True``), which need no atomics.
 
 Determinism
 -----------
@@ -115,7 +115,7 @@ def take_lanes(idx: jax.Array, tree):
     """Rows ``idx [K]`` of every ``[B, ...]`` array of ``tree``: a tree of ``[K, ...]`` arrays.
 
     ``idx`` holds distinct lanes in ascending order, padded with distinct values >= B (those rows
-    read as zeros), as ``batching.make_lanes`` lists the closing lanes. A gather: exact for every
+    read as zeros), as ``data.make_lanes`` lists the closing lanes. A gather: exact for every
     value on every backend; its gradient is a scatter-add with declared distinct indices.
     """
     at = dict(mode="fill", fill_value=0, unique_indices=True, indices_are_sorted=True)

@@ -4,7 +4,7 @@ for Recommendation" (AAAI 2019), in the flax recurrent convention.
 A cell keeps two contexts in its carry ``(c, h)``: the local context ``c [B, D]`` (as wide as the
 item embedding) and the temporary context ``h [B, H]``. The global context is a memory
 ``M [K, D]`` (a parameter) and the step's global context proportion ``theta [B, K]`` (a
-probability vector inferred outside the cell, ``hrnn_jax.hcrnn``). The cell's input is
+probability vector inferred outside the cell, ``hrnn_jax.models.hcrnn``). The cell's input is
 ``[x_t, theta_t]`` (``[B, D + K]``), its output ``h_t``. An input of width D alone (a model that
 infers no theta, e.g. ``models.HRNN`` with this cell as its session cell) means the uniform
 proportion theta = 1/K: every global context weighs the same in Eq. 13.

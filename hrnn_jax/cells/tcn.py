@@ -13,7 +13,7 @@ belongs to the lane's current user. Inside a window, an input is seen from step 
 belongs to the same user as t (``user_start`` starts a new user, whose history is empty): a new
 user's first outputs are those of a sequence padded with zeros on the left, as in Bai et al.
 
-Each step must be one event: lanes without hold steps (``batching.make_lanes(close_at="never")``;
+Each step must be one event: lanes without hold steps (``data.make_lanes(close_at="never")``;
 ``meta.HRNNMeta`` asks for them), padding only at the end of a lane.
 
 Choices: no weight normalisation and no dropout inside the blocks (Bai et al. use both; the model

@@ -19,7 +19,8 @@ A step opens a session (``session_start``) when its input event is the first ste
 it opens a user (``user_start``) at the user's first step, which is also a session start.
 
 Per-step fields beyond the contract are built only when asked for (``make_lanes(fields=...)``; a
-model lists the fields it reads, :func:`lane_options`), so a model that reads none pays nothing:
+model lists the fields it reads in ``capabilities.fields``, which ``models.lanes_for`` passes),
+so a model that reads none pays nothing:
 
 * ``"gap"`` (float32): seconds from the step's input event to its target event (the frame's
   ``time``), the time-gap control signal of HRNN-meta (Ma & Narayanaswamy). 0 on padding.

@@ -92,7 +92,7 @@ def split_users(events: pl.DataFrame, test_fraction: float = 0.2, *, seed: int =
     n_test = round(test_fraction * n_users) are the test users (at least 1 and at most
     n_users - 1, so that neither part is empty). Test events whose item is not in train are
     removed ("test_unseen_items", events) unless ``drop_unseen`` is False (the simulations of
-    ``hrnn_jax.simulations`` keep them: they score the whole encoded catalogue).
+    ``hrnn_jax.papers.ma2019`` keep them: they score the whole encoded catalogue).
     ``test_users``: user codes to put in test instead of a random draw (a given split, e.g. the
     authors' files of Song et al., :func:`read_hcrnn`); ``test_fraction`` and ``seed`` are then
     unused.

@@ -168,7 +168,7 @@ def final_states(model: Model, params, frame: pl.DataFrame, *, n_users: int | No
       frame: encoded events of whole users (columns user, item, session; sorted by user, time),
         e.g. the training part.
       n_users: rows of the result (user codes 0..n_users-1; default: the largest code + 1).
-      targets: the lane layout the model was trained with (``compare.lane_targets``).
+      targets: the lane layout the model was trained with (``models.lane_targets``).
 
     Returns:
       ``{"output": [U, H], "carry": the model's carry with U rows, "fresh": bool [U]}``:

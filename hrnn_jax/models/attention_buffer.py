@@ -1,7 +1,7 @@
 """State that outlives a window: a user's past steps for attention, and the running mean of a
 user's inputs.
 
-The lanes (``hrnn_jax.batching``) cut each user's sequence into windows of L steps, so the past of
+The lanes (``hrnn_jax.data.lanes``) cut each user's sequence into windows of L steps, so the past of
 a step lies partly in earlier windows. A model that attends over the last ``T`` steps keeps them in
 its carry, one buffer per lane: ``buf_<name> [B, T, W]`` for each quantity it attends over and
 ``buf_ok [B, T]`` (the slot holds a valid step of the lane's current user), made by
@@ -11,8 +11,8 @@ included). A new user (``user_start``) hides everything before it, and the buffe
 only the current user's steps.
 
 :func:`additive_scores` and :func:`masked_softmax` are the pieces of additive attention that
-HCRNN's temporary channel (``hrnn_jax.hcrnn``), NARM and STAMP (``hrnn_jax.session_attention``)
-share; :func:`prefix_means` is the running mean that STAMP's m_s is.
+HCRNN's temporary channel (``hrnn_jax.models.hcrnn``), NARM and STAMP
+(``hrnn_jax.models.attention``) share; :func:`prefix_means` is the running mean that STAMP's m_s is.
 """
 from __future__ import annotations
 

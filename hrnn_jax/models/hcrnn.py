@@ -1,5 +1,5 @@
 """HCRNN (Song, Ji, Park & Moon, AAAI 2019) as a model of the library's contract: an HCRNN cell
-(``hrnn_jax.hcrnn_cells``) scanned over each user's whole sequence, its global context proportion
+(``hrnn_jax.cells.hcrnn``) scanned over each user's whole sequence, its global context proportion
 theta inferred by an amortised network, the bi-channel attention over the user's past steps and
 the bi-linear decoder tied to the item embedding.
 
@@ -87,7 +87,7 @@ class HCRNN(Model):
     Eq. 25-27), ``"none"`` the decoder reads h_t alone (the paper's HCRNN-1/2/3), ``"additive"``
     one additive attention over the temporary contexts, the authors' code's HCRNN-1/2/3 (see the
     module doc). ``session_cell`` is built from these (an
-    :class:`hrnn_jax.hcrnn_cells.HCRNNCell`)."""
+    :class:`hrnn_jax.cells.HCRNNCell`)."""
 
     n_items: int
     embed_dim: int = default(ModelConfig, "hidden")

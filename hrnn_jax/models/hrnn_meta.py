@@ -22,11 +22,11 @@ How the level enters (the paper's Figure 2 concatenates a learned embedding with
   space (``control [levels, 3H]``), added to the projected item input outside the scan: a step
   costs what the plain GRU's does.
 * A cell that projects its own input (flax ``GRUCell``, ``LSTMCell``) or the temporal
-  convolution encoder (``hrnn_jax.tcn.TCN``): a learned embedding ``control [levels,
+  convolution encoder (``hrnn_jax.cells.TCN``): a learned embedding ``control [levels,
   control_dim]`` concatenated with the item embedding.
 
 Encoders. ``session_cell`` is any of them: a cell scanned step by step (reset at a new user), or
-a :class:`hrnn_jax.tcn.TCN`, which convolves the whole window at once with its receptive-field
+a :class:`hrnn_jax.cells.TCN`, which convolves the whole window at once with its receptive-field
 buffers in the carry (a new user inside a lane sees none of the previous user's steps).
 
 Item features in the decoder (Section 2). The vanilla decoder scores item j by
@@ -36,7 +36,7 @@ Item features in the decoder (Section 2). The vanilla decoder scores item j by
 
 with ``w(f) = f W_w + c_w`` and ``b(f) = f v_b + c_b`` learned affine maps (our choice: the paper
 says "learnable functions"). The mix is linear in the output rows, so it is a
-``scoring_params`` hook (``models.scoring_params``): the effective rows ``(1 - lambda) w_j +
+``scoring_params`` (the contract's): the effective rows ``(1 - lambda) w_j +
 lambda w(f_j)`` and biases replace ``item_out``/``item_bias`` wherever scores are made (every
 loss, evaluation, ``recommend``), also for the rows a sparse training step gathers. lambda:
 
@@ -134,7 +134,7 @@ class HRNNMeta(SessionRNN):
       item_weight: weight of the next-item loss (0: trained on ratings alone).
 
     The batch must carry the fields it reads (``fields``: ``"gap"`` with the control signal,
-    ``"feedback"``, ``"rating"``; ``batching.lane_options``). The feature
+    ``"feedback"``, ``"rating"``; ``capabilities.fields``). The feature
     table and cold flags are copied into the parameters at ``init`` (they are not part of the
     model's identity: two models that differ only there compare equal).
     """

@@ -19,7 +19,6 @@ import numpy as np
 from flax import linen as nn
 
 from hrnn_jax import cells
-from hrnn_jax.cells import hcrnn as hcrnn_cells
 from hrnn_jax.cells import user_gru
 from hrnn_jax.config import ModelConfig
 from hrnn_jax.models.attention import NARM, STAMP
@@ -175,7 +174,7 @@ def _hrnn_hcrnn(ctx: BuildContext) -> Model:
     weighs the same) and a GRU user cell: the cells compose."""
     cfg = ctx.config
     D = cfg.embed_dim or cfg.hidden
-    return HRNN(ctx.n_items, hcrnn_cells.HCRNNCell(cfg.hidden, context_dim=D,
+    return HRNN(ctx.n_items, cells.HCRNNCell(cfg.hidden, context_dim=D,
                                                    n_contexts=cfg.contexts, variant=3),
                 user_cell=cells.GRU(cfg.hidden), mode="init", embed_dim=D,
                 dropout_session=cfg.dropout_session, dropout_user=cfg.dropout_user,

@@ -88,7 +88,7 @@ import numpy as np
 import polars as pl
 
 from hrnn_jax import cells, data, evaluation, training
-from hrnn_jax.baselines import rating as meta_baselines
+from hrnn_jax.baselines import rating
 from hrnn_jax.config import DataConfig, TrainConfig
 from hrnn_jax.evaluation import predict
 from hrnn_jax.models import HRNN, HRNNMeta, Model, SessionRNN
@@ -275,7 +275,7 @@ def table2(n_sequences: int = 1000, *, seed: int = 0, hidden: int = 32,
     "data": info}``; the perplexity is over every bet of the test sequences."""
     prep, item_f, user_f = table2_data(n_sequences, seed=seed)
     encoded, tr, te, info = prep.encoded, prep.train, prep.test, prep.info
-    events = meta_baselines.consecutive_pairs(te)["row"]  # every bet (not the start event)
+    events = rating.consecutive_pairs(te)["row"]  # every bet (not the start event)
     info = {**info, "evaluated": int(len(events))}
     out = {}
     for name, model in table2_models(encoded.n_items, hidden, item_f, user_f).items():
@@ -375,7 +375,7 @@ def prepare_ratings(log: pl.DataFrame, genres: data.ItemFeatures, *,
     raw = data.read_interactions(log, value_col="value")
     prep = prepare_users(raw, test_fraction, seed=seed + 1, session_gap=session_gap)
     features, coverage = data.item_feature_matrix(genres, prep.encoded.item_ids)
-    events = meta_baselines.consecutive_pairs(prep.test)["row"]
+    events = rating.consecutive_pairs(prep.test)["row"]
     info = {**prep.info, "evaluated": int(len(events)), "features": int(features.shape[1]),
             **coverage}
     return {"encoded": prep.encoded, "train": prep.train, "test": prep.test,
@@ -405,11 +405,11 @@ def table2_log(prep: dict, *, hidden: int = 64, train: TrainConfig, fm_epochs: i
     enc, tr, te, feats, events = (prep[k] for k in ("encoded", "train", "test", "features",
                                                     "events"))
     N, items = enc.n_items, te["item"].to_numpy()[events]
-    out = {"none": evaluation.perplexity(meta_baselines.popularity_log_probs(tr, N, items), N)}
-    fm = meta_baselines.FactorizationMachine(N, "item", item_features=feats, epochs=fm_epochs,
+    out = {"none": evaluation.perplexity(rating.popularity_log_probs(tr, N, items), N)}
+    fm = rating.FactorizationMachine(N, "item", item_features=feats, epochs=fm_epochs,
                                              learning_rate=train.learning_rate)
-    params = fm.fit(meta_baselines.consecutive_pairs(tr), seed=train.seed)
-    pairs = meta_baselines.consecutive_pairs(te)
+    params = fm.fit(rating.consecutive_pairs(tr), seed=train.seed)
+    pairs = rating.consecutive_pairs(te)
     out["item"] = evaluation.perplexity(np.asarray(fm.log_probs(params, pairs["last"],
                                                                 pairs["item"])), N)
     gru = cells.GRU(hidden)
@@ -446,15 +446,15 @@ def table3(prep: dict, *, hidden: int = 64, train: TrainConfig, fm_epochs: int =
     # the rolling average over the whole log in global time order; the test rows picked after
     both = pl.concat([tr.with_columns(test=pl.lit(False)), te.with_columns(
         test=pl.lit(True), _row=pl.int_range(pl.len()))], how="diagonal")
-    rolled = meta_baselines.rolling_average(both, prior=mean)
+    rolled = rating.rolling_average(both, prior=mean)
     at = both["_row"].to_numpy()
     pick = np.full(te.height, np.nan)
     pick[at[both["test"].to_numpy()].astype(int)] = rolled[both["test"].to_numpy()]
     out = {"rolling_average": evaluation.rmse(pick[events], actual)}
-    fm = meta_baselines.FactorizationMachine(enc.n_items, "rating", item_features=feats,
+    fm = rating.FactorizationMachine(enc.n_items, "rating", item_features=feats,
                                              epochs=fm_epochs, learning_rate=train.learning_rate)
-    params = fm.fit(meta_baselines.consecutive_pairs(tr), seed=train.seed, prior=mean)
-    pairs = meta_baselines.consecutive_pairs(te)
+    params = fm.fit(rating.consecutive_pairs(tr), seed=train.seed, prior=mean)
+    pairs = rating.consecutive_pairs(te)
     out["factorization"] = evaluation.rmse(
         np.asarray(fm.predict_ratings(params, pairs["last"], pairs["item"])), actual)
     for name, model in table3_models(enc.n_items, hidden, mean).items():
