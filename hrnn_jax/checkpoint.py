@@ -378,10 +378,10 @@ def _opt_state(meta: dict, leaves: list, model, config: Config, optimizer, path:
 
 
 def _ignore_closed_loop() -> None:
-    """After a failed orbax restore, reads still in flight finish on orbax's closed event loop
+    """When an orbax restore fails, reads still in flight finish on orbax's closed event loop
     and each reports ``RuntimeError('Event loop is closed')`` through ``sys.unraisablehook``,
-    after the CheckpointError that says what is wrong: keep those out of the terminal (every other
-    unraisable exception still goes to the hook that was there)."""
+    beside the CheckpointError that says what is wrong: keep those out of the terminal (every
+    other unraisable exception still goes to the hook that was there)."""
     previous = sys.unraisablehook
     if getattr(previous, "hrnn_jax_closed_loop", False):
         return
@@ -408,12 +408,12 @@ def load(directory, *, optimizer: optax.GradientTransformation | None = None) ->
     abstract = _abstract(meta, model, config)
     nested = _nested(abstract)
     restore = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), nested)
+    _ignore_closed_loop()  # before the restore: a failing read reports from orbax's threads
     try:
         arrays = _checkpointer().restore(path, args=ocp.args.Composite(
             arrays=ocp.args.PyTreeRestore(nested, restore_args=restore)))["arrays"]
         tree = _unnested(abstract, arrays)
     except (KeyError, ValueError, OSError) as err:
-        _ignore_closed_loop()
         raise CheckpointError(f"cannot read checkpoint {path}: {data.one_line(err)}") from None
     fit = tree["fit"]
     leaves = [fit["opt"][str(i)] for i in range(len(meta["opt_leaves"]))]

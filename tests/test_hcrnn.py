@@ -177,6 +177,7 @@ def test_without_the_projection_the_same_run_makes_drift_weights_negative(monkey
     assert drift_kernel(False, monkeypatch).min() < 0
 
 
+@pytest.mark.slow  # tests/test_composition.py trains HRNN All with this cell in the default run
 def test_an_hcrnn3_cell_runs_as_hrnns_session_cell():
     """models.HRNN with an HCRNN-3 session cell (no theta: uniform proportions) and a GRU user
     cell: its outputs do not depend on the lanes or windows, and training keeps W_d >= 0 (the
