@@ -1,7 +1,8 @@
 """Song, Ji, Park & Moon, "Hierarchical Context Enabled Recurrent Neural Network for
 Recommendation" (AAAI 2019): Table 3 and the analyses of Fig. 5a and 6a.
 
-    python experiments/song2019_hcrnn.py [--data PATH --format hcrnn|csv] [--json PATH]
+    python experiments/song2019_hcrnn.py [--data PATH --format hcrnn|csv|movielens|steam]
+                                         [--json PATH]
 
 Data: by default a synthetic log with known topics (``synthetic.generate(with_topic=True)``);
 ``--data DIR --format hcrnn`` reads the authors' preprocessed files (``train.txt``, ``valid.txt``,
@@ -9,10 +10,11 @@ Data: by default a synthetic log with known topics (``synthetic.generate(with_to
 user split; ``--data FILE --format csv`` any log (columns user, item, time), split by users at
 random; ``--data ratings.dat --format movielens [--max-rating-only]`` a MovieLens ratings file
 (``.dat`` or ``.csv``), with ``--max-rating-only`` only its maximum ratings as the paper (binary
-implicit feedback). Protocol of the paper: one sequence per user (no session cut), users split about
-80/20 with a share of the training users as validation, every step of a test sequence evaluated (its
-first event has no input), sequences of at least 10 events, items only in test removed; R@3,
-R@20, M@3, M@20.
+implicit feedback); ``--data steam_reviews.json.gz --format steam`` a Steam review dump of Kang &
+McAuley (``hrnn_jax.data.read.read_steam``). Protocol of the paper: one sequence per user (no
+session cut), users split about 80/20 with a share of the training users as validation, every step
+of a test sequence evaluated (its first event has no input), sequences of at least 10 events, items
+only in test removed; R@3, R@20, M@3, M@20.
 
 Models (``hrnn-jax compare --models`` names): ``pop``, ``spop``, ``itemknn``, ``bpr-mf``, ``gru``
 (GRU4Rec over the user's sequence), ``lstm4rec``, ``narm``, ``stamp`` (the attention baselines,
@@ -53,6 +55,7 @@ import polars as pl
 from hrnn_jax import compare, data, evaluation, jsonio
 from hrnn_jax.config import Config, DataConfig, EvalConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
+from hrnn_jax.data.read import read_steam
 from hrnn_jax.evaluation import significance
 from hrnn_jax.papers import ma2019, song2019
 
@@ -85,6 +88,8 @@ def load(args):
         return log, test_users, None, f"{args.data} (the authors' files and split)"
     if args.format == "movielens":
         return ma2019.read_movielens_ratings(args.data), None, None, args.data
+    if args.format == "steam":
+        return read_steam(args.data), None, None, args.data
     return data.read_interactions(args.data), None, None, args.data
 
 
@@ -92,8 +97,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="a log file, or the authors' data directory")
-    ap.add_argument("--format", choices=("hcrnn", "csv", "movielens"), default="csv",
-                    help="movielens: a ratings.dat or ratings.csv file")
+    ap.add_argument("--format", choices=("hcrnn", "csv", "movielens", "steam"), default="csv",
+                    help="movielens: a ratings.dat or ratings.csv file; steam: a Steam dump")
     ap.add_argument("--max-rating-only", action="store_true",
                     help="--format movielens: keep only the maximum rating (the paper's MovieLens)")
     ap.add_argument("--models", default=",".join(MODELS))

@@ -99,6 +99,8 @@ def train(source, model: str | models.Model, config: Config = Config(), *,
     if out is not None:
         check_out(out)
     prep = prepare_log(source, config.data)
+    if isinstance(model, str):  # the named model's own training settings (GRU4Rec+'s loss)
+        config = compare.config_for(model, config)
     built = compare.model_for(model, prep, config) if isinstance(model, str) else model
     if out is not None:
         _spec(built)  # a model that cannot be saved fails before training

@@ -16,6 +16,7 @@ a session, so every model runs with ``"user"`` targets there.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable, NamedTuple
 
@@ -98,6 +99,14 @@ def model_for(name: str, prep: Prepared, config: Config) -> models.Model:
                               cold_items=prep.cold_items, feedback_levels=levels)
 
 
+def config_for(name: str, config: Config) -> Config:
+    """``config`` with the training settings registered with model ``name``
+    (``models.train_config_for``: GRU4Rec+'s loss and negatives); unchanged for a baseline."""
+    if not is_neural(name):
+        return config
+    return dataclasses.replace(config, train=models.train_config_for(name, config.train))
+
+
 def lane_targets(model: models.Model, prep: Prepared) -> str:
     """The lanes ``model`` trains and runs with on ``prep`` (``models.lane_targets``)."""
     return models.lane_targets(model, prep.protocol)
@@ -162,7 +171,8 @@ def run_models(prep: Prepared, names, config: Config = Config(),
             log(f"== {name}")
         if is_neural(name):
             model = model_for(name, prep, config)
-            result = fit_neural(model, prep, config, log, tagged(progress, name))
+            result = fit_neural(model, prep, config_for(name, config), log,
+                                tagged(progress, name))
             S = config.train.seeds
             ranks = np.stack([
                 evaluate_neural(model, p, prep, config, tagged(

@@ -42,7 +42,7 @@ from hrnn_jax import choices
 # it cannot import them at its top).
 if typing.TYPE_CHECKING:  # the same names for readers and type checkers
     from hrnn_jax.data.pipeline import Catalogue
-    from hrnn_jax.data.read import TimeUnit
+    from hrnn_jax.data.read import LogFormat, TimeUnit
     from hrnn_jax.data.splits import Protocol
     from hrnn_jax.evaluation.metrics import Ties
     from hrnn_jax.models.hrnn import ContextGates, ContextGrad, FirstSession
@@ -91,6 +91,10 @@ class _Checked:
 class DataConfig(_Checked):
     """Reading, sessions, filters and the train/test split (Quadrana et al. Sec. 4.1)."""
 
+    format: LogFormat = field("table", "format of the log: table (CSV/TSV/Parquet/'::' text, "
+                                       "read with the column flags below) or steam (Kang & "
+                                       "McAuley's Steam dumps, .gz or plain: one Python-literal "
+                                       "dict per line; user_id or username, product_id, date)")
     user_col: str = field("user", "column of user ids")
     item_col: str = field("item", "column of item ids")
     time_col: str = field("time", "column of timestamps: numbers (see --time-unit), or dates and "
@@ -168,9 +172,11 @@ class ModelConfig(_Checked):
                          max=1.0)
     decay: float = field(1.0, "decaying Item-KNN: decay rate per day of a history event's age "
                               "(weight exp(-decay * days before the target))", min=0.0)
-    factors: int = field(20, "MF and sequential MF: latent factors", min=1)
-    mf_epochs: int = field(30, "MF and sequential MF: passes over the training events", min=1)
-    mf_learning_rate: float = field(0.01, "MF and sequential MF: SGD learning rate", min=0.0,
+    factors: int = field(20, "MF (bpr), sequential MF, FMC, FPMC: latent factors", min=1)
+    mf_epochs: int = field(30, "MF (bpr), sequential MF, FMC, FPMC: passes over the training "
+                               "events", min=1)
+    mf_learning_rate: float = field(0.01, "MF (bpr), sequential MF, FMC, FPMC: SGD learning rate",
+                                    min=0.0,
                                     open_min=True)
     mf_window: int = field(2, "sequential MF: previous items in the window (FPMC-style)", min=1)
     contexts: int = field(50, "HCRNN: global contexts K (50 as the authors' code)", min=1)
@@ -198,8 +204,16 @@ class TrainConfig(_Checked):
     optimizer: Optimizer = field("adagrad", "update rule")
     learning_rate: float = field(0.1, "learning rate", min=0.0, open_min=True)
     momentum: float = field(0.0, "momentum", min=0.0, max=0.99)
-    loss: Loss = field("top1", "ranking loss over in-batch negatives, or full softmax")
-    n_negatives: int = field(0, "extra popularity-sampled negatives per step", min=0)
+    loss: Loss = field("top1", "ranking loss over in-batch (and sampled) negatives, or full "
+                               "softmax; bpr-max and top1-max: GRU4Rec+ (Hidasi & Karatzoglou "
+                               "2018)")
+    n_negatives: int = field(0, "extra negatives per step, shared by its lanes, drawn from "
+                                "popularity^--sample-alpha (GRU4Rec+ uses 2048)", min=0)
+    sample_alpha: float = field(1.0, "exponent of the popularity that --n-negatives are drawn "
+                                     "from: 1 by popularity, 0 uniformly (GRU4Rec's default "
+                                     "0.5)", min=0.0)
+    score_reg: float = field(1.0, "bpr-max: weight of the score regularisation sum_j s_j r_j^2 "
+                                  "(GRU4Rec's bpreg)", min=0.0)
     clip: float | None = field(None, "clip gradients to this global norm (none: no clipping)",
                                min=0.0, open_min=True)
     row_updates: RowUpdateChoice = field(
@@ -207,7 +221,10 @@ class TrainConfig(_Checked):
                 "that equals the dense update (adagrad without momentum), sparse with any rule "
                 "(the lazy variant for momentum and adam, as GRU4Rec's official code), or dense")
     activation: Activation = field("linear", "output activation g(.) of the scores in the "
-                                             "training loss; tanh as hgru4rec")
+                                             "training loss; tanh as hgru4rec; elu with "
+                                             "bpr-max, as GRU4Rec+")
+    elu_alpha: float = field(0.5, "--activation elu: its alpha (GRU4Rec's elu_param)", min=0.0,
+                             open_min=True)
     patience: int = field(0, "> 0: early stopping on a validation split of the training part "
                              "after this many epochs without improvement", min=0)
     seed: int = field(0, "random seed (initialisation, dropout, data order)", min=0)

@@ -95,9 +95,9 @@ def run_user(params, steps, kind, H, context_gates="rz", first_session="init"):
     return ys
 
 
-def ranking_loss(kind, scores, target, negatives):
+def ranking_loss(kind, scores, target, negatives, score_reg=1.0):
     """Loop version of losses.ranking_loss: scores [B, L, B+S] with lane b's positive at
-    column b."""
+    column b; bpr-max / top1-max as Hidasi & Karatzoglou (2018) write them."""
     B, L, _ = scores.shape
     total, count = 0.0, 0
     for b in range(B):
@@ -106,6 +106,12 @@ def ranking_loss(kind, scores, target, negatives):
                 continue
             cands = list(target[:, t]) + list(negatives)
             pos = scores[b, t, b]
+            if kind in ("bpr-max", "top1-max"):
+                r = np.array([scores[b, t, j] for j, item in enumerate(cands)
+                              if item > 0 and item != target[b, t]], np.float64)
+                total += max_loss(kind, pos, r, score_reg) if len(r) else 0.0
+                count += 1
+                continue
             terms = []
             for j, item in enumerate(cands):
                 if item <= 0 or item == target[b, t]:
@@ -126,6 +132,15 @@ def ranking_loss(kind, scores, target, negatives):
             total += value
             count += 1
     return total / max(count, 1)
+
+
+def max_loss(kind, pos, r, score_reg):
+    """BPR-max / TOP1-max of one step: positive score ``pos``, negatives' scores ``r``."""
+    s = np.exp(r - r.max())
+    s /= s.sum()
+    if kind == "top1-max":
+        return float(np.sum(s * (sigmoid(r - pos) + sigmoid(r**2))))
+    return float(-np.log(np.sum(s * sigmoid(pos - r)) + 1e-24) + score_reg * np.sum(s * r**2))
 
 
 def run_user_based(params, steps, cell_call, source, user_vec=None, first_session="init"):

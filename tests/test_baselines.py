@@ -8,6 +8,8 @@ import pytest
 
 from hrnn_jax import baselines, compare, data
 from hrnn_jax.baselines import (
+    FMC,
+    FPMC,
     MF,
     DecayItemKNN,
     ItemKNN,
@@ -16,6 +18,7 @@ from hrnn_jax.baselines import (
     SeqMF,
     baseline_names,
     build_baseline,
+    factorisation,
 )
 from hrnn_jax.config import Config, DataConfig, ModelConfig
 from hrnn_jax.data import EvalRows, make_eval_rows, synthetic
@@ -133,7 +136,7 @@ def test_ppop_with_rank_chunks_finds_repeats():
 
 def test_baseline_registry():
     assert baseline_names() == ("pop", "ppop", "spop", "itemknn", "decay-itemknn", "mf",
-                                "bpr-mf", "seq-mf")
+                                "bpr-mf", "seq-mf", "bpr", "fmc", "fpmc")
     knn = build_baseline("itemknn", Config(model=ModelConfig(neighbours=3)))
     assert type(knn) is ItemKNN and knn.neighbours == 3
     assert build_baseline("itemknn").neighbours == ModelConfig().neighbours  # Config() default
@@ -141,7 +144,7 @@ def test_baseline_registry():
     assert isinstance(build_baseline("pop", Config()), Pop)
     assert type(build_baseline("spop", Config())) is PersonalPop
     # names are exact: no case folding, no "-"/"_" normalisation
-    for name in ("bpr", "ItemKNN", "item-knn", "POP", ""):
+    for name in ("BPR", "ItemKNN", "item-knn", "POP", ""):
         with pytest.raises(ValueError):
             build_baseline(name, Config())
     with pytest.raises(ValueError):
@@ -499,3 +502,167 @@ def test_new_baselines_through_compare(small_prep, monkeypatch):
         ranks = out[name].ranks
         assert ranks.shape == (1, r)
         assert ranks.min() >= 1 and ranks.max() <= n
+
+
+# --------------------------------------------------------------------------------------------
+# The seed paper's (Shuvo et al.) baselines: BPR (BPR-MF), FMC and FPMC (Rendle et al. 2010)
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fitted_fpmc(small_prep):
+    n = small_prep.encoded.n_items
+    return FMC(seed=3).fit(small_prep.train, n), FPMC(seed=3).fit(small_prep.train, n)
+
+
+def fpmc_reference(p, user_vec, prev):
+    """FPMC's (user_vec given) or FMC's (user_vec None) score of every item 1..N, by plain NumPy:
+    <V_UI[u], V_IU[i]> + <V_IL[i], V_LI[l]> with l the previous item (no term without one)."""
+    n = p["seq_item"].shape[0] - 1
+    out = np.zeros(n)
+    for i in range(1, n + 1):
+        if user_vec is not None:
+            out[i - 1] += float(np.dot(user_vec.astype(np.float64), p["item"][i]))
+        if prev:
+            out[i - 1] += float(np.dot(p["seq_item"][i].astype(np.float64), p["seq_prev"][prev[0]]))
+    return out
+
+
+def test_fmc_fpmc_scores_are_the_formula(small_prep, fitted_fpmc):
+    fmc, fpmc = fitted_fpmc
+    rows = small_prep.rows
+    assert set(fmc.params) == {"seq_item", "seq_prev"}                 # no user term, no bias
+    assert set(fpmc.params) == {"user", "item", "seq_item", "seq_prev"}  # no bias
+    index = np.array([0, 1, 17, len(rows) - 1])
+    for model in fitted_fpmc:
+        s = model.score(rows, index)
+        assert s.shape == (4, small_prep.encoded.n_items + 1) and s.dtype == np.float32
+        assert np.isneginf(s[:, 0]).all()
+        for k, r in enumerate(index):
+            prev = previous_by_walking(rows, r, 1)
+            assert prev == [rows.item[r]]                    # the row's input item
+            user = None if model is fmc else fpmc.user_factors(rows.user[[r]])[0]
+            np.testing.assert_allclose(s[k, 1:], fpmc_reference(model.params, user, prev),
+                                       rtol=1e-5, atol=1e-6)
+    # two rows of different users with the same previous item: FMC scores them alike, FPMC not
+    pairs = [(a, b) for a in range(len(rows)) for b in range(a + 1, len(rows))
+             if rows.item[a] == rows.item[b] and rows.user[a] != rows.user[b]]
+    a, b = pairs[0]
+    for model, same in ((fmc, True), (fpmc, False)):
+        s = model.score(rows, np.array([a, b]))
+        assert np.allclose(s[0, 1:], s[1, 1:], rtol=1e-5, atol=1e-7) == same
+
+
+def test_fpmc_trains_on_transitions_only(monkeypatch):
+    # user 0: 1 2 3 (one session), 4 (next session); user 1: 5 (one training event only);
+    # user 2: 2 then 2 again (a repeat is a transition too)
+    recs = [(0, 1, 1), (0, 2, 1), (0, 3, 1), (0, 4, 2), (1, 5, 3), (2, 2, 4), (2, 2, 4)]
+    seen = []
+    real = factorisation.bpr_fit
+
+    def spy(users, positives, previous, *args, **kw):
+        seen.append((np.asarray(users).tolist(), np.asarray(positives).tolist(),
+                     np.asarray(previous).tolist(), kw["user_term"], kw["bias"]))
+        return real(users, positives, previous, *args, **kw)
+
+    monkeypatch.setattr(factorisation, "bpr_fit", spy)
+    fpmc = FPMC(epochs=3, seed=1).fit(frame(recs), n_items=5)
+    fmc = FMC(epochs=3, seed=1).fit(frame(recs), n_items=5)
+    # the first event of every user gives no (l, i, j) triple: no previous item
+    transitions = ([0, 0, 0, 2], [2, 3, 4, 2], [[1], [2], [3], [2]])
+    assert seen == [(*transitions, True, False), (*transitions, False, False)]
+    assert fpmc.n_users == 3 and len(fpmc.losses) == 3
+    assert not fpmc.params["user"][1].any() and fpmc.params["user"][[0, 2]].all()
+    assert "user" not in fmc.params
+    with pytest.raises(ValueError, match="previous items"):
+        baselines.bpr_fit([0], [1], np.zeros((1, 0), np.int32), 1, 3, user_term=False)
+
+
+def frame_with_test(recs):
+    """recs: (user, item, session, is_test) in stream order (time = position)."""
+    return frame(recs, with_test=True)
+
+
+def successor_log(seed=0, n_users=40, n_items=30, length=8):
+    """One session per user: a random first item, then item i -> i % N + 1; the last = test."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for u in range(n_users):
+        item = int(rng.integers(1, n_items + 1))
+        for k in range(length):
+            recs.append((u, item, u, k == length - 1))
+            item = item % n_items + 1
+    return frame_with_test(recs), n_items
+
+
+def last_event_metrics(model, stream, n_items):
+    rows = make_eval_rows(stream, targets="session")
+    model.fit(stream.filter(~pl.col("is_test")).drop("is_test"), n_items)
+    return metrics_from_ranks(rank_chunks(lambda idx: model.score(rows, idx), rows), ks=(1, 5))
+
+
+def test_fmc_learns_a_deterministic_transition():
+    stream, n = successor_log()
+    fmc = last_event_metrics(FMC(seed=0), stream, n)
+    pop = last_event_metrics(Pop(), stream, n)
+    assert fmc["n"] == 40
+    assert fmc["hit@1"] >= 0.8 and fmc["hit@1"] > pop["hit@1"] + 0.6, (fmc, pop)
+    assert fmc["recall@5"] > pop["recall@5"] + 0.5, (fmc, pop)
+
+
+def favourite_log(seed=0, n_users=40, n_items=40, length=12):
+    """One session per user u: its favourite item u % N + 1 at every odd position, uniform random
+    items between; the second last event is item 1 for everyone and the last (the favourite) is
+    the test event. The next item depends on the user, not on the previous item."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for u in range(n_users):
+        for k in range(length):
+            item = (u % n_items + 1 if k % 2 == 1 else
+                    1 if k == length - 2 else int(rng.integers(1, n_items + 1)))
+            recs.append((u, item, u, k == length - 1))
+    return frame_with_test(recs), n_items
+
+
+def test_fpmc_user_term_beats_fmc_on_user_preferences():
+    stream, n = favourite_log()
+    rows = make_eval_rows(stream, targets="session")
+    assert (rows.item == 1).all() and len(set(rows.user.tolist())) == 40
+    fmc, fpmc = FMC(seed=0), FPMC(seed=0)
+    m_fmc, m_fpmc = last_event_metrics(fmc, stream, n), last_event_metrics(fpmc, stream, n)
+    assert m_fpmc["hit@5"] >= 0.8 and m_fpmc["hit@5"] > m_fmc["hit@5"] + 0.5, (m_fpmc, m_fmc)
+    assert m_fpmc["hit@1"] > m_fmc["hit@1"] + 0.4, (m_fpmc, m_fmc)
+    # the same previous item for every row: FMC scores every user alike, FPMC does not
+    index = np.arange(len(rows))
+    s_fmc, s_fpmc = fmc.score(rows, index), fpmc.score(rows, index)
+    np.testing.assert_allclose(s_fmc[:, 1:], np.broadcast_to(s_fmc[:1, 1:], (len(rows), n)),
+                               rtol=1e-5, atol=1e-7)
+    assert len({tuple(np.argsort(-s[1:])[:3]) for s in s_fpmc}) > 20
+
+
+def test_bpr_is_bpr_mf(small_prep):
+    n = small_prep.encoded.n_items
+    config = Config(model=ModelConfig(factors=8, mf_epochs=3, mf_learning_rate=0.02))
+    bpr, bpr_mf = build_baseline("bpr", config), build_baseline("bpr-mf", config)
+    assert type(bpr) is MF and vars(bpr) == vars(bpr_mf)
+    index = np.arange(len(small_prep.rows))
+    np.testing.assert_array_equal(bpr.fit(small_prep.train, n).score(small_prep.rows, index),
+                                  bpr_mf.fit(small_prep.train, n).score(small_prep.rows, index))
+
+
+def test_seed_paper_baselines_registry_and_compare(small_prep):
+    names = ["bpr", "fmc", "fpmc"]
+    assert set(names) <= set(baseline_names()) and set(names) <= set(compare.model_names())
+    model = ModelConfig(factors=6, mf_epochs=4, mf_learning_rate=0.03)
+    config = Config(model=model)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=5))
+    kw = {"factors": 6, "epochs": 4, "learning_rate": 0.03, "seed": 5}
+    built = {name: build_baseline(name, config) for name in names}
+    assert type(built["fmc"]) is FMC and vars(built["fmc"]) == vars(FMC(**kw))
+    assert type(built["fpmc"]) is FPMC and vars(built["fpmc"]) == vars(FPMC(**kw))
+    assert type(built["bpr"]) is MF and vars(built["bpr"]) == vars(MF(**kw))
+    out = compare.compare(small_prep, names, config, log=None)
+    assert set(out) == set(names)
+    for name in names:
+        for k in config.eval.ks:
+            assert 0.0 <= out[name][f"hit@{k}"] <= 1.0 and 0.0 <= out[name][f"ndcg@{k}"] <= 1.0
+            assert out[name][f"ndcg@{k}"] <= out[name][f"hit@{k}"]

@@ -413,3 +413,36 @@ def test_keep_max_value_keeps_the_top_rating_and_reports_the_rest():
     assert prep.info["events"] == 9
     with pytest.raises(DataError, match="needs a 'value' column"):
         data.keep_max_value(raw.drop("value"))
+
+
+def test_leave_one_out_of_shuvo_et_al_test_validation_and_user_filter():
+    """``--protocol leave-one-out --min-user-events 5 --patience N``: users with fewer than 5
+    events leave before the split; test = each user's most recent event; the early-stopping
+    validation (``compare.validation``, ``data.validation_split``) = each user's second most
+    recent, trained on everything before it."""
+    from hrnn_jax import compare
+    from hrnn_jax.config import Config, DataConfig, TrainConfig
+    counts = {"u1": 7, "u2": 5, "u3": 4, "u4": 6}  # u3: fewer than 5 events
+    rows = [(u, f"i{(k + n) % 4}", 1000.0 * k + 10 * n) for n, (u, c) in
+            enumerate(counts.items()) for k in range(c)]
+    rows = [rows[i] for i in np.random.default_rng(0).permutation(len(rows))]  # any file order
+    log = data.read_interactions(pl.DataFrame(rows, schema=["user", "item", "time"], orient="row"))
+    cfg = Config(data=DataConfig(protocol="leave-one-out", min_user_events=5, min_item_support=1,
+                                 min_session_len=1), train=TrainConfig(patience=2))
+    prep = data.prepare(log, cfg.data)
+    assert prep.info["dropped"]["user_events"] == 4 and sorted(prep.encoded.user_ids) == [
+        "u1", "u2", "u4"]
+
+    def events(part):  # (raw user, time) of each event
+        return sorted(zip(prep.encoded.user_ids[part["user"].to_numpy()], part["time"]))
+
+    kept = sorted((u, t) for u, _, t in rows if u != "u3")
+    by_user = {u: [t for v, t in kept if v == u] for u in ("u1", "u2", "u4")}
+    assert events(prep.test) == sorted((u, ts[-1]) for u, ts in by_user.items())
+    train2, valid, _ = data.validation_split(prep.train, prep.protocol,
+                                             test_fraction=cfg.data.test_fraction,
+                                             seed=cfg.data.split_seed,
+                                             known_items=prep.known_items)
+    assert events(valid) == sorted((u, ts[-2]) for u, ts in by_user.items())
+    assert events(train2) == sorted((u, t) for u, ts in by_user.items() for t in ts[:-2])
+    assert compare.validation(prep, cfg)[0].equals(train2)  # what early stopping trains on

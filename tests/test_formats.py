@@ -1,5 +1,6 @@
 """Tests for the log formats that hrnn_jax.data.read_interactions reads (small generated files)."""
 import datetime as dt
+import re
 
 import numpy as np
 import polars as pl
@@ -342,3 +343,176 @@ def test_the_hcrnn_repositorys_files_and_their_given_user_split(tmp_path):
     (tmp_path / "valid.txt").write_text("\tItemId\tTime\n0\ta\t1.0\n")
     with pytest.raises(data.DataError, match=r"missing column\(s\) \['SessionId'\]"):
         data.read_hcrnn(tmp_path)
+
+
+# ---------------------------------------------------------------- Steam review dumps
+# Kang & McAuley's steam_reviews.json.gz: one Python-literal dict per line (not JSON)
+STEAM_FIRST = ("{'username': 'Chaos Syren', 'hours': 0.1, 'products': 41, 'product_id': "
+               "'725280', 'page_order': 0, 'date': '2017-12-17', 'text': 'This would not be "
+               "acceptable as an entertainment even back in that day', 'early_access': False, "
+               "'page': 1}")
+STEAM_ROWS = [  # (user_id or None, username, product_id, date, text)
+    (None, "Ryxa", "328100", "2017-12-17", "It's \"fine\"; l'été — 日本語 ✓"),
+    ("76561198011965365", "hello 'world'", "725280", "2017-12-18", 'say "hi" and \'bye\''),
+    (None, "Ryxa", "725280", "2017-12-17", "same day, later line\\n"),
+    (None, "Ryxa", "35140", "2018-01-02", "último"),
+]
+
+
+def steam_line(user_id, username, product, date, text, **extra) -> str:
+    rec = {"username": username, "hours": 1.5, "product_id": product, "date": date,
+           "text": text, "early_access": False, **extra}
+    if user_id is not None:
+        rec["user_id"] = user_id
+    return repr(rec)
+
+
+def steam_lines() -> list[str]:
+    return [STEAM_FIRST] + [steam_line(*row) for row in STEAM_ROWS]
+
+
+def day(text: str) -> float:
+    return epoch(text)  # a date alone: midnight UTC
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_read_steam_python_literal_lines(tmp_path, packed):
+    """Python-literal dicts with apostrophes, quotes and unicode in the text, plain or gzip;
+    user = user_id where present else username, item = product_id, time = the day (midnight
+    UTC, as read_interactions reads a date); rows in file order, blank lines skipped."""
+    import gzip
+
+    from hrnn_jax.data.read import read_steam
+    text = "\n".join(steam_lines()[:3] + [""] + steam_lines()[3:]) + "\n"
+    path = tmp_path / ("steam_reviews.json.gz" if packed else "steam_reviews.json")
+    path.write_bytes(gzip.compress(text.encode()) if packed else text.encode())
+    out = read_steam(path)
+    assert out.schema == {"user": pl.String, "item": pl.String, "time": pl.Float64}
+    assert out["user"].to_list() == ["Chaos Syren", "Ryxa", "76561198011965365", "Ryxa", "Ryxa"]
+    assert out["item"].to_list() == ["725280", "328100", "725280", "725280", "35140"]
+    assert out["time"].to_list() == [day(d) for d in ("2017-12-17", "2017-12-17", "2017-12-18",
+                                                      "2017-12-17", "2018-01-02")]
+    same = data.read_interactions(pl.DataFrame({"user": ["u"], "item": ["i"],
+                                                "time": ["2017-12-17"]}))
+    assert out["time"][0] == same["time"][0]
+
+
+def test_steam_same_day_keeps_file_order_and_leave_one_out(tmp_path):
+    """Equal times (one day) keep their file order through the stable sorts: a user's sessions
+    are days (the default gap), and leave-one-out tests the last line of the last day."""
+    from hrnn_jax.config import DataConfig
+    lines = [steam_line(None, "u", item, date, "t") for item, date in
+             [("b", "2017-01-02"), ("a", "2017-01-01"), ("c", "2017-01-02"), ("d", "2017-01-01")]]
+    lines += [steam_line(None, "v", item, "2017-01-05", "t") for item in "abcd"]
+    path = write(tmp_path / "s.json", lines)
+    log = data.read_log(path, DataConfig(format="steam"))
+    frame = data.sessionize(log)
+    u = frame.filter(pl.col("user") == "u")
+    assert u["item"].to_list() == ["a", "d", "b", "c"]
+    assert u["session"].to_list() == [0, 0, 1, 1]  # one session a day
+    prep = data.prepare(log, DataConfig(format="steam", protocol="leave-one-out",
+                                        min_item_support=1, min_session_len=1))
+    tested = dict(zip(prep.encoded.user_ids[prep.test["user"].to_numpy()],
+                      prep.encoded.item_ids[prep.test["item"].to_numpy()]))
+    assert tested == {"u": "c", "v": "d"}
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("__import__('os').system('touch {flag}')", r"line 2: not a Python literal \(holds a call"),
+    ("{{'username': 'x', 'product_id': __import__('os').system('touch {flag}'), "
+     "'date': '2017-01-01'}}", r"line 2: not a Python literal \(holds a call"),
+    ("{{'username': 'x', 'product_id': '1', 'date': '2017-01-01'", r"line 2: not a Python literal"),
+    ("['x', '1', '2017-01-01']", r"line 2: expected a dict, got list"),
+    ("{{'username': 'x', 'product_id': '1'}}", r"line 2: missing key\(s\) date"),
+    ("{{'user_id': '', 'date': '2017-01-01', 'product_id': '1'}}",
+     r"line 2: missing key\(s\) user_id or username"),
+    ("{{'username': '  ', 'product_id': '1', 'date': '2017-01-01'}}",
+     r"line 2: 'username' must be non-empty text"),
+    ("{{'username': 'x', 'product_id': None, 'date': '2017-01-01'}}",
+     r"line 2: 'product_id' must be non-empty text"),
+    ("{{'username': 'x', 'product_id': '1', 'date': 20170101}}", r"line 2: 'date' must be a date"),
+    ("{{'username': 'x', 'product_id': '1', 'date': '17/12/2017'}}",
+     r"1 'date' value\(s\) are not dates \(YYYY-MM-DD\), line 2: '17/12/2017'"),
+])
+def test_read_steam_bad_lines_are_errors_naming_the_line(tmp_path, bad, match):
+    """Bad lines are DataErrors naming the file and the line; code in a line is never run."""
+    from hrnn_jax.data.read import read_steam
+    flag = tmp_path / "EXECUTED"
+    path = write(tmp_path / "bad.json", [STEAM_FIRST, bad.format(flag=flag)])
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}.*{match}"):
+        read_steam(path)
+    assert not flag.exists()
+
+
+def test_read_steam_empty_damaged_and_misused(tmp_path):
+    import gzip
+
+    from hrnn_jax.config import DataConfig
+    from hrnn_jax.data.read import read_steam
+    with pytest.raises(DataError, match="empty file"):
+        read_steam(write(tmp_path / "blank.json", ["", "  "]))
+    (tmp_path / "empty.json").write_bytes(b"")
+    with pytest.raises(DataError, match="empty file"):
+        read_steam(tmp_path / "empty.json")
+    (tmp_path / "cut.json.gz").write_bytes(gzip.compress(STEAM_FIRST.encode() * 50)[:-12])
+    with pytest.raises(DataError, match="cannot read .*cut.json.gz"):
+        read_steam(tmp_path / "cut.json.gz")
+    (tmp_path / "latin.json").write_bytes(STEAM_FIRST.encode() + b"\n" +
+                                          steam_line(None, "Jos\xe9", "1", "2017-01-01",
+                                                     "t").encode("latin-1"))
+    with pytest.raises(DataError, match="line 2: not UTF-8"):
+        read_steam(tmp_path / "latin.json")
+    with pytest.raises(DataError, match="not found"):
+        read_steam(tmp_path / "nope.json")
+    with pytest.raises(DataError, match="--user-col, --sep apply to --format table only"):
+        data.read_log(tmp_path / "x.json", DataConfig(format="steam", user_col="u", sep=";"))
+
+
+def steam_log(tmp_path, users=8, per_user=7):
+    """A tiny Steam dump, gzipped: users of ``per_user`` reviews (one a day) over 6 games."""
+    import gzip
+
+    lines = [steam_line(f"7656119800000{u:04d}" if u % 2 else None, f"player '{u}' ✓",
+                        str(100 + (u + k) % 6), f"2017-03-{1 + k:02d}", "it's a \"game\"")
+             for u in range(users) for k in range(per_user - (u == 0) * 3)]  # user 0: 4 events
+    path = tmp_path / "steam_reviews.json.gz"
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    return path
+
+
+def test_cli_compare_steam_leave_one_out(tmp_path, capsys):
+    """``hrnn-jax compare FILE --format steam`` with the seed paper's protocol: leave-one-out,
+    users with < 5 events removed, early stopping on each user's second most recent event."""
+    import json
+
+    from hrnn_jax import cli
+    out = tmp_path / "res.json"
+    code = cli.main([
+        "compare", str(steam_log(tmp_path)), "--format", "steam", "--protocol", "leave-one-out",
+        "--min-user-events", "5", "--min-session-len", "1", "--min-item-support", "1",
+        "--patience", "1", "--epochs", "2", "--models", "pop,gru", "--hidden", "8",
+        "--batch-size", "4", "--ks", "1,5", "--quiet", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads(out.read_text())
+    assert res["config"]["data"]["format"] == "steam"
+    assert res["data"]["users"] == 7 and res["data"]["dropped"]["user_events"] == 4
+    assert res["data"]["test_events"] == 7 and set(res["models"]) == {"pop", "gru"}
+    assert "--format {table,steam}" in _help(capsys, "compare")
+
+
+def _help(capsys, command) -> str:
+    from hrnn_jax import cli
+    assert cli.main([command, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def test_cli_bad_steam_file_is_one_line_on_stderr(tmp_path, capsys):
+    from hrnn_jax import cli
+    path = write(tmp_path / "bad.json", [STEAM_FIRST, "{'username': 'x', 'product_id': '1'}"])
+    code = cli.main(["compare", str(path), "--format", "steam", "--models", "pop", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("hrnn-jax: error: ")
+    assert f"{path} line 2: missing key(s) date" in err
+    # the demo reads no file: it has no --format
+    assert "--format" not in _help(capsys, "demo")

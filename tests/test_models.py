@@ -163,7 +163,7 @@ def test_scan_matches_per_user_loop(kind, options):
     np.testing.assert_allclose(loss_got, loss_want, **approx(1e-5, 0))
 
 
-@pytest.mark.parametrize("kind", ["top1", "bpr", "ce"])
+@pytest.mark.parametrize("kind", ["top1", "bpr", "ce", "bpr-max", "top1-max"])
 def test_ranking_losses_match_loop(kind):
     rng = np.random.default_rng(0)
     B, L, S = 4, 3, 2
@@ -172,8 +172,9 @@ def test_ranking_losses_match_loop(kind):
     negatives = np.array([2, 0], np.int32)
     scores = rng.normal(size=(B, L, B + S)).astype(np.float32)
     got = losses.ranking_loss(kind, jnp.asarray(scores), jnp.asarray(target),
-                              jnp.asarray(negatives))
-    np.testing.assert_allclose(got, ref.ranking_loss(kind, scores, target, negatives), rtol=1e-5)
+                              jnp.asarray(negatives), score_reg=0.7)
+    np.testing.assert_allclose(got, ref.ranking_loss(kind, scores, target, negatives, 0.7),
+                               rtol=1e-5)
 
 
 def test_candidate_scores_layout():

@@ -1,6 +1,8 @@
-"""Baselines by name (``registry``): popularity, Item-KNN, matrix factorisation; the rating
-baselines of HRNN-meta's tables in ``baselines.rating``."""
+"""Baselines by name (``registry``): popularity, Item-KNN, matrix factorisation, FMC and FPMC;
+the rating baselines of HRNN-meta's tables in ``baselines.rating``."""
 from hrnn_jax.baselines.factorisation import (
+                                           FMC,
+                                           FPMC,
                                            MF,
                                            SeqMF,
                                            bpr_batches,
@@ -21,7 +23,8 @@ from hrnn_jax.baselines.popularity import (
 from hrnn_jax.baselines.registry import baseline_names, build_baseline, register_baseline
 
 __all__ = [
-    'DAY', 'DecayItemKNN', 'ItemKNN', 'MF', 'PersonalPop', 'Pop', 'SeqMF', 'baseline_names',
-    'bpr_batches', 'bpr_fit', 'bpr_initial', 'bpr_negatives', 'build_baseline', 'finish_scores',
-    'item_counts', 'popularity_tiebreak', 'previous_items', 'register_baseline', 'train_events'
+    'DAY', 'DecayItemKNN', 'FMC', 'FPMC', 'ItemKNN', 'MF', 'PersonalPop', 'Pop', 'SeqMF',
+    'baseline_names', 'bpr_batches', 'bpr_fit', 'bpr_initial', 'bpr_negatives', 'build_baseline',
+    'finish_scores', 'item_counts', 'popularity_tiebreak', 'previous_items', 'register_baseline',
+    'train_events'
 ]

@@ -1,7 +1,13 @@
 """The baselines by name: each name has a builder from the configuration (Quadrana et al.'s POP,
 PPOP, Item-KNN; Donkers et al.'s decaying Item-KNN, BPR-MF, sequential MF; Song et al.'s names
-S-POP and BPR-MF for two of them). ``hrnn-jax compare --models`` reads it beside the neural
-models' registry (``hrnn_jax.models.registry``); :func:`register_baseline` adds your own.
+S-POP and BPR-MF for two of them; the seed paper's (Shuvo et al.) BPR, FMC and FPMC: BPR-MF of
+Rendle et al. 2009 and the factorised Markov chain and factorised personalised Markov chain of
+Rendle et al. 2010). ``hrnn-jax compare --models`` reads it beside the neural models' registry
+(``hrnn_jax.models.registry``); :func:`register_baseline` adds your own.
+
+The factorisation baselines (``mf``, ``bpr-mf``, ``bpr``, ``seq-mf``, ``fmc``, ``fpmc``) read
+``factors``, ``mf_epochs``, ``mf_learning_rate`` of ``config.model`` and ``config.train.seed``;
+``seq-mf`` also ``mf_window`` (FMC and FPMC look at the previous item only).
 
 Every baseline has the same two calls::
 
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from hrnn_jax.baselines.factorisation import MF, SeqMF
+from hrnn_jax.baselines.factorisation import FMC, FPMC, MF, SeqMF
 from hrnn_jax.baselines.knn import DecayItemKNN, ItemKNN
 from hrnn_jax.baselines.popularity import PersonalPop, Pop
 from hrnn_jax.config import Config
@@ -64,3 +70,7 @@ register_baseline("decay-itemknn", lambda config: DecayItemKNN(
 register_baseline("mf", lambda config: MF(**_mf(config)))
 register_baseline("bpr-mf", lambda config: MF(**_mf(config)))  # Song et al.'s name for it
 register_baseline("seq-mf", lambda config: SeqMF(**_mf(config), window=config.model.mf_window))
+# the seed paper's (Shuvo et al.) baselines: BPR (BPR-MF again), FMC and FPMC of Rendle et al. 2010
+register_baseline("bpr", lambda config: MF(**_mf(config)))
+register_baseline("fmc", lambda config: FMC(**_mf(config)))
+register_baseline("fpmc", lambda config: FPMC(**_mf(config)))

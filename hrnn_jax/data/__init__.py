@@ -13,6 +13,7 @@ from hrnn_jax.data.pipeline import Catalogue, Prepared, prepare
 from hrnn_jax.data.read import (
                                 READING,
                                 TIME_UNITS,
+                                LogFormat,
                                 TimeUnit,
                                 check_columns,
                                 check_ids,
@@ -21,6 +22,7 @@ from hrnn_jax.data.read import (
                                 read_hcrnn,
                                 read_interactions,
                                 read_log,
+                                read_steam,
 )
 from hrnn_jax.data.rows import EvalRows, csr_ranges, make_eval_rows, rows_targets
 from hrnn_jax.data.sessions import (
@@ -49,12 +51,13 @@ from hrnn_jax.data.splits import (
 
 __all__ = [
     'Catalogue', 'DataError', 'EXTRA_FIELDS', 'Encoded', 'EvalRows', 'FIELDS', 'ItemFeatures',
-    'Lanes', 'MOVIELENS_MOVIES', 'NO_GENRES', 'PROTOCOLS', 'Prepared', 'Protocol', 'READING',
+    'Lanes', 'LogFormat', 'MOVIELENS_MOVIES', 'NO_GENRES', 'PROTOCOLS', 'Prepared', 'Protocol',
+    'READING',
     'TIME_UNITS', 'TimeUnit', 'USER_COUNTS', 'auto_slots', 'bad_rows', 'check_columns',
     'check_file', 'check_ids', 'column_names', 'combine', 'csr_ranges', 'dedupe_sessions',
     'encode', 'filter_interactions', 'item_feature_matrix', 'keep_max_value', 'load_table',
     'make_eval_rows', 'make_lanes', 'one_line', 'prepare', 'read_hcrnn', 'read_interactions',
-    'read_item_features', 'read_log', 'restrict_items', 'rows_targets', 'sessionize',
+    'read_item_features', 'read_log', 'read_steam', 'restrict_items', 'rows_targets', 'sessionize',
     'sort_events', 'split', 'split_last_session', 'split_leave_one_out', 'split_temporal',
     'split_users', 'summary', 'validation_split'
 ]

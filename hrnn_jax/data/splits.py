@@ -52,7 +52,19 @@ def split_last_session(events: pl.DataFrame, *, known_items=None):
 def split_leave_one_out(events: pl.DataFrame, *, known_items=None):
     """Shuvo et al.: test = each user's last event (users with < 2 events: all train).
 
-    Test events whose item is not in train are removed ("test_unseen_items").
+    Test events whose item is not in train are removed ("test_unseen_items"). Events are ordered
+    by (user, time) stably, so among events of equal time the last row is the "last" event.
+
+    The seed paper's protocol (Shuvo et al., after Kang & McAuley; Steam and MovieLens-1M): the
+    most recent item of each user is test, the second most recent validation, the rest training,
+    and users with < 5 events are removed. Flags: ``--protocol leave-one-out --min-user-events 5
+    --patience N``. ``--min-user-events`` filters before the split (``filter_interactions`` in
+    ``prepare``, repeated with the other filters until nothing changes); with ``--patience`` > 0
+    early stopping splits the training part again by this protocol (``validation_split``, used
+    by ``compare.validation``): each user's last training event, i.e. the second most recent
+    event, validates, and the model trains on the events before it. As in test, a validation
+    event whose item has no earlier training event is removed; the test event still follows the
+    whole training part (validation event included) when the model is evaluated.
     """
     ev = sort_events(events, "user", "time")
     is_last = ((pl.int_range(pl.len()).over("user") == pl.len().over("user") - 1)

@@ -38,6 +38,7 @@ from hrnn_jax.models.registry import (
                                       build_model,
                                       model_names,
                                       register_model,
+                                      train_config_for,
 )
 from hrnn_jax.models.session import ItemRNN, SessionRNN
 from hrnn_jax.models.spec import SpecError, from_spec, to_spec
@@ -50,5 +51,5 @@ __all__ = [
     'UserRNN', 'build_model', 'check_ids', 'check_model', 'dense', 'dense_params', 'dropout',
     'dropout_mask', 'example_batch', 'fan_uniform', 'field_columns', 'from_spec', 'gap_levels',
     'gru4rec_uniform', 'lane_targets', 'lanes_for', 'model_names', 'register_model', 'score_items',
-    'target_mean', 'tied_embedding', 'tied_scoring_params', 'to_spec'
+    'target_mean', 'tied_embedding', 'tied_scoring_params', 'to_spec', 'train_config_for'
 ]

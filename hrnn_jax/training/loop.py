@@ -137,11 +137,13 @@ def train_step_for(model: Model, train: pl.DataFrame, config: TrainConfig,
     (popularity-sampled from ``train``), clipping, row updates and output activation."""
     tx = optimizer if optimizer is not None else optim.make_optimizer(
         config.optimizer, config.learning_rate, config.momentum)
-    cdf = popularity_cdf(train, model.n_items) if config.n_negatives else None
+    cdf = popularity_cdf(train, model.n_items, config.sample_alpha) if config.n_negatives \
+        else None
     return make_train_step(model, tx, loss=config.loss, n_negatives=config.n_negatives,
                            negative_cdf=cdf, clip=config.clip,
                            row_updates=row_updates_for(config, optimizer),
-                           activation=config.activation)
+                           activation=config.activation, score_reg=config.score_reg,
+                           elu_alpha=config.elu_alpha)
 
 
 def _compiled(step: TrainStep, K: int, S: int) -> Callable:

@@ -7,6 +7,19 @@ items sampled by popularity and shared by the whole window. A negative is droppe
 padding or the same item as the positive. Steps without a target contribute nothing; the loss is
 the mean over steps with a target.
 
+GRU4Rec+ (Hidasi & Karatzoglou, "Recurrent Neural Networks with Top-k Gains for Session-based
+Recommendations", CIKM 2018): ``bpr-max`` and ``top1-max`` weight each negative by its softmax
+score among the step's negatives, so the loss follows the highest-scoring negatives as the number
+of samples grows (their "ranking-max" loss family); BPR-max adds the score regularisation
+lambda * sum_j s_j r_j^2 (``score_reg``, the official code's ``bpreg``), and its authors apply an
+ELU to the scores first (``activation="elu"``, ``elu_alpha``, the official ``elu_param``). Read
+against the official GRU4Rec (github hidasib/GRU4Rec_PyTorch_Official, ``bpr_max_loss_with_elu``
+and the Theano version's ``top1_max``): theirs excludes only the positive's own column from the
+negatives; ours also drops padding and any candidate that is the positive item itself (a lane
+with the same target, or a sampled copy of it), as for every loss here, so an item is never its
+own negative. Theirs sums over the mini-batch and divides by the batch size; ours is the mean
+over the steps with a target (the same for full batches).
+
 All functions take global item ids for the masks (``target``, ``negatives``) and the score tables
 indexed by ``lookup`` ids, which are the same ids or, in the sparse-row training path, the ids
 local to the gathered rows; equality between ids is preserved by that remapping.
@@ -19,24 +32,30 @@ import jax
 import jax.numpy as jnp
 
 from hrnn_jax import choices
+from hrnn_jax.config import TrainConfig, default
 from hrnn_jax.models.layers import target_mean
 from hrnn_jax.precision import take_rows
 
-Loss = Literal["top1", "bpr", "ce", "full-ce"]
-Activation = Literal["linear", "tanh"]
+Loss = Literal["top1", "bpr", "ce", "full-ce", "bpr-max", "top1-max"]
+Activation = Literal["linear", "tanh", "elu"]
 LOSSES = choices.options(Loss)
 NEG_INF = -1e30
+ELU_ALPHA = default(TrainConfig, "elu_alpha")  # 0.5, the official GRU4Rec's elu_param
+SCORE_REG = default(TrainConfig, "score_reg")  # 1.0, the official GRU4Rec's bpreg
 
 
-def activate(name: Activation, scores):
+def activate(name: Activation, scores, elu_alpha: float = ELU_ALPHA):
     """The output activation g(.) of Quadrana et al. Eq. 2 applied to raw scores before a loss.
 
     ``"linear"``: none. ``"tanh"``: as the authors' code (hgru4rec's default for TOP1 and BPR;
-    for cross-entropy its optional ``softmaxth``). Training only: evaluation and ``recommend`` rank
-    the raw scores, which tanh (monotone) would order the same way except where it saturates into
-    ties in float32.
+    for cross-entropy its optional ``softmaxth``). ``"elu"``: ELU with ``elu_alpha`` (x for
+    x > 0, alpha (e^x - 1) else), which GRU4Rec's authors pair with BPR-max. Training only:
+    evaluation and ``recommend`` rank the raw scores, which tanh and ELU (monotone) would order
+    the same way except where tanh saturates into ties in float32.
     """
     choices.check("activation", name, Activation)
+    if name == "elu":
+        return jax.nn.elu(scores, elu_alpha)
     return jnp.tanh(scores) if name == "tanh" else scores
 
 
@@ -62,13 +81,19 @@ def candidate_mask(target, negatives):
     return (cand > 0) & (cand != target[..., None])
 
 
-def ranking_loss(kind: str, scores, target, negatives):
-    """Mean TOP1 / BPR / in-batch cross-entropy over the steps with a target.
+def ranking_loss(kind: str, scores, target, negatives, score_reg: float = SCORE_REG):
+    """Mean TOP1 / BPR / in-batch cross-entropy / BPR-max / TOP1-max over the steps with a target.
 
-    scores: ``[B, L, B + S]`` from :func:`candidate_scores`; the positive of lane b is column b.
+    scores: ``[B, L, B + S]`` from :func:`candidate_scores`; the positive of lane b is column b;
+    r_i is the positive's score, r_j a negative's, N_s the step's negatives.
     TOP1 (Hidasi et al. 2016): mean_j sigmoid(r_j - r_i) + sigmoid(r_j^2).
     BPR: -mean_j log sigmoid(r_i - r_j).
     ce: -log softmax over {positive} + negatives.
+    With s_j = softmax(r)_j over the negatives (Hidasi & Karatzoglou 2018, ranking-max losses):
+    top1-max: sum_j s_j (sigmoid(r_j - r_i) + sigmoid(r_j^2));
+    bpr-max with score regularisation:
+    -log sum_j s_j sigmoid(r_i - r_j) + score_reg * sum_j s_j r_j^2.
+    A step without negatives contributes 0.
     """
     B = target.shape[0]
     # the positive of lane b is column b: a masked sum (its gradient is a select, not a scatter)
@@ -86,17 +111,40 @@ def ranking_loss(kind: str, scores, target, negatives):
         logits = jnp.where(neg, scores, NEG_INF)
         lse = jnp.logaddexp(jax.nn.logsumexp(logits, axis=-1), pos)
         row = lse - pos
+    elif kind in ("bpr-max", "top1-max"):
+        row = _max_loss(kind, scores, diff, neg, score_reg)
     else:
         raise ValueError(f"unknown sampled loss {kind!r}; choose from {LOSSES}")
     return target_mean(row, target)
 
 
-def full_cross_entropy(params, y, target, activation: Activation = "linear"):
+def negative_softmax(scores, neg):
+    """s_j: the softmax of the scores over the negatives ``neg`` (0 elsewhere, and 0 everywhere
+    on a row without negatives)."""
+    s = jax.nn.softmax(jnp.where(neg, scores, NEG_INF), axis=-1)
+    return jnp.where(neg, s, 0.0)
+
+
+def _max_loss(kind: str, scores, diff, neg, score_reg: float):
+    """Per-step BPR-max / TOP1-max (:func:`ranking_loss`); ``diff`` = r_j - r_i."""
+    s = negative_softmax(scores, neg)
+    if kind == "top1-max":  # TOP1-max
+        row = (s * (jax.nn.sigmoid(diff) + jax.nn.sigmoid(scores**2))).sum(-1)
+        return jnp.where(neg.any(-1), row, 0.0)
+    # BPR-max, with 1e-24 inside the log as the official code (a step whose negatives all
+    # outscore the positive by far keeps a finite loss), plus the score regularisation
+    fit = -jnp.log((s * jax.nn.sigmoid(-diff)).sum(-1) + 1e-24)
+    reg = score_reg * (s * scores**2).sum(-1)
+    return jnp.where(neg.any(-1), fit + reg, 0.0)
+
+
+def full_cross_entropy(params, y, target, activation: Activation = "linear",
+                       elu_alpha: float = ELU_ALPHA):
     """Softmax cross-entropy against the whole catalogue (padding column excluded).
 
     The target's log-probability is picked by a mask (no gather, whose gradient is a scatter).
     """
-    logits = activate(activation, y @ params["item_out"].T + params["item_bias"])
+    logits = activate(activation, y @ params["item_out"].T + params["item_bias"], elu_alpha)
     cols = jnp.arange(logits.shape[-1])
     logits = jnp.where(cols == 0, NEG_INF, logits)
     logp = jax.nn.log_softmax(logits, axis=-1)

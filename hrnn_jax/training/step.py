@@ -55,10 +55,14 @@ class TrainState(NamedTuple):
 
 
 def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.ndarray:
-    """Cumulative distribution of item popularity^alpha, ``[N+1]`` (padding has mass 0)."""
+    """Cumulative distribution of item popularity^alpha, ``[N+1]`` (padding has mass 0): item i
+    is drawn with probability count_i^alpha / sum_j count_j^alpha (GRU4Rec's ``sample_alpha``:
+    1 samples by popularity, 0 uniformly over the items with training events)."""
+    if alpha < 0:
+        raise ValueError(f"the sampling exponent alpha must be >= 0, got {alpha}")
     counts = np.bincount(train["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)
     counts[0] = 0.0
-    p = counts**alpha
+    p = np.where(counts > 0, counts**alpha, 0.0)  # 0**0 is 1: items without events stay at 0
     return (np.cumsum(p) / p.sum()).astype(np.float32)
 
 
@@ -76,6 +80,8 @@ class TrainStep:
     clip: float | None = None
     row_updates: RowUpdates = "dense"
     activation: Activation = "linear"
+    score_reg: float = losses.SCORE_REG
+    elu_alpha: float = losses.ELU_ALPHA
 
     def __post_init__(self):
         choices.check("loss", self.loss, Loss)
@@ -86,6 +92,9 @@ class TrainStep:
         if not isinstance(self.tx, optax.GradientTransformation):
             raise TypeError(f"tx must be an optax.GradientTransformation (or optax.MultiSteps), "
                             f"got {type(self.tx).__name__}")
+        if self.score_reg < 0 or self.elu_alpha <= 0:
+            raise ValueError(f"score_reg must be >= 0 and elu_alpha > 0, got {self.score_reg} "
+                             f"and {self.elu_alpha}")
         if self.n_negatives and self.negative_cdf is None:
             raise ValueError("n_negatives > 0 needs negative_cdf (see popularity_cdf)")
 
@@ -205,11 +214,12 @@ class TrainStep:
                 return sum(extra.values()), (carry_new, jnp.zeros((), y.dtype), extra)
             p = model.scoring_params(p, rng=jax.random.fold_in(rng, 1), train=True)
             if self.loss == "full-ce":
-                value = losses.full_cross_entropy(p, y, target, self.activation)
+                value = losses.full_cross_entropy(p, y, target, self.activation, self.elu_alpha)
             else:
                 scores = losses.activate(self.activation,
-                                         losses.candidate_scores(p, y, l_target, l_neg))
-                value = losses.ranking_loss(self.loss, scores, target, neg)
+                                         losses.candidate_scores(p, y, l_target, l_neg),
+                                         self.elu_alpha)
+                value = losses.ranking_loss(self.loss, scores, target, neg, self.score_reg)
             return item_weight * value + sum(extra.values()), (carry_new, value, extra)
 
         return loss_fn
@@ -218,16 +228,20 @@ class TrainStep:
 def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: Loss = "top1",
                     n_negatives: int = 0, negative_cdf: np.ndarray | None = None,
                     clip: float | None = None, row_updates: RowUpdates = "dense",
-                    activation: Activation = "linear") -> TrainStep:
+                    activation: Activation = "linear", score_reg: float = losses.SCORE_REG,
+                    elu_alpha: float = losses.ELU_ALPHA) -> TrainStep:
     """The train step of ``model`` under ``tx`` (any ``optax.GradientTransformation``).
 
     Args:
-      loss: ``top1`` | ``bpr`` | ``ce`` (in-batch negatives plus ``n_negatives`` items drawn from
-        ``negative_cdf``, see :func:`popularity_cdf`) | ``full-ce`` (softmax over every item).
+      loss: ``top1`` | ``bpr`` | ``ce`` | ``bpr-max`` | ``top1-max`` (in-batch negatives plus
+        ``n_negatives`` items drawn from ``negative_cdf``, shared by the lanes of a step, see
+        :func:`popularity_cdf`) | ``full-ce`` (softmax over every item); ``losses.ranking_loss``.
       clip: clip the global gradient norm (dense and row gradients together) to this value.
       row_updates: ``"dense"`` or ``"sparse"`` (module docstring: exact for SGD and plain
         Adagrad, the lazy variant for other rules).
-      activation: output activation applied to the scores before the loss (``losses.activate``).
+      activation: output activation applied to the scores before the loss (``losses.activate``;
+        ``elu_alpha``: the alpha of ``"elu"``).
+      score_reg: BPR-max's score regularisation weight (GRU4Rec's ``bpreg``).
 
     Returns:
       a :class:`TrainStep`: ``step(state, batch, rng, active=None) -> (state, metrics)`` and
@@ -242,7 +256,8 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: Los
     per-seed flag becomes, under ``jax.vmap``, a select that copies every table on every step
     (:func:`scan_steps` with ``masked=True``).
     """
-    return TrainStep(model, tx, loss, n_negatives, negative_cdf, clip, row_updates, activation)
+    return TrainStep(model, tx, loss, n_negatives, negative_cdf, clip, row_updates, activation,
+                     score_reg, elu_alpha)
 
 
 def init_state(model: Model, tx: optax.GradientTransformation, rng, batch_size: int, *,
