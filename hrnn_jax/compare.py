@@ -129,7 +129,8 @@ def fit_neural(model: models.Model, prep: Prepared, config: Config, log=None, pr
     if config.train.patience > 0:
         train, factory = validation(prep, config)
         validate = factory(model, targets)
-    return training.fit(model, train, config.train, optimizer=optimizer, targets=targets,
+    learn = models.train_lane_targets(model, prep.protocol, config.train.train_lanes)
+    return training.fit(model, train, config.train, optimizer=optimizer, targets=learn,
                         validate=validate, log=log, progress=progress, resume=resume,
                         on_epoch=on_epoch)
 

@@ -45,6 +45,7 @@ if typing.TYPE_CHECKING:  # the same names for readers and type checkers
     from hrnn_jax.data.read import LogFormat, TimeUnit
     from hrnn_jax.data.splits import Protocol
     from hrnn_jax.evaluation.metrics import Ties
+    from hrnn_jax.models.contract import TrainLanes
     from hrnn_jax.models.hrnn import ContextGates, ContextGrad, FirstSession
     from hrnn_jax.models.registry import Feedback, HCRNNAttention
     from hrnn_jax.precision import MatmulPrecision
@@ -55,7 +56,7 @@ OPTION_MODULES = {
     "DataConfig": ("hrnn_jax.data.read", "hrnn_jax.data.splits", "hrnn_jax.data.pipeline"),
     "ModelConfig": ("hrnn_jax.models.hrnn", "hrnn_jax.models.registry"),
     "TrainConfig": ("hrnn_jax.training.losses", "hrnn_jax.training.optim",
-                    "hrnn_jax.training.loop", "hrnn_jax.precision"),
+                    "hrnn_jax.training.loop", "hrnn_jax.precision", "hrnn_jax.models.contract"),
     "EvalConfig": ("hrnn_jax.evaluation.metrics",),
 }
 
@@ -225,6 +226,11 @@ class TrainConfig(_Checked):
                                              "bpr-max, as GRU4Rec+")
     elu_alpha: float = field(0.5, "--activation elu: its alpha (GRU4Rec's elu_param)", min=0.0,
                              open_min=True)
+    train_lanes: TrainLanes = field(
+        "auto", "targets the session models learn: auto, those they are evaluated on (under "
+                "leave-one-out, temporal and user splits every model runs over whole user "
+                "sequences), or within-session, only the next items within a session as "
+                "Quadrana et al. train (GRU4Rec, HRNN; whole-sequence models unchanged)")
     patience: int = field(0, "> 0: early stopping on a validation split of the training part "
                              "after this many epochs without improvement", min=0)
     seed: int = field(0, "random seed (initialisation, dropout, data order)", min=0)

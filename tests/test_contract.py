@@ -202,3 +202,19 @@ def test_a_registered_model_of_ones_own_compares_saves_loads_and_recommends(prep
     user = str(prep.encoded.user_ids[0])
     assert loaded.recommend(user, k=4, note=None).equals(trained.recommend(user, k=4, note=None))
     assert loaded.evaluate(prep) == trained.evaluate(prep)
+
+
+def test_train_lanes_choose_the_targets_a_session_model_learns():
+    """``--train-lanes within-session``: GRU4Rec and HRNN learn within-session targets under
+    leave-one-out too (evaluated on user lanes); whole-sequence models keep user lanes."""
+    from hrnn_jax.config import ModelConfig
+
+    gru = models.build_model("gru", 20, ModelConfig(hidden=4))
+    concat = models.build_model("concat", 20, ModelConfig(hidden=4))
+    assert models.lane_targets(gru, "leave-one-out") == "user"
+    assert models.train_lane_targets(gru, "leave-one-out") == "user"
+    assert models.train_lane_targets(gru, "leave-one-out", "within-session") == "session"
+    assert models.train_lane_targets(concat, "leave-one-out", "within-session") == "user"
+    assert models.train_lane_targets(gru, "last-session", "within-session") == "session"
+    with pytest.raises(ValueError, match="train_lanes"):
+        models.train_lane_targets(gru, "leave-one-out", "sessions")

@@ -7,12 +7,14 @@ from hrnn_jax.models.contract import (
                                       Capabilities,
                                       Model,
                                       Output,
+                                      TrainLanes,
                                       check_ids,
                                       check_model,
                                       example_batch,
                                       field_columns,
                                       lane_targets,
                                       lanes_for,
+                                      train_lane_targets,
 )
 from hrnn_jax.models.hcrnn import HCRNN, Attention
 from hrnn_jax.models.hrnn import HRNN, ContextGates, ContextGrad, FirstSession
@@ -51,5 +53,6 @@ __all__ = [
     'UserRNN', 'build_model', 'check_ids', 'check_model', 'dense', 'dense_params', 'dropout',
     'dropout_mask', 'example_batch', 'fan_uniform', 'field_columns', 'from_spec', 'gap_levels',
     'gru4rec_uniform', 'lane_targets', 'lanes_for', 'model_names', 'register_model', 'score_items',
-    'target_mean', 'tied_embedding', 'tied_scoring_params', 'to_spec', 'train_config_for'
+    'target_mean', 'tied_embedding', 'tied_scoring_params', 'to_spec', 'train_config_for',
+    'train_lane_targets', 'TrainLanes'
 ]

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Literal, Mapping, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -170,6 +170,22 @@ def lane_targets(model: Model, protocol: str = "last-session") -> Targets:
     """The lane layout of ``model`` under ``protocol``: ``"user"`` for a whole-sequence model,
     else the protocol's (``hrnn_jax.data.rows.rows_targets``)."""
     return "user" if model.capabilities.whole_sequence else rows_targets(protocol)
+
+
+TrainLanes = Literal["auto", "within-session"]  # TrainConfig.train_lanes
+
+
+def train_lane_targets(model: Model, protocol: str = "last-session",
+                       train_lanes: TrainLanes = "auto") -> Targets:
+    """The lane layout ``model`` trains on: its evaluation layout (:func:`lane_targets`) with
+    ``"auto"``; with ``"within-session"``, a model that is not whole-sequence learns only the
+    targets within a session (``"session"``, Quadrana et al.'s training) even where it is
+    evaluated on ``"user"`` lanes (leave-one-out: a test event that opens a session is then
+    predicted from the end of the previous one, a step the model was not trained on)."""
+    choices.check("train_lanes", train_lanes, TrainLanes)
+    if train_lanes == "within-session" and not model.capabilities.whole_sequence:
+        return "session"
+    return lane_targets(model, protocol)
 
 
 def field_columns(model: Model) -> tuple[str, ...]:
