@@ -3,7 +3,7 @@
     python experiments/bench_throughput.py [--json PATH] [--users 1000] [--epochs 2]
         [--default-malloc] [--sections models,seeds,catalogue,eval]
         [--precision default|high|highest] [--deterministic]
-        [--models gru,concat,hrnn-init,hrnn-all]
+        [--models gru,concat,hrnn-init,hrnn-all] [--gru-reset after|before|both]
 
 Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with in-batch negatives):
 
@@ -11,7 +11,10 @@ Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with i
   first call with the compilation left out), the train step's memory (XLA's own accounting of
   arguments + outputs + temporaries) and ``ratio_to_gru``: cost per event relative to the session
   GRU (> 1 is slower; with ``--models``, relative to the first model named, e.g.
-  ``--models gru,hcrnn-3-bi`` for HCRNN-3+Bi beside GRU4Rec);
+  ``--models gru,hcrnn-3-bi`` for HCRNN-3+Bi beside GRU4Rec). ``--gru-reset`` sets where every
+  GRU's reset gate acts (``ModelConfig.gru_reset``); ``both`` measures each model in both forms
+  in the same run (rows ``NAME`` and ``NAME/before``), the ratios against the first model's
+  ``after`` form;
 * the wall time of one train step for 1 seed and for 8 seeds in one ``jax.vmap``-ed step, with
   the step's scratch memory and page faults per call;
 * session-GRU training events/s at 1k, 10k and 100k items (row-sparse table updates);
@@ -163,6 +166,9 @@ def main(argv=None):
     ap.add_argument("--models", default=",".join(MODELS),
                     help="the models section's models (models.model_names(); the first is the "
                          "baseline of ratio_to_gru), e.g. gru,concat,hcrnn-3-bi")
+    ap.add_argument("--gru-reset", choices=("after", "before", "both"), default="after",
+                    help="where the GRUs' reset gate acts (ModelConfig.gru_reset); both: each "
+                         "model in both forms")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma list from {','.join(SECTIONS)} (default: all)")
     ap.add_argument("--precision", choices=precision.MATMUL_PRECISIONS, default="default",
@@ -179,6 +185,20 @@ def main(argv=None):
         run(args, sections)
 
 
+def models_section(args, prep, cfg) -> dict:
+    """Training events/s and step memory of each model of ``--models``, in each GRU form asked."""
+    forms = ("after", "before") if args.gru_reset == "both" else (args.gru_reset,)
+    rows = {}
+    for name in args.models.split(","):
+        for form in forms:
+            c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, gru_reset=form))
+            model, eps = fit_speed(name, prep, c, args.epochs)
+            label = name if form == forms[0] else f"{name}/{form}"
+            rows[label] = {"events_per_second": eps, "gru_reset": form,
+                           "step_memory_mb": step_memory_mb(model, prep, c)}
+    return rows
+
+
 def run(args, sections):
     args.keep_freed_memory = False if args.default_malloc else cpu.keep_freed_memory()
     print(f"keep_freed_memory: {args.keep_freed_memory}")
@@ -192,15 +212,12 @@ def run(args, sections):
     prep = prepared(args.users, 1000)
     print(f"data: {prep.info['train_events']} training events, {prep.info['items']} items")
     if "models" in sections:
-        for name in args.models.split(","):
-            model, eps = fit_speed(name, prep, cfg, args.epochs)
-            out["models"][name] = {"events_per_second": eps,
-                                   "step_memory_mb": step_memory_mb(model, prep, cfg)}
+        out["models"] = models_section(args, prep, cfg)
         gru = next(iter(out["models"].values()))["events_per_second"]
-        print(f"{'model':<10}{'events/s':>12}{'ratio_to_gru':>14}{'step MB':>10}")
+        print(f"{'model':<18}{'events/s':>12}{'ratio_to_gru':>14}{'step MB':>10}")
         for name, r in out["models"].items():
             r["ratio_to_gru"] = gru / r["events_per_second"]
-            print(f"{name:<10}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
+            print(f"{name:<18}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
                   f"{r['step_memory_mb']:>10.1f}{t}")
 
     if "seeds" in sections:

@@ -1,7 +1,9 @@
 """Donkers, Loepp, Ziegler 2017, Table 2: the baselines, the standard GRU and the three user-based
 GRUs on one log, by MRR@20 and Recall@20, with each neural model's training throughput.
 
-    python experiments/donkers2017.py [--data PATH] [--json PATH] [--models NAMES] [config flags]
+    python experiments/donkers2017.py [--data PATH] [--json PATH] [--models NAMES] [--seeds N]
+        [--paper-table auto|none|movielens|lastfm] [--user-sample F [--sample-seed S]]
+        [--event-sample F] [config flags]
 
 Data. ``--data PATH`` reads a log with the library's formats (``hrnn_jax.data.read_log``; every
 ``--sep``, ``--columns``, ``--time-col`` ... flag of ``hrnn-jax compare`` works), e.g. MovieLens-10M
@@ -28,15 +30,41 @@ windows of 20 steps (the "unfold dimension"), U(-0.1, 0.1) initialisation (the u
 item/user dropout keep 0.8/0.5, L2 on the user side 0.01, omega 0.2; Item-KNN 100 neighbours,
 decay 1 per day (our unit: the paper gives the constant without one), MF 20 factors, 30 epochs,
 lr 0.01, sequential MF window 2. The paper's 1000 hidden units and batch 1000 are
-``--hidden`` and ``--batch-size``; with the defaults here (100 and 50) the whole experiment took
-about 18 minutes on 2 CPU cores.
+``--hidden`` and ``--batch-size``; with the defaults here (100 and 50) and one seed the whole
+experiment (before ``user-gru-none`` joined it) took about 18 minutes on 2 CPU cores; three seeds
+cost about three times the neural models' time.
 Epochs: the paper trains 10 iterations over MovieLens-10M, thousands of optimiser steps each; the
 synthetic default gives about 100 steps an epoch, so it trains up to 30 epochs with early stopping
 (patience 3 on the validation MRR@20): at Adam's 1e-3 every neural model was still improving after
 10.
-The standard GRU is RNN Concat (``concat``): the same sequence without the user input, with
-an item embedding as wide as the hidden state (``--embed-dim``, Table 1) rather than one-hot
-items.
+The standard GRU is ``user-gru-none``: the paper's "standard GRU network without any of our
+proposed extensions", i.e. the user-based network without the user (``cells.StandardUserGRU`` in
+``models.UserRNN``: Eq. 3-5 without the user term, r applied to h before the product, dropout
+keep 0.8 on the item vector, U(-0.1, 0.1) initialisation, no user table). Every other model is
+tested against it. RNN Concat (``concat``, last row) is the library's GRU4Rec-form GRU over the
+same sequences (r after the recurrent product, dropout 0.2 on the GRU's outputs, GRU4Rec's
+initialisation, an item embedding as wide as h): kept for comparison, it is not the paper's
+baseline.
+
+Seeds and tests. ``--seeds N`` trains N seeds of each neural model side by side (the
+baselines are deterministic: one run); the table then shows mean±std over the seeds. Every
+model is compared with ``user-gru-none`` by a paired test over the test users (one pair per
+user: the user's MRR@20 and Recall@20 over their test events, the seeds averaged first;
+``hrnn_jax.evaluation.significance``): the table shows the Wilcoxon signed-rank p-values, the
+JSON also the paired t-test's. The paper names no test.
+
+Table 2. ``--paper-table`` prints the paper's figures (MRR@20 / Recall@20) beside each model:
+``movielens`` or ``lastfm`` (``hrnn_jax.papers.donkers2017.TABLE2``); ``auto`` (default)
+chooses by the log's file name (``ratings.dat``, "ml-10m", "movielens" -> movielens; "lastfm",
+"userid-timestamp" -> lastfm; none for the synthetic log).
+
+LastFM-1K subsample. The paper evaluates "a 10% subsample" without saying of what. ``--user-sample
+0.1 [--sample-seed S]`` keeps a random 10% of the users, each whole (deterministic per seed);
+``--event-sample 0.1`` keeps each user's most recent 10% of events. The paper's average sequence
+length of 1,738 (19,150,868 events of 992 users, 19,305 a user) fits the latter better.
+
+Item-KNN's co-occurrence window is the training session (``baselines.ItemKNN``): sessions are
+cut at 30 idle minutes (``--session-gap``), also on MovieLens; the paper does not state it.
 
 Beside each neural model it prints training events/s and its ratio to the standard GRU's (the paper
 reports the user-based variants at 92%). It first calls ``hrnn_jax.cpu.keep_freed_memory()``
@@ -47,8 +75,10 @@ window) and more of the user-based GRUs' (whose residuals make the buffer larger
 the cells cost, in multiply-adds against the state: the standard GRU 3n^2, linear 3n^2 (its user
 input is projected outside the scan), rectified 8n^2 (Eq. 7's thresholds and the filtered user
 vector's product depend on h), attentional 10n^2 (both inputs are weighted by xi, which depends on
-h). JSON: ``{"models": {name: {"mrr@20", "recall@20", "events_per_second", ...}},
-"data": {...}, "config": {...}}``.
+h). JSON: ``{"models": {name: {"mrr@20", "recall@20", "events_per_second", ("seeds", "mean",
+"std", "per_seed",) "reference", "unit", "sessions" (the test users), "p_value",
+"t_test_p_value", ...}}, "reference": "user-gru-none", "labels", "paper": {"table", "metrics",
+"figures"} or null, "data": {...}, "config": {...}}``.
 """
 from __future__ import annotations
 
@@ -56,12 +86,16 @@ import argparse
 import dataclasses
 import sys
 
+import numpy as np
+
 from hrnn_jax import compare, cpu, data, jsonio
 from hrnn_jax import config as conf
 from hrnn_jax.data import synthetic
+from hrnn_jax.evaluation import significance
 from hrnn_jax.papers import donkers2017
 
 MODELS = donkers2017.MODELS
+REFERENCE = donkers2017.REFERENCE  # the standard GRU: every other model is tested against it
 # The experiment's defaults (the paper's Table 1 where it says); flags override them.
 DEFAULTS = {
     "data": {"protocol": "temporal", "test_fraction": 0.05, "min_item_support": 1,
@@ -85,6 +119,14 @@ def parse(argv=None):
     ap.add_argument("--items", type=int, default=15000, help="synthetic items (generated; those "
                     "never drawn are not in the catalogue)")
     ap.add_argument("--data-seed", type=int, default=0, help="synthetic seed")
+    ap.add_argument("--paper-table", choices=("auto", "none", *donkers2017.TABLE2),
+                    default="auto", help="Table 2's column printed beside the results (default "
+                    "auto: by the log's file name, none for the synthetic log)")
+    ap.add_argument("--user-sample", type=float, default=None, metavar="FRACTION",
+                    help="keep a random FRACTION of the log's users, each whole (--sample-seed)")
+    ap.add_argument("--event-sample", type=float, default=None, metavar="FRACTION",
+                    help="keep each user's most recent FRACTION of events")
+    ap.add_argument("--sample-seed", type=int, default=0, help="seed of --user-sample")
     ap.add_argument("--default-malloc", action="store_true",
                     help="leave glibc's malloc as it is (default: hrnn_jax.cpu.keep_freed_memory)")
     for section in ("data", "model", "train", "eval"):
@@ -101,10 +143,66 @@ def load(args, cfg: conf.Config):
     if args.data is None:
         raw = synthetic.generate(n_users=args.users, n_items=args.items, seed=args.data_seed,
                                  **synthetic.LASTING_TASTES)
-        return data.read_interactions(raw), {"source": "synthetic", "generated": {
+        log, source = data.read_interactions(raw), {"source": "synthetic", "generated": {
             "users": args.users, "items": args.items, "seed": args.data_seed,
             "knobs": synthetic.LASTING_TASTES}}
-    return data.read_log(args.data, cfg.data), {"source": str(args.data)}
+    else:
+        log, source = data.read_log(args.data, cfg.data), {"source": str(args.data)}
+    if args.user_sample is not None:
+        log = donkers2017.sample_users(log, args.user_sample, args.sample_seed)
+        source["user_sample"] = {"fraction": args.user_sample, "seed": args.sample_seed}
+    if args.event_sample is not None:
+        log = donkers2017.sample_events(log, args.event_sample)
+        source["event_sample"] = {"fraction": args.event_sample}
+    if args.user_sample is not None or args.event_sample is not None:
+        source["sampled_events"] = log.height
+    return log, source
+
+
+def user_tests(prep, ranked: dict, ks) -> dict:
+    """Each model against :data:`REFERENCE`: Wilcoxon and paired t-test p-values of its
+    per-user MRR@k and Recall@k (one pair per test user, seeds averaged first;
+    ``significance.against_reference`` with the user as the unit)."""
+    if REFERENCE not in ranked:
+        return {}
+    users = prep.stream["user"].to_numpy().astype(np.int64)[prep.rows.event]
+    tests = significance.against_reference({n: r.ranks for n, r in ranked.items()}, REFERENCE,
+                                           users, ks)
+    return {name: {**t, "unit": "user"} for name, t in tests.items()}
+
+
+def cell(r: dict, metric: str) -> str:
+    """``mean`` or ``mean±std`` (several seeds)."""
+    if r.get("seeds", 1) > 1:
+        return f"{r[metric]:.4f}±{r['std'][metric]:.4f}"
+    return f"{r[metric]:.4f}"
+
+
+def print_table(results: dict, table: str | None) -> None:
+    """MRR@20, Recall@20 (mean±std over seeds), the Wilcoxon p-values against the standard GRU,
+    events/s and its ratio to the standard GRU's, and Table 2's column if ``table``."""
+    ref = results.get(REFERENCE, {}).get("events_per_second")
+    paper = donkers2017.TABLE2.get(table, {}) if table else {}
+    print(f"\n{'model':<22}{'MRR@20':>16}{'Recall@20':>16}{'p MRR':>9}{'p Rec':>9}"
+          f"{'events/s':>10}{'vs GRU':>8}" + (f"   paper {table} MRR/Recall" if table else ""))
+    for name, r in results.items():
+        neural = compare.is_neural(name)
+        eps = f"{r['events_per_second']:>10.0f}" if neural else f"{'-':>10}"
+        ratio = f"{r['events_per_second'] / ref:>8.2f}" if neural and ref else f"{'-':>8}"
+        ps = r.get("p_value", {})
+        pv = "".join(f"{ps[m]:>9.2g}" if ps.get(m) is not None else f"{'-':>9}"
+                     for m in donkers2017.TABLE2_METRICS)
+        fig = paper.get(name)
+        print(f"{name:<22}{cell(r, 'mrr@20'):>16}{cell(r, 'recall@20'):>16}{pv}{eps}{ratio}"
+              + (f"   {fig[0]:.5f} / {fig[1]:.5f}" if fig else ""))
+    seeds, units = significance.footnote(results)
+    if seeds > 1:
+        print(f"mean±std over {seeds} seeds (the baselines: one deterministic run)")
+    if units:
+        print(f"p: {significance.WILCOXON} against {REFERENCE} (the paper's standard GRU), one "
+              f"pair per test user ({units} users; paired t-tests in the JSON)")
+    if "concat" in results:
+        print(f"concat: {donkers2017.LABELS['concat']}")
 
 
 def main(argv=None) -> int:
@@ -125,16 +223,18 @@ def main(argv=None) -> int:
     print(f"data: {prep.info}", flush=True)
     kept = False if args.default_malloc else cpu.keep_freed_memory()
     print(f"keep_freed_memory: {kept}", flush=True)
-    results = compare.compare(prep, names, cfg, log=print)
-    ref = results.get("concat", {}).get("events_per_second")
-    print(f"\n{'model':<22}{'MRR@20':>9}{'Recall@20':>11}{'events/s':>11}{'vs GRU':>8}")
-    for name, r in results.items():
-        neural = compare.is_neural(name)
-        eps = f"{r['events_per_second']:>11.0f}" if neural else f"{'-':>11}"
-        ratio = f"{r['events_per_second'] / ref:>8.2f}" if neural and ref else f"{'-':>8}"
-        print(f"{name:<22}{r['mrr@20']:>9.4f}{r['recall@20']:>11.4f}{eps}{ratio}")
+    ranked = compare.run_models(prep, names, cfg, log=print)
+    results = compare.summarise(prep, ranked, cfg)
+    for name, tests in user_tests(prep, ranked, cfg.eval.ks).items():
+        results[name].update(tests)
+    table = donkers2017.paper_table(args.paper_table, args.data)
+    print_table(results, table)
     if args.json:
-        jsonio.write_json(args.json, {"models": results, "data": {**source, **prep.info},
+        paper = ({"table": table, "metrics": list(donkers2017.TABLE2_METRICS),
+                  "figures": donkers2017.TABLE2[table]} if table else None)
+        jsonio.write_json(args.json, {"models": results, "reference": REFERENCE,
+                                      "labels": donkers2017.LABELS, "paper": paper,
+                                      "data": {**source, **prep.info},
                                       "config": cfg.to_dict(), "keep_freed_memory": kept})
     return 0
 

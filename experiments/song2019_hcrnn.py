@@ -12,9 +12,10 @@ random; ``--data ratings.dat --format movielens [--max-rating-only]`` a MovieLen
 (``.dat`` or ``.csv``), with ``--max-rating-only`` only its maximum ratings as the paper (binary
 implicit feedback); ``--data steam_reviews.json.gz --format steam`` a Steam review dump of Kang &
 McAuley (``hrnn_jax.data.read.read_steam``). Protocol of the paper: one sequence per user (no
-session cut), users split about 80/20 with a share of the training users as validation, every step
-of a test sequence evaluated (its first event has no input), sequences of at least 10 events, items
-only in test removed; R@3, R@20, M@3, M@20.
+session cut), users split about 80/20 (``TEST_FRACTION``; the authors' files: their split), 10% of
+the training users as validation (``VALID_FRACTION``, the paper: "10% of the randomly chosen train
+set as the validation set"), every step of a test sequence evaluated (its first event has no
+input), sequences of at least 10 events, items only in test removed; R@3, R@20, M@3, M@20.
 
 Models (``hrnn-jax compare --models`` names): ``pop``, ``spop``, ``itemknn``, ``bpr-mf``, ``gru``
 (GRU4Rec over the user's sequence), ``lstm4rec``, ``narm``, ``stamp`` (the attention baselines,
@@ -24,24 +25,29 @@ of the paper's table). HCRNN-1/2/3 decode h_t alone as the paper describes them;
 ``--hcrnn-attention additive`` adds the one additive attention over past h_j that the authors' code
 gives them (and that produced the paper's rows).
 
-Paper settings as defaults: embedding 100, hidden 100, dropout 0.25 on inputs and 0.5 on the
-decoder's input (HCRNN and NARM; the GRUs' output dropout 0.5; STAMP none, as the authors' code),
+Paper settings as defaults: item embedding 100 for every neural model (``--embedding``; GRU4Rec's
+too, a learned table in place of one-hot inputs, as the paper sets it "for fair performance
+comparisons"), hidden 100, dropout 0.25 on inputs and 0.5 on the decoder's input (HCRNN and NARM;
+the GRUs' output dropout 0.5 and no input dropout; STAMP none, as the authors' code),
 Adam at the paper's 1e-3 (STAMP 5e-3) unless ``--learning-rate`` is given (on the rows a window
 touches for the GRUs' untied item tables: the lazy variant, ``row_updates="sparse"``), full softmax,
 at most 200 epochs with early stopping after 10 without a better validation MRR@20 (the authors'
 code watches R@20); batch: B = 50 lanes of windows of L = 20 steps, 1,000 targets a step (the
 paper's batch is 512 prefixes, one target each).
 
-Analyses (``song2019.analyse`` on the test users, HCRNN-3+Bi): the mean of r_t * G^(d)_t after a
-topic change and within a run of one topic (Fig. 5a), and the mean attention weight by time
-distance in both channels (Fig. 6a); drawn to ``--plot PATH`` when matplotlib is installed.
-Topics are known for the synthetic log only.
+Analyses (``song2019.analyse`` on the test users, HCRNN-3+Bi): the mean of r_t * G^(d)_t by the
+length of the same-topic run before the step, for steps that continue the topic and steps that
+change it (Fig. 5a as the paper draws it; pooled over the runs too), and the mean attention weight
+by time distance in both channels, and NARM's when ``narm`` is among the models (Fig. 6a); drawn to
+``--plot PATH`` when matplotlib is installed. Topics are known for the synthetic log only.
 
 JSON: ``{"models": {name: {"recall@3", "recall@20", "mrr@3", "mrr@20", "events_per_second"}},
 "analysis": {...}, "tests": {name: significance against gru}, "checks": {...}, "paper": {...},
 "data": {...}, "config": {...}}``. ``checks`` holds the paper's claims as measured here:
 ``hcrnn_3_bi_beats_gru`` (``{"recall@20": bool, "mrr@20": bool}``, with both models run) and
-``drift_gate_smaller_after_change`` (with the analysis), each absent when it cannot be judged.
+``drift_gate_smaller_after_change``, ``drift_gate_smaller_after_longer_runs`` and
+``local_attention_nearer_than_temporary`` (with the analysis), each absent when it cannot be
+judged (``claims``).
 """
 from __future__ import annotations
 
@@ -63,6 +69,9 @@ MODELS = ("pop", "spop", "itemknn", "bpr-mf", "gru", "lstm4rec", "narm", "stamp"
           "hcrnn-2", "hcrnn-3", "hcrnn-3-bi", "hrnn-hcrnn-3")
 LEARNING_RATE = {"stamp": 5e-3}  # the paper's Adam steps: STAMP's, and PAPER_LR for the rest
 PAPER_LR = 1e-3
+PAPER_EMBED = 100  # "the item embedding (100)", every neural model's, GRU4Rec's included
+TEST_FRACTION = 0.2  # raw logs: about 80/20 by users (Table 2: 38,724 train / 9,140 test)
+VALID_FRACTION = 0.1  # "10% of the randomly chosen train set as the validation set"
 # Table 3 of the paper, CiteULike (percent)
 PAPER_CITEULIKE = {
     "pop": (1.44, 5.78, 0.92, 1.44), "spop": (1.26, 4.99, 0.79, 1.23),
@@ -110,6 +119,8 @@ def main(argv=None) -> int:
     ap.add_argument("--learning-rate", type=float, default=None,
                     help="Adam's step for every model (default: the paper's, 1e-3; STAMP 5e-3)")
     ap.add_argument("--hidden", type=int, default=100)
+    ap.add_argument("--embedding", type=int, default=PAPER_EMBED,
+                    help="item embedding of every neural model (GRU4Rec's too; the paper's 100)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--hcrnn-attention", choices=("none", "additive"), default="none",
@@ -138,14 +149,14 @@ def main(argv=None) -> int:
         print(f"error: {data.one_line(err)}", file=sys.stderr)
         return 1
     config = Config(
-        data=DataConfig(protocol="users", test_fraction=0.2 if test_users is None else 0.1,
+        data=DataConfig(protocol="users", test_fraction=TEST_FRACTION,
                         split_seed=args.seed, session_gap=1e12, min_session_len=1,
                         # the authors' files are filtered already (some of their sequences are
                         # shorter than 10 after their item filter): nothing is dropped there
                         min_user_events=1 if test_users is not None else 10,
                         min_item_support=args.min_item_support,
                         max_value_only=args.max_rating_only),
-        model=ModelConfig(hidden=args.hidden, dropout_session=0.5,
+        model=ModelConfig(hidden=args.hidden, embed_dim=args.embedding, dropout_session=0.5,
                           hcrnn_attention=args.hcrnn_attention),
         train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, window=args.window,
                           optimizer="adam", learning_rate=args.learning_rate or PAPER_LR,
@@ -162,8 +173,7 @@ def main(argv=None) -> int:
         if compare.is_neural(name):
             lr = args.learning_rate or LEARNING_RATE.get(name, PAPER_LR)
             model = compare.model_for(name, prep, config)
-            fit = compare.fit_neural(model, prep, dataclasses.replace(
-                config, train=dataclasses.replace(config.train, learning_rate=lr)))
+            fit = compare.fit_neural(model, prep, fit_config(config, lr))
             ranks, speed = compare.evaluate_neural(model, fit.params, prep, config), \
                 fit.events_per_second
             fitted[name] = (model, fit.params)
@@ -177,13 +187,7 @@ def main(argv=None) -> int:
               + (f"{speed:>10.0f} ev/s" if speed else ""), flush=True)
     analysis = {}
     if "hcrnn-3-bi" in fitted and topic_of is not None:
-        model, params = fitted["hcrnn-3-bi"]
-        topics = np.array([topic_of[str(i)] for i in
-                           prep.encoded.item_ids[prep.test["item"].to_numpy()]])
-        analysis = song2019.analyse(model, params, prep.test, topics,
-                                    batch_size=config.train.batch_size)
-        print(f"r * G^(d): {analysis['drift_gate_after_change']:.4f} after a topic change, "
-              f"{analysis['drift_gate_within_run']:.4f} within a run")
+        analysis = analyse(fitted, prep, topic_of, config.train.batch_size)
         if args.plot:
             plot(analysis, args.plot)
     checks = claims(out, analysis)
@@ -211,21 +215,67 @@ def main(argv=None) -> int:
             "models": out, "analysis": analysis, "tests": tests, "checks": checks,
             "paper": {"citeulike": {k: dict(zip(METRICS, v)) for k, v in PAPER_CITEULIKE.items()}},
             "data": {**info, "source": source},
-            "config": {**config.to_dict(), "models": names}})
+            "config": {**config.to_dict(), "models": names, "valid_fraction": VALID_FRACTION}})
     return 0
 
 
+def analyse(fitted: dict, prep, topic_of: dict, batch_size: int) -> dict:
+    """``song2019.analyse`` of the trained HCRNN-3+Bi on the test users (NARM's attention too
+    when it was trained), printed."""
+    model, params = fitted["hcrnn-3-bi"]
+    topics = np.array([topic_of[str(i)] for i in
+                       prep.encoded.item_ids[prep.test["item"].to_numpy()]])
+    a = song2019.analyse(model, params, prep.test, topics, batch_size=batch_size,
+                         narm=fitted.get("narm"))
+    print(f"r * G^(d): {a['drift_gate_after_change']:.4f} after a topic change, "
+          f"{a['drift_gate_within_run']:.4f} within a run")
+    runs = a["drift_gate_by_run"]
+    print("Fig. 5a, r * G^(d) by the same-topic run before the step (1 .. "
+          f"{song2019.RUN_CAP}+):\n  same topic   " + " ".join(f"{v:.4f}" for v in runs["same"])
+          + "\n  topic change " + " ".join(f"{v:.4f}" for v in runs["change"]))
+    print("Fig. 6a, mean attended distance: " + ", ".join(
+        f"{k} {v:.2f}" for k, v in a["mean_attended_distance"].items()))
+    return a
+
+
+def fit_config(config: Config, learning_rate: float) -> Config:
+    """``config`` for ``compare.fit_neural``: Adam's ``learning_rate``, and the validation users
+    drawn as ``VALID_FRACTION`` of the training users (``compare.validation`` reads the share from
+    ``data.test_fraction``; the test split is made before, at ``TEST_FRACTION`` or the authors'
+    files)."""
+    return dataclasses.replace(
+        config, data=dataclasses.replace(config.data, test_fraction=VALID_FRACTION),
+        train=dataclasses.replace(config.train, learning_rate=learning_rate))
+
+
 def claims(out: dict, analysis: dict) -> dict:
-    """The paper's claims judged on this run: HCRNN-3+Bi above GRU4Rec on R@20 and M@20, and the
-    drift gate r * G^(d) smaller after a topic change than within a run (Fig. 5a)."""
+    """The paper's claims judged on this run, each absent when it cannot be judged:
+    ``hcrnn_3_bi_beats_gru`` (Table 3, R@20 and M@20); Fig. 5a's two: the drift gate r * G^(d)
+    smaller after a topic change than within a run (``drift_gate_smaller_after_change``), and
+    after a change smaller the longer the run it ends (``drift_gate_smaller_after_longer_runs``:
+    the least-squares slope of the change steps' gate on the run's length, each step one point,
+    is negative); Fig. 6a's: the local channel attends nearer the step than the temporary one
+    (``local_attention_nearer_than_temporary``, by the mean attended distance)."""
     checks = {}
     if "hcrnn-3-bi" in out and "gru" in out:
         checks["hcrnn_3_bi_beats_gru"] = {k: bool(out["hcrnn-3-bi"][k] > out["gru"][k])
                                           for k in ("recall@20", "mrr@20")}
-    after, within = (analysis.get(k) for k in ("drift_gate_after_change",
-                                               "drift_gate_within_run"))
-    if after is not None and within is not None and after == after and within == within:
+    if not analysis:
+        return checks
+    known = lambda *v: all(x == x for x in v)  # noqa: E731 (NaN: no step to judge)
+    after, within = analysis["drift_gate_after_change"], analysis["drift_gate_within_run"]
+    if known(after, within):
         checks["drift_gate_smaller_after_change"] = bool(after < within)
+    runs = analysis["drift_gate_by_run"]
+    n = np.array(runs["steps_change"], float)
+    if (n > 0).sum() >= 2:  # the slope of the change steps' gate on the run's length
+        g, x = np.nan_to_num(np.array(runs["change"])), np.arange(1, len(n) + 1)
+        mx = np.dot(n, x) / n.sum()
+        slope = np.dot(n, (x - mx) * g) / np.dot(n, (x - mx) ** 2)
+        checks["drift_gate_smaller_after_longer_runs"] = bool(slope < 0)
+    d = analysis["mean_attended_distance"]
+    if "local" in d and known(d["local"], d["temporary"]):
+        checks["local_attention_nearer_than_temporary"] = bool(d["local"] < d["temporary"])
     return checks
 
 
@@ -240,13 +290,23 @@ def plot(analysis: dict, path: str) -> None:
         print("matplotlib is not installed: no plot", file=sys.stderr)
         return
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    a.bar(["after a topic change", "within a run"],
-          [analysis["drift_gate_after_change"], analysis["drift_gate_within_run"]])
+    runs = analysis["drift_gate_by_run"]
+    n = np.arange(1, len(runs["same"]) + 1)
+    a.plot(n, runs["same"], "o-", label="same topic as the run")
+    a.plot(n, runs["change"], "s-", label="topic change")
+    a.set_xticks(n, [*map(str, n[:-1]), f"{n[-1]}+"])
+    a.set_xlabel("same-topic items before the step")
     a.set_ylabel("mean r * G^(d)")
-    for k, v in analysis["attention_by_distance"].items():
-        b.plot(np.arange(len(v)), v, label=k)
-    b.set_xlabel("time distance")
+    a.set_title("Fig. 5a")
+    a.legend()
+    names = {"narm": "NARM alpha", "local": "alpha^(c)", "temporary": "alpha^(h)"}
+    for k in ("narm", "local", "temporary"):
+        if k in analysis["attention_by_distance"]:
+            v = analysis["attention_by_distance"][k]
+            b.plot(np.arange(len(v)), v, label=names[k])
+    b.set_xlabel("time distance (0: the step itself)")
     b.set_ylabel("mean attention weight")
+    b.set_title("Fig. 6a")
     b.legend()
     fig.tight_layout()
     fig.savefig(path)

@@ -135,13 +135,26 @@ def fit_neural(model: models.Model, prep: Prepared, config: Config, log=None, pr
                         on_epoch=on_epoch)
 
 
+def candidates(prep: Prepared, config: Config) -> np.ndarray | None:
+    """The items every target is ranked against: None for the whole catalogue, or with
+    ``config.eval.rank_top_items`` = n the n items with the most training events
+    (``evaluation.top_items``; Quadrana et al.'s Table 5). Early stopping's validation ranks
+    against the whole catalogue either way."""
+    n = config.eval.rank_top_items
+    if n is None:
+        return None
+    N = prep.encoded.n_items
+    return evaluation.top_items(baselines.item_counts(baselines.train_events(prep.train, N), N), n)
+
+
 def evaluate_neural(model: models.Model, params, prep: Prepared, config: Config,
                     progress=None) -> np.ndarray:
     """Ranks of every evaluation row under ``params`` of one seed: ``[R]``."""
     return predict.model_ranks(model, params, prep.stream, prep.rows,
                                batch_size=config.train.batch_size,
                                targets=lane_targets(model, prep), ties=config.eval.ties,
-                               exclude_seen=config.eval.exclude_seen, progress=progress)
+                               exclude_seen=config.eval.exclude_seen, progress=progress,
+                               candidates=candidates(prep, config))
 
 
 def run_baseline(name: str, prep: Prepared, config: Config, progress=None) -> Ranked:
@@ -151,7 +164,7 @@ def run_baseline(name: str, prep: Prepared, config: Config, progress=None) -> Ra
     seconds = time.perf_counter() - start
     ranks = evaluation.rank_chunks(lambda idx: model.score(prep.rows, idx), prep.rows,
                                    ties=config.eval.ties, exclude_seen=config.eval.exclude_seen,
-                                   progress=progress)
+                                   progress=progress, candidates=candidates(prep, config))
     return Ranked(ranks[None], seconds, prep.train.height / seconds if seconds else 0.0)
 
 
@@ -191,7 +204,9 @@ def summarise(prep: Prepared, ranked: dict[str, Ranked], config: Config = Config
     """``{name: {metric: value, "train_seconds", "events_per_second", "breakdown"}}``.
 
     Metrics of several seeds are their mean. ``breakdown``: by user history length and by position
-    in the session (Quadrana et al. 4.3.1 and 4.3.2) at the smallest K, of the first seed.
+    in the session (Quadrana et al. 4.3.1 and 4.3.2) at the smallest K, of the first seed,
+    averaged per prediction (``experiments/quadrana2017.py`` also averages them per test session,
+    as the paper: ``evaluation.breakdown_by_history(..., sessions=...)``).
 
     With ``config.train.seeds`` > 1 every model also gets ``seeds`` (its runs: S for the neural
     models, 1 for the deterministic baselines), ``mean`` and ``std`` (sample standard deviation

@@ -41,6 +41,7 @@ from hrnn_jax import choices
 # are looked up in these modules when the section is first checked (they import this module, so
 # it cannot import them at its top).
 if typing.TYPE_CHECKING:  # the same names for readers and type checkers
+    from hrnn_jax.cells.gru import GRUReset
     from hrnn_jax.data.pipeline import Catalogue
     from hrnn_jax.data.read import LogFormat, TimeUnit
     from hrnn_jax.data.splits import Protocol
@@ -146,6 +147,11 @@ class ModelConfig(_Checked):
     """The models' sizes and the options of HRNN (``models.HRNN``) and Item-KNN."""
 
     hidden: int = field(100, "units of each GRU layer (session and user level)", min=1)
+    gru_reset: GRUReset = field(
+        "after", "GRU layers of gru, gru4rec+, concat, hrnn-*, hrnn-meta: the reset gate on the "
+                 "recurrent product, r * (U h + b) (after: flax's and cuDNN's form) or on the "
+                 "state before it, U (r * h) (before: Cho et al. 2014's, GRU4Rec's and the HRNN "
+                 "authors' code)")
     embed_dim: int | None = field(None, "gru, concat, hrnn: width of a learned item embedding "
                                         "(none: one-hot items, as GRU4Rec)", min=1)
     dropout_user: float = field(0.0, "HRNN: dropout on the user GRU's output", min=0.0, max=0.99)
@@ -249,6 +255,10 @@ class EvalConfig(_Checked):
     ties: Ties = field("optimistic", "rank of the target among equal scores")
     exclude_seen: bool = field(False, "never recommend items the user has already interacted "
                                       "with")
+    rank_top_items: int | None = field(
+        None, "rank each target against the N items with the most training events only "
+              "(Quadrana et al.'s VIDEOXXL, Table 5: 50000); a target outside them is still "
+              "ranked, against them, as GRU4Rec's evaluation (none: the whole catalogue)", min=1)
 
 
 @dataclasses.dataclass(frozen=True)

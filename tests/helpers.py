@@ -35,9 +35,9 @@ def perturbed(params):
         lambda a: a + 0.05 * jnp.sin(jnp.arange(a.size)).reshape(a.shape), params)
 
 
-def run_lanes(model, params, frame, **lane_kw):
+def run_lanes(model, params, frame, targets="user", **lane_kw):
     """Outputs by target row, from the model's scan over several windows of 3 lanes."""
-    lanes = lanes_for(model, frame, batch_size=3, window=4, targets="user", seed=1, **lane_kw)
+    lanes = lanes_for(model, frame, batch_size=3, window=4, targets=targets, seed=1, **lane_kw)
     assert len(lanes) >= 3  # the carry crosses windows
     apply = jax.jit(lambda p, c, b: model.apply(p, c, b)[:2])
     carry, got = model.init_carry(3), {}

@@ -22,19 +22,24 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def gru_step(p, h, xp):
-    """cells.GRU from its equations: xp = W_x x + b_x (three blocks r, z, n)."""
+def gru_step(p, h, xp, reset_gate="after"):
+    """cells.GRU from its equations: xp = W_x x + b_x (three blocks r, z, n). ``reset_gate``:
+    r * (U_n h + b_hn) ("after", flax's form) or U_n (r * h) + b_hn ("before", Cho et al. 2014
+    Eq. 6, GRU4Rec's)."""
     H = h.shape[-1]
-    hp = h @ np.asarray(p["hidden"]["kernel"])
-    r = sigmoid(xp[:H] + hp[:H])
-    z = sigmoid(xp[H:2 * H] + hp[H:2 * H])
-    n = np.tanh(xp[2 * H:] + r * (hp[2 * H:] + np.asarray(p["b_hn"])))
+    U = np.asarray(p["hidden"]["kernel"])
+    r = sigmoid(xp[:H] + h @ U[:, :H])
+    z = sigmoid(xp[H:2 * H] + h @ U[:, H:2 * H])
+    if reset_gate == "before":
+        n = np.tanh(xp[2 * H:] + (r * h) @ U[:, 2 * H:] + np.asarray(p["b_hn"]))
+    else:
+        n = np.tanh(xp[2 * H:] + r * (h @ U[:, 2 * H:] + np.asarray(p["b_hn"])))
     return (1 - z) * n + z * h
 
 
-def gru_call(p, h, x):
+def gru_call(p, h, x, reset_gate="after"):
     xp = x @ np.asarray(p["input"]["kernel"]) + np.asarray(p["input"]["bias"])
-    return gru_step(p, h, xp)
+    return gru_step(p, h, xp, reset_gate)
 
 
 def user_steps(frame, targets="session"):
@@ -53,13 +58,15 @@ def user_steps(frame, targets="session"):
     return out
 
 
-def run_user(params, steps, kind, H, context_gates="rz", first_session="init"):
+def run_user(params, steps, kind, H, context_gates="rz", first_session="init",
+             reset_gate="after"):
     """Hidden outputs of one user's steps for kind in gru|concat|init|all (one-hot GRU cells).
 
     Eq. 1 (session GRU), Eq. 3 (user GRU at each session end), Eq. 4 (tanh init),
     Eq. 5 (HRNN All: W_c c added to the input of every step of the next session, on the reset and
     update gates only (``context_gates="rz"``, as hgru4rec) or on all three (``"rzn"``)).
     ``first_session``: the first session starts from tanh(b_init) (``"init"``) or zeros.
+    ``reset_gate``: both GRUs' form (:func:`gru_step`).
     """
     P = {k: (np.asarray(v) if not isinstance(v, dict) else v) for k, v in params.items()}
     item_in = np.asarray(P["item_in"])
@@ -82,7 +89,7 @@ def run_user(params, steps, kind, H, context_gates="rz", first_session="init"):
             if kind == "gru":
                 s = np.zeros(H)  # Eq. 1: s_{m,0} = 0
             elif kind in ("init", "all"):
-                c_state = gru_call(P["user"], c_state, s)  # Eq. 3
+                c_state = gru_call(P["user"], c_state, s, reset_gate)  # Eq. 3
                 s = np.tanh(c_state @ np.asarray(P["init"]["kernel"])
                             + np.asarray(P["init"]["bias"]))  # Eq. 4
                 if kind == "all":
@@ -90,7 +97,7 @@ def run_user(params, steps, kind, H, context_gates="rz", first_session="init"):
                     if context_gates == "rz":
                         ctx = np.concatenate([ctx, np.zeros(H)])  # no shift of the candidate
         prev_session = session
-        s = gru_step(P["session"], s, item_in[item] + ctx)  # Eq. 1 / 5
+        s = gru_step(P["session"], s, item_in[item] + ctx, reset_gate)  # Eq. 1 / 5
         ys[row] = s.copy()
     return ys
 
@@ -165,4 +172,29 @@ def run_user_based(params, steps, cell_call, source, user_vec=None, first_sessio
         v = c if source == "state" else np.asarray(user_vec)
         s = np.asarray(cell_call(s, np.concatenate([item_in[item], v])), np.float64)
         ys[row] = s.copy()
+    return ys
+
+
+def standard_user_gru_step(p, h, i):
+    """Donkers et al.'s standard GRU (``cells.StandardUserGRU``): the user-based cell's Eq. 3-5
+    with the user term removed, gate by gate; r multiplies h BEFORE the matrix (Eq. 4).
+    ``p``: the cell's parameters (``hidden`` [n, 2n], ``candidate`` [n, n], ``item``)."""
+    n = h.shape[-1]
+    Wh, U = np.asarray(p["hidden"], np.float64), np.asarray(p["candidate"], np.float64)
+    Wi, b = np.asarray(p["item"]["kernel"], np.float64), np.asarray(p["item"]["bias"], np.float64)
+    u = sigmoid(h @ Wh[:, :n] + i @ Wi[:, :n] + b[:n])  # Eq. 3
+    r = sigmoid(h @ Wh[:, n:2 * n] + i @ Wi[:, n:2 * n] + b[n:2 * n])
+    k = np.tanh((r * h) @ U + i @ Wi[:, 2 * n:] + b[2 * n:])  # Eq. 4 without T E_v v
+    return (1.0 - u) * h + u * k  # Eq. 5
+
+
+def run_standard_user_gru(params, steps):
+    """Hidden outputs of one user's steps of ``UserRNN`` with ``cells.StandardUserGRU`` (no
+    dropout): from zeros, ``h = standard_user_gru_step(h, E_i i_t)`` over the whole sequence."""
+    item_in = np.asarray(params["item_in"], np.float64)
+    h = np.zeros(np.asarray(params["cell"]["candidate"]).shape[0])
+    ys = {}
+    for item, _, _, row in steps:
+        h = standard_user_gru_step(params["cell"], h, item_in[item])
+        ys[row] = h.copy()
     return ys

@@ -210,8 +210,9 @@ def test_an_hcrnn3_cell_runs_as_hrnns_session_cell():
 
 def test_analyse_groups_the_traced_gates_and_attention_by_step():
     """song2019.analyse against the same trace read by hand (one window holds every user): the
-    drift gate product averaged by whether the step's input changes topic, and the attention
-    weights by distance."""
+    drift gate product averaged by whether the step's input changes topic, pooled and by the
+    length of the same-topic run before it (Fig. 5a), and the attention weights by distance and
+    the mean attended distance (Fig. 6a)."""
     frame = timed_log(seed=5, n_users=4)
     topics = np.random.default_rng(0).integers(0, 2, frame.height)
     m = model(attention_history=3)
@@ -223,23 +224,44 @@ def test_analyse_groups_the_traced_gates_and_attention_by_step():
     _, _, info = m.trace(params, m.init_carry(4), batch)
     g = np.asarray(info["gates"]["r"] * info["gates"]["drift"]).mean(-1)
     user = frame["user"].to_numpy()
-    groups = {True: [], False: []}
+    groups, by_run = {True: [], False: []}, {}
     by_d, n_d = {k: np.zeros(4) for k in ("local", "temporary")}, np.zeros(4)
+    dist, steps = {k: 0.0 for k in by_d}, 0
     for b, t in zip(*np.nonzero(batch["valid"])):
         x = int(batch["event"][b, t]) - 1
         if user[x - 1] == user[x] and x >= 1:
-            groups[bool(topics[x] != topics[x - 1])].append(g[b, t])
+            change = bool(topics[x] != topics[x - 1])
+            groups[change].append(g[b, t])
+            n = 1  # same-topic items of this user ending at the input's predecessor
+            while x - 1 - n >= 0 and user[x - 1 - n] == user[x] and \
+                    topics[x - 1 - n] == topics[x - 1]:
+                n += 1
+            by_run.setdefault((change, min(n, song2019.RUN_CAP)), []).append(g[b, t])
         first = t - np.flatnonzero(batch["user_start"][b, :t + 1])[-1]  # steps of this user
+        steps += 1
         for d in range(min(first, 2) + 1):  # the last 3 steps, the step itself included
             n_d[d] += 1
             for k in by_d:
-                by_d[k][d] += np.asarray(info["attention"][k])[b, t, 3 + t - d]
+                w = np.asarray(info["attention"][k])[b, t, 3 + t - d]
+                by_d[k][d] += w
+                dist[k] += d * w
     assert groups[True] and groups[False]
     assert got["drift_gate_after_change"] == pytest.approx(np.mean(groups[True]), rel=1e-5)
     assert got["drift_gate_within_run"] == pytest.approx(np.mean(groups[False]), rel=1e-5)
+    runs = got["drift_gate_by_run"]
+    assert len({n for _, n in by_run}) > 2  # runs of several lengths
+    for change, key in ((True, "change"), (False, "same")):
+        for n in range(1, song2019.RUN_CAP + 1):
+            want = by_run.get((change, n), [])
+            assert runs[f"steps_{key}"][n - 1] == len(want)
+            if want:
+                assert runs[key][n - 1] == pytest.approx(np.mean(want), rel=1e-5)
+            else:
+                assert np.isnan(runs[key][n - 1])
     for k in by_d:
         np.testing.assert_allclose(got["attention_by_distance"][k][:3], by_d[k][:3] / n_d[:3],
                                    rtol=1e-5)
+        assert got["mean_attended_distance"][k] == pytest.approx(dist[k] / steps, rel=1e-5)
 
 
 def test_attention_modes_reach_the_model_and_bad_ones_are_refused():
@@ -247,7 +269,8 @@ def test_attention_modes_reach_the_model_and_bad_ones_are_refused():
     code: additive); ``hcrnn-3-bi`` is always the bi-channel attention."""
     from hrnn_jax.config import ModelConfig
     cfg = ModelConfig(hidden=H, contexts=K, hcrnn_attention="additive")
-    assert models.build_model("hcrnn-3", N_ITEMS, cfg).attention == "additive"
+    for name in ("hcrnn-1", "hcrnn-2", "hcrnn-3"):
+        assert models.build_model(name, N_ITEMS, cfg).attention == "additive"
     assert models.build_model("hcrnn-3-bi", N_ITEMS, cfg).attention == "bi"
     assert models.build_model("hcrnn-2", N_ITEMS, ModelConfig(hidden=H)).attention == "none"
     p = model(attention="additive").init(jax.random.PRNGKey(0))

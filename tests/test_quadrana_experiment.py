@@ -52,7 +52,13 @@ def test_tiny_run_applies_table_2_and_judges_the_claims(tmp_path, capsys):
         assert set(r["breakdown"]["history"]) == {"short (<=6)", "long (>6)"}
         assert set(r["breakdown"]["position"]) == {"beginning", "middle", "end"}
         for group in (*r["breakdown"]["history"].values(), *r["breakdown"]["position"].values()):
-            assert set(group) == {"recall@5", "mrr@5", "n"} and group["n"] > 0
+            assert set(group) == {"recall@5", "mrr@5", "n", "sessions"}
+            assert group["n"] >= group["sessions"] > 0
+        per_row = r["breakdown_per_prediction"]  # the same groups and rows, averaged per row
+        for kind in ("history", "position"):
+            assert {g: v["n"] for g, v in per_row[kind].items()} == {
+                g: v["n"] for g, v in r["breakdown"][kind].items()}
+            assert all(set(v) == {"recall@5", "mrr@5", "n"} for v in per_row[kind].values())
         if name != "gru":  # Wilcoxon and t-test against the session RNN, one pair per session
             assert r["reference"] == "gru" and r["sessions"] == models["pop"]["sessions"] > 0
             for kind in ("p_value", "t_test_p_value"):

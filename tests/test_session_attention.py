@@ -31,15 +31,18 @@ def np_softmax(x):
     return e / e.sum()
 
 
-def narm_outputs(P, inputs):
+def narm_outputs(P, inputs, alphas=None):
     """NARM's y_t = B c_t for one user's input items, one step at a time (Li et al. Eq. 1-10),
-    attending over the last T steps, the step itself included."""
+    attending over the last T steps, the step itself included (each step's weights, oldest
+    first, appended to ``alphas`` if given)."""
     a, h, hs, ys = P["attend"], np.zeros(H), [], []
     for item in inputs:
         h = ref.gru_call(P["session"], h, P["item_in"][item])  # (1-4)
         hs.append(h)
         past = np.array(hs[-T:])
         alpha = np_softmax(ref.sigmoid(h @ a["query"] + past @ a["key"]) @ a["v"])  # (7-8)
+        if alphas is not None:
+            alphas.append(alpha)
         c = np.concatenate([h, alpha @ past])  # (5, 6, 9)
         ys.append(c @ P["decoder"])  # (10)
     return ys
@@ -86,6 +89,34 @@ def test_scores_match_a_per_user_loop_of_the_equations(name):
                                        err_msg=f"row {row}")
             n += 1
     assert n == len(got) > 20
+
+
+def test_narm_trace_gives_the_weights_of_the_equations_by_distance():
+    """``song2019.narm_attention`` (Song et al.'s Fig. 6a NARM curve, read with ``NARM.trace``)
+    against the weights of the per-user loop: the mean weight at each distance over the steps
+    that see that far back, and the mean attended distance; lanes of windows of 4, so the
+    buffer's keys count too."""
+    from hrnn_jax.papers import song2019
+    frame = log(seed=4)
+    m = build("narm")
+    params = perturbed(m.init(jax.random.PRNGKey(2)))
+    by, attended = song2019.narm_attention(m, params, frame, batch_size=3, window=4)
+    P = jax.tree_util.tree_map(lambda v: np.asarray(v, np.float64), params)
+    user, items = frame["user"].to_numpy(), frame["item"].to_numpy()
+    w, n, dist, steps = np.zeros(T + 1), np.zeros(T + 1), 0.0, 0
+    for u in np.unique(user):
+        alphas = []
+        narm_outputs(P, items[np.flatnonzero(user == u)[:-1]], alphas)
+        for alpha in alphas:
+            d = np.arange(len(alpha))[::-1]  # the last key is the step itself
+            w[d] += alpha
+            n[d] += 1
+            dist += float(alpha @ d)
+            steps += 1
+    assert n[T - 1] > 0 and n[T] == 0  # some steps see the whole history, none beyond it
+    np.testing.assert_allclose(by["narm"][:T], w[:T] / n[:T], rtol=1e-4)
+    assert np.isnan(by["narm"][T])
+    assert attended["narm"] == pytest.approx(dist / steps, rel=1e-4)
 
 
 @pytest.mark.parametrize("name", ["narm", "stamp"])

@@ -10,6 +10,7 @@ import pytest
 
 from hrnn_jax import cells
 from hrnn_jax.cells import user_gru as uc
+from tests import reference
 from tests.helpers import central_differences, to64
 from tests.tolerance import approx
 
@@ -374,6 +375,63 @@ def test_attentional_with_closed_gate_is_paper_gru_of_the_item():
 
 
 # ----------------------------------------------------------------------------------------------
+# the standard GRU of the paper: the user-based cell without the user
+
+
+def test_standard_matches_numpy_values_and_gradients():
+    ei = 3  # the item part need not be n wide
+    cell = uc.StandardUserGRU(N, item_features=ei)
+    h, x = inputs(20, ei)
+    p = random_params(cell, h, x, 21)
+    assert set(p) == {"hidden", "candidate", "item"}  # no user kernel
+    assert p["hidden"].shape == (N, 2 * N) and p["item"]["kernel"].shape == (ei, 3 * N)
+    grads = check_against_reference(
+        cell, p, h, x, lambda P, H, X: reference.standard_user_gru_step(P, H, X))
+    all_nonzero(grads)
+
+
+def test_standard_equals_linear_without_user_input():
+    """With the linear cell's hidden, candidate and item parameters, the standard cell equals the
+    linear cell fed a zero user part, bit for bit, step and scan (with resets and padding; the
+    linear cell's scan is tested against a loop of steps below); a non-zero user part
+    differs."""
+    ei, ev, L = N, N, 6
+    linear = uc.LinearUserGRU(N, item_features=ei)
+    standard = uc.StandardUserGRU(N, item_features=ei)
+    h, x = inputs(22, ei + ev)
+    p = random_params(linear, h, x, 23)
+    q = {k: p[k] for k in ("hidden", "candidate", "item")}
+    zero_user = x.at[:, ei:].set(0.0)
+    want = linear.apply({"params": p}, h, zero_user)[0]
+    np.testing.assert_array_equal(standard.apply({"params": q}, h, x[:, :ei])[0], want)
+    assert np.abs(np.asarray(linear.apply({"params": p}, h, x)[0] - want)).max() > 1e-3
+    rng = np.random.default_rng(24)
+    xs = jnp.asarray(rng.normal(size=(L, B, ei)), jnp.float32)
+    reset, valid = jnp.asarray(rng.random((L, B)) < 0.3), jnp.asarray(rng.random((L, B)) < 0.8)
+    xs_lin = jnp.concatenate([xs, jnp.zeros((L, B, ev))], axis=-1)
+    run = {}
+    for name, cell, params, inp in (("linear", linear, p, xs_lin), ("standard", standard, q, xs)):
+        xp = cell.apply({"params": params}, inp, method="project")
+        run[name] = cell.apply({"params": params}, h, xp, reset, valid, method="scan")
+    for a, b in zip(run["linear"], run["standard"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_standard_initialisation_is_the_linear_cells():
+    """U(-0.1, 0.1), and under one key the same draws as the linear cell's shared parameters."""
+    h = jnp.zeros((1, 50))
+    standard = uc.StandardUserGRU(50, item_features=50).init(
+        jax.random.PRNGKey(3), h, jnp.zeros((1, 50)))["params"]
+    linear = uc.LinearUserGRU(50, item_features=50).init(
+        jax.random.PRNGKey(3), h, jnp.zeros((1, 100)))["params"]
+    for path, a in jax.tree_util.tree_flatten_with_path(standard)[0]:
+        a = np.asarray(a)
+        assert 0.09 < np.abs(a).max() <= 0.1, jax.tree_util.keystr(path)
+    for name in ("hidden", "candidate", "item"):
+        jax.tree_util.tree_map(np.testing.assert_array_equal, standard[name], linear[name])
+
+
+# ----------------------------------------------------------------------------------------------
 # the flax contract: carry, vmap, scan, project/step
 
 
@@ -485,6 +543,7 @@ def test_initialisation_is_paper_uniform():
     (uc.RectifiedUserGRU(N, item_features=3), 3 + N + 1, "user part must be as wide"),
     (uc.AttentionalUserGRU(N, item_features=3), 3 + N, "item part must be as wide"),
     (uc.AttentionalUserGRU(N, item_features=N), 2 * N + 2, "user part must be as wide"),
+    (uc.StandardUserGRU(N, item_features=3), 3 + N, "takes no user part"),
 ])
 def test_bad_widths_raise(cell, width, match):
     with pytest.raises(ValueError, match=match):

@@ -117,6 +117,104 @@ def sparse_equals_dense(states, steps, batch, names):
     return metrics[True]
 
 
+def standard(**kw):
+    return models.UserRNN(N_ITEMS, N_USERS, user_cells.StandardUserGRU(H, item_features=H), **kw)
+
+
+def test_standard_gru_matches_numpy_reference():
+    """``UserRNN`` with the paper's standard GRU (``user-gru-none``): each output equals the
+    NumPy reference of Eq. 3-5 without the user term over the user's own sequence; no user
+    table, no L2 term."""
+    model = standard()
+    params = model.init(jax.random.PRNGKey(0))
+    assert set(params) == {"item_in", "item_out", "item_bias", "cell"}
+    assert "user_in" not in model.capabilities.row_tables
+    data = frame()
+    lanes = make_lanes(data, batch_size=B, window=4, targets="user", close_at="input", seed=1)
+    apply = jax.jit(model.apply)
+    carry, got = model.init_carry(B), {}
+    for batch in lanes:
+        carry, y, extra = apply(params, carry, batch)
+        assert extra == {}
+        for b, t in zip(*np.nonzero(batch["valid"])):
+            got[int(batch["event"][b, t])] = np.asarray(y)[b, t]
+    want = {}
+    for steps in ref.user_steps(data, "user").values():
+        want.update(ref.run_standard_user_gru(params, steps))
+    assert got.keys() == want.keys()
+    for row in want:
+        np.testing.assert_allclose(got[row], want[row], **approx(2e-5, 2e-6), err_msg=f"row {row}")
+
+
+def linear_and_standard():
+    """The linear model with a zero user table and the standard GRU with its shared parameters:
+    ``(linear, standard, params of linear (zero users), params of standard, params of linear
+    as initialised)``."""
+    linear, none = make("linear"), standard()
+    p_lin = linear.init(jax.random.PRNGKey(4))
+    p_none = none.init(jax.random.PRNGKey(4))
+    for name in ("item_in", "item_out", "item_bias"):  # the same draws for the shared tables
+        np.testing.assert_array_equal(p_lin[name], p_none[name])
+    p_none = {**p_none, "cell": {k: p_lin["cell"][k] for k in ("hidden", "candidate", "item")}}
+    zero = {**p_lin, "user_in": jnp.zeros_like(p_lin["user_in"])}
+    return linear, none, zero, p_none, p_lin
+
+
+def test_standard_gru_is_the_linear_model_without_its_user():
+    """The standard GRU equals the linear user-based model whose user vectors are zero, in
+    training (the same item dropout; no L2 term left) as in evaluation; with the user table as
+    initialised the linear model differs."""
+    linear, none, zero, p_none, p_lin = linear_and_standard()
+    batch = make_lanes(frame(), batch_size=B, window=5, targets="user",
+                       close_at="input").window(0)
+    carry = linear.init_carry(B)
+    for kw in ({}, {"rng": jax.random.PRNGKey(2), "train": True}):
+        out_lin, out_none = linear.apply(zero, carry, batch, **kw), none.apply(p_none, carry,
+                                                                              batch, **kw)
+        np.testing.assert_allclose(out_lin.y, out_none.y, **approx(1e-6, 1e-7))
+        assert float(out_lin.extra["l2_user"]) == 0.0 and out_none.extra == {}
+    assert np.abs(np.asarray(linear.apply(p_lin, carry, batch).y - out_none.y)).max() > 1e-4
+
+
+@pytest.mark.slow
+def test_standard_gru_gradients_are_the_linear_models_without_its_user():
+    """... and the gradient of every shared parameter is the same (training mode)."""
+    linear, none, zero, p_none, _ = linear_and_standard()
+    batch = make_lanes(frame(), batch_size=B, window=5, targets="user",
+                       close_at="input").window(0)
+    carry = linear.init_carry(B)
+    w = jax.random.normal(jax.random.PRNGKey(3), (B, 5, H))
+
+    def grad(model, p):
+        def loss(p):
+            out = model.apply(p, carry, batch, rng=jax.random.PRNGKey(2), train=True)
+            return (out.y * w).sum() + sum(out.extra.values())
+        return jax.grad(loss)(p)
+
+    g_lin, g_none = grad(linear, zero), grad(none, p_none)
+    for name in ("item_in", "item_out", "item_bias"):
+        np.testing.assert_allclose(g_lin[name], g_none[name], **approx(1e-5, 1e-6))
+    for name in ("hidden", "candidate", "item"):
+        jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, **approx(1e-5, 1e-6)),
+                               g_lin["cell"][name], g_none["cell"][name])
+    assert np.abs(np.asarray(g_none["cell"]["candidate"])).max() > 1e-4
+
+
+def test_standard_gru_is_registered_with_the_papers_settings():
+    model = models.build_model("user-gru-none", N_ITEMS, n_users=N_USERS)
+    assert isinstance(model.cell, user_cells.StandardUserGRU)
+    assert model.dropout_item == 0.2  # keep 0.8 on the item vector, as the user-based GRUs
+    assert model.item_dim == model.hidden  # Table 1: embeddings as wide as the state
+    params = model.init(jax.random.PRNGKey(0))
+    for path, a in jax.tree_util.tree_flatten_with_path(params)[0]:
+        assert 0.09 < np.abs(np.asarray(a)).max() <= 0.1, jax.tree_util.keystr(path)  # U(-.1,.1)
+    with pytest.raises(ValueError, match="n_users"):
+        models.build_model("user-gru-none", N_ITEMS)
+    with pytest.raises(ValueError, match="takes no user input"):
+        models.HRNN(N_ITEMS, user_cells.StandardUserGRU(H, item_features=H),
+                    user_cell=cells.GRU(H))
+
+
 def test_needs_a_user_cell():
     with pytest.raises(ValueError, match="user-based cell"):
         models.UserRNN(N_ITEMS, N_USERS, cells.GRU(H))

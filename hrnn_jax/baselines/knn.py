@@ -34,6 +34,17 @@ class ItemKNN:
     boosted nor removed, it scores like any non-neighbour (tie-breaker only).
     ``self_similarity=True`` keeps the diagonal (sim(i, i) = 1, so the input item ranks first).
 
+    Co-occurrence window: the training session. Two items co-occur when both occur in one
+    training session, however far apart and in either order; a session counts once per pair.
+    Sessions are the pipeline's (``data.sessionize``): a user's events cut where the idle time
+    exceeds ``DataConfig.session_gap``, 1800 s (30 minutes) by default, whatever the log. So on a
+    log without sessions (MovieLens ratings) the window is a burst of events with no gap over 30
+    minutes. Donkers et al. (2017) give no window: they describe their Item-KNN as the
+    unpersonalised item-based k-NN of Hidasi et al. ("Session-based Recommendations with
+    Recurrent Neural Networks", ICLR 2016), whose similarity counts co-occurrence in sessions,
+    with each prediction depending on the last item only (as :meth:`score` here), 100 neighbours;
+    how their session-less logs were cut into sessions is not said.
+
     The co-occurrence is built sparsely by a self-join of the distinct (session, item) pairs on
     session: cost grows with sum over sessions of (distinct items)^2, not with N^2.
     """

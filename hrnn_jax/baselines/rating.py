@@ -1,5 +1,6 @@
-"""The baselines of Ma & Narayanaswamy ("Hierarchical Temporal-Contextual Recommenders", Tables 2
-and 3): popularity, the rolling-average rating, and a factorisation machine for both tasks.
+"""The baselines of Ma & Narayanaswamy ("Hierarchical Temporal-Contextual Recommenders", NeurIPS
+2018 Workshop on Modeling and Decision-Making in the Spatiotemporal Domain; Tables 2 and 3):
+popularity, the rolling-average rating, a factorisation machine for both tasks, and I-AutoRec.
 
 * :func:`popularity_log_probs`: the unigram model of the training events, for perplexity (Table 2's
   "popularity baseline", PPL 2228 on ml-20m).
@@ -25,7 +26,18 @@ and 3): popularity, the rolling-average rating, and a factorisation machine for 
   id (a user split leaves test users unseen, so their ids carry nothing), the last item's own
   rating not a feature (the "vanilla" machine; feedback is what separates the RNN rows of Table 3),
   a user's first event (no last item) not a training or evaluation pair, as it is no step of the
-  RNNs; Adam with an L2 penalty on the factors of the rows in the batch.
+  RNNs; Adam with an L2 penalty on the factors of the id rows in the batch (the feature factors,
+  a few rows seen by every pair, unpenalised).
+
+  Which one-hot ids ``x`` holds (``ids``): ``"factors"`` (default) both items' ids with their
+  weights and factors, as above: the id pair makes the machine a factorised first-order Markov
+  chain over the items; ``"bias"`` only the candidate's id with its weight (a per-item bias: the
+  popularity baseline's term) and no id of the last item; ``"none"`` no id at all,
+  ``x = [f_j, f_i]``: item features only, so two items with the same features get the same
+  score, and a last item counts only through its features (Table 2's "item features only" row,
+  where the sequence column is unmarked).
+* :class:`IAutoRec`: I-AutoRec (Sedhain et al., "AutoRec: Autoencoders Meet Collaborative
+  Filtering", WWW 2015), the item-based autoencoder of Table 3 (its docstring).
 """
 from __future__ import annotations
 
@@ -41,6 +53,7 @@ import polars as pl
 from hrnn_jax import choices
 
 Task = Literal["item", "rating"]
+Ids = Literal["factors", "bias", "none"]  # the machine's one-hot id slots (module docstring)
 
 
 def popularity_log_probs(train: pl.DataFrame, n_items: int, items) -> np.ndarray:
@@ -105,9 +118,10 @@ class FactorizationMachine:
     """Rendle's factorisation machine over (last item, candidate) pairs (module docstring).
 
     ``task``: ``"item"`` (softmax over the catalogue, for perplexity) or ``"rating"`` (squared
-    error). ``item_features``: ``[N+1, F]`` (row 0 padding) or None (ids only). Training:
+    error). ``item_features``: ``[N+1, F]`` (row 0 padding) or None (ids only). ``ids``: the
+    one-hot id slots (``"factors"``, ``"bias"``, ``"none"``: module docstring). Training:
     ``epochs`` of Adam at ``learning_rate`` over shuffled batches of ``batch_size`` pairs, with
-    ``l2`` times the squared norm of the batch's factor rows added to the loss."""
+    ``l2`` times the squared norm of the batch's id factor rows added to the loss."""
 
     n_items: int
     task: Task = "item"
@@ -117,9 +131,14 @@ class FactorizationMachine:
     batch_size: int = 512
     learning_rate: float = 1e-2
     l2: float = 1e-5
+    ids: Ids = "factors"
 
     def __post_init__(self):
         choices.check("task", self.task, Task)
+        choices.check("ids", self.ids, Ids)
+        if self.ids == "none" and self.item_features is None:
+            raise ValueError("FactorizationMachine(ids='none') scores items by their features: "
+                             "give item_features")
         if self.n_items < 1 or self.factors < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("FactorizationMachine: need n_items, factors, epochs and batch_size "
                              ">= 1")
@@ -133,12 +152,21 @@ class FactorizationMachine:
         N1, k = self.n_items + 1, self.factors
         F = 0 if self.item_features is None else int(np.shape(self.item_features)[1])
         keys = jax.random.split(rng, 4)
-        side = lambda key, rows: {  # noqa: E731  (one side's slots: ids, then features)
-            "w_id": jnp.zeros((rows,), jnp.float32), "w_f": jnp.zeros((F,), jnp.float32),
-            "v_id": 0.01 * jax.random.normal(key, (rows, k)),
-            "v_f": 0.01 * jax.random.normal(jax.random.fold_in(key, 1), (F, k))}
-        return {"w0": jnp.zeros((), jnp.float32), "cand": side(keys[0], N1),
-                "ctx": side(keys[1], N1),
+
+        def side(key, w_id: bool, v_id: bool) -> dict:
+            """One side's slots: the id's weight and factors (where ``ids`` has them), then the
+            features'."""
+            out = {"w_f": jnp.zeros((F,), jnp.float32),
+                   "v_f": 0.01 * jax.random.normal(jax.random.fold_in(key, 1), (F, k))}
+            if w_id:
+                out["w_id"] = jnp.zeros((N1,), jnp.float32)
+            if v_id:
+                out["v_id"] = 0.01 * jax.random.normal(key, (N1, k))
+            return out
+
+        both = self.ids == "factors"
+        return {"w0": jnp.zeros((), jnp.float32),
+                "cand": side(keys[0], self.ids != "none", both), "ctx": side(keys[1], both, both),
                 "feat": jnp.zeros((N1, F), jnp.float32) if self.item_features is None
                 else jnp.asarray(self.item_features, jnp.float32)}
 
@@ -147,10 +175,14 @@ class FactorizationMachine:
         """One side's ``(sum v x [.., k], linear [..], pairwise [..])`` for ``items`` (Rendle's
         identity: 1/2 (|sum v x|^2 - sum |v|^2 x^2))."""
         f = jnp.take(feat, items, axis=0)  # [.., F]
-        v_id = jnp.take(p["v_id"], items, axis=0)
-        e = v_id + f @ p["v_f"]
-        lin = jnp.take(p["w_id"], items, axis=0) + f @ p["w_f"]
-        sq = (v_id**2).sum(-1) + (f**2) @ (p["v_f"] ** 2).sum(-1)
+        e = f @ p["v_f"]
+        lin = f @ p["w_f"]
+        sq = (f**2) @ (p["v_f"] ** 2).sum(-1)
+        if "v_id" in p:  # the id's one-hot slot (ids="factors")
+            v_id = jnp.take(p["v_id"], items, axis=0)
+            e, sq = v_id + e, (v_id**2).sum(-1) + sq
+        if "w_id" in p:
+            lin = jnp.take(p["w_id"], items, axis=0) + lin
         return e, lin, 0.5 * ((e**2).sum(-1) - sq)
 
     def log_probs(self, params, last, items):
@@ -176,7 +208,7 @@ class FactorizationMachine:
         else:
             per = (self.predict_ratings(params, last, items) - value) ** 2
         reg = sum((jnp.take(params[s]["v_id"], ids, axis=0) ** 2).sum(-1)
-                  for s, ids in (("ctx", last), ("cand", items)))
+                  for s, ids in (("ctx", last), ("cand", items)) if "v_id" in params[s])
         return ((per + self.l2 * reg) * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
     def fit(self, pairs: dict[str, np.ndarray], *, seed: int = 0, prior: float = 0.0) -> dict:
@@ -217,3 +249,145 @@ class FactorizationMachine:
             order[:R] = rng.permutation(R)
             params, opt = epoch(params, opt, jnp.asarray(order), *data)
         return params
+
+
+@dataclasses.dataclass(frozen=True)
+class IAutoRec:
+    """I-AutoRec (Sedhain et al., "AutoRec: Autoencoders Meet Collaborative Filtering", WWW
+    2015), the item-based autoencoder of Ma & Narayanaswamy's Table 3.
+
+    Item i's partially observed vector of ratings by the ``n_users`` users, r^(i) in R^m (0 where
+    unobserved), is reconstructed through one hidden layer (AutoRec Eq. 2):
+
+        h(r; theta) = f(W g(V r + mu) + b),   g = sigmoid, f = identity,
+
+    with V [k, m], mu [k], W [m, k], b [m] (stored by user: ``V`` [m, k] holds V's columns,
+    ``W`` [m, k] its rows). The objective (AutoRec Eq. 3) sums the squared error over the observed
+    entries only, plus the L2 penalty:
+
+        sum_i || r^(i) - h(r^(i)) ||^2_observed + l2 / 2 (||W||_F^2 + ||V||_F^2),
+
+    minimised by full-batch resilient propagation (Rprop, as the paper; ``steps`` updates,
+    ``learning_rate`` the initial step). The prediction of user u's rating of item i is
+    h(r^(i))_u = W_u . g_i + b_u, with the item's code g_i = g(V r^(i) + mu).
+
+    Our choices where the paper is silent: a user who rated an item more than once counts with
+    the mean of those ratings (one matrix entry); b starts at ``prior`` (the training mean), the
+    weights uniform in +-sqrt(6 / (m + k)).
+
+    Users outside the training matrix (a split by users, as Ma & Narayanaswamy's): their W_u and
+    b_u were never trained, so :meth:`fold_in` fits them on the user's strictly earlier ratings
+    with the item codes fixed, by the same objective restricted to the user's parameters (ridge
+    regression with penalty l2 / 2 on W_u, none on b_u, solved exactly), and predicts each rating
+    after the user's first from the ones before it, as the sequence models do.
+    """
+
+    n_items: int
+    n_users: int
+    hidden: int = 500
+    l2: float = 1.0
+    steps: int = 300
+    learning_rate: float = 1e-3
+
+    def __post_init__(self):
+        if self.n_items < 1 or self.n_users < 1 or self.hidden < 1 or self.steps < 1:
+            raise ValueError("IAutoRec: need n_items, n_users, hidden and steps >= 1")
+        if not (self.l2 >= 0 and self.learning_rate > 0):
+            raise ValueError(f"IAutoRec: need l2 >= 0 and learning_rate > 0, got {self.l2}, "
+                             f"{self.learning_rate}")
+
+    def init(self, rng, prior: float = 0.0) -> dict:
+        m, k = self.n_users, self.hidden
+        s = float(np.sqrt(6.0 / (m + k)))
+        kv, kw = jax.random.split(rng)
+        return {"V": jax.random.uniform(kv, (m, k), jnp.float32, -s, s),
+                "mu": jnp.zeros((k,), jnp.float32),
+                "W": jax.random.uniform(kw, (m, k), jnp.float32, -s, s),
+                "b": jnp.full((m,), prior, jnp.float32)}
+
+    def codes(self, params, users, items, values):
+        """Every item's hidden code g(V r^(i) + mu) ``[n_items + 1, k]`` from the observed entries
+        ``(users, items, values)`` (each ``[E]``)."""
+        vr = jax.ops.segment_sum(jnp.take(params["V"], users, axis=0) * values[:, None], items,
+                                 num_segments=self.n_items + 1)
+        return jax.nn.sigmoid(vr + params["mu"])
+
+    @staticmethod
+    def predict(params, codes, users, items):
+        """h(r^(i))_u for the pairs ``(users, items)`` ``[E]``: W_u . g_i + b_u."""
+        return (jnp.take(params["W"], users, axis=0) * jnp.take(codes, items, axis=0)).sum(-1) \
+            + jnp.take(params["b"], users)
+
+    def loss(self, params, users, items, values):
+        """The objective: squared error summed over the observed entries, plus the L2 term."""
+        err = self.predict(params, self.codes(params, users, items, values), users, items) - values
+        return (err**2).sum() + 0.5 * self.l2 * ((params["W"] ** 2).sum()
+                                                 + (params["V"] ** 2).sum())
+
+    def entries(self, users, items, values):
+        """The observed matrix entries ``(users, items, values)`` of a log's events: one per
+        (user, item), the mean of its ratings."""
+        users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+        if len(users) == 0:
+            raise ValueError("IAutoRec: no training ratings")
+        if users.min() < 0 or users.max() >= self.n_users or items.min() < 1 \
+                or items.max() > self.n_items:
+            raise ValueError(f"IAutoRec: user codes must be in 0..{self.n_users - 1} and items "
+                             f"in 1..{self.n_items}")
+        key, inv = np.unique(users * (self.n_items + 1) + items, return_inverse=True)
+        mean = np.bincount(inv, weights=np.asarray(values, np.float64)) / np.bincount(inv)
+        return ((key // (self.n_items + 1)).astype(np.int32),
+                (key % (self.n_items + 1)).astype(np.int32), mean.astype(np.float32))
+
+    def fit(self, users, items, values, *, seed: int = 0, prior: float | None = None) -> dict:
+        """Parameters trained on the events ``(users, items, values)`` (user codes 0..m-1, item
+        codes 1..n_items, ratings); ``prior`` starts b (default: the entries' mean)."""
+        u, i, v = (jnp.asarray(a) for a in self.entries(users, items, values))
+        params = self.init(jax.random.PRNGKey(seed), float(v.mean()) if prior is None else prior)
+        tx = optax.rprop(self.learning_rate)
+        grad = jax.grad(self.loss)
+
+        @jax.jit
+        def run(params):
+            def step(state, _):
+                params, opt = state
+                upd, opt = tx.update(grad(params, u, i, v), opt, params)
+                return (optax.apply_updates(params, upd), opt), None
+            (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None,
+                                          length=self.steps)
+            return params
+
+        return run(params)
+
+    def fold_in(self, params, train, frame: pl.DataFrame, *, chunk: int = 256) -> np.ndarray:
+        """Each event's rating predicted from its user's earlier events in ``frame`` (columns
+        user, item, value; sorted by user, then time): ``[R]`` in row order, NaN at each user's
+        first event. ``train``: the training events ``(users, items, values)`` given to
+        :meth:`fit` (the items' codes are computed from them). Per user, (W_u, b_u) minimise
+        sum_j (r_j - W_u . g_{i_j} - b_u)^2 + l2 / 2 |W_u|^2 over the events j before the
+        predicted one (class docstring); needs ``l2 > 0``."""
+        if not self.l2 > 0:
+            raise ValueError("IAutoRec.fold_in: needs l2 > 0 (a user with one earlier rating "
+                             "has no unique W_u otherwise)")
+        g = np.asarray(self.codes(params, *(jnp.asarray(a) for a in self.entries(*train))),
+                       np.float64)
+        user = frame["user"].to_numpy()
+        if len(user) and np.any(np.diff(user) < 0):
+            raise ValueError("IAutoRec.fold_in: the frame must be sorted by user, then time")
+        X = np.concatenate([g[frame["item"].to_numpy()], np.ones((len(user), 1))], axis=1)
+        r = frame["value"].to_numpy().astype(np.float64)
+        penalty = np.diag(np.r_[np.full(self.hidden, self.l2 / 2), 0.0])
+        out = np.full(len(user), np.nan)
+        starts = np.flatnonzero(np.r_[True, user[1:] != user[:-1]]) if len(user) else []
+        for a, z in zip(starts, [*starts[1:], len(user)]):
+            gram, rhs = penalty.copy(), np.zeros(self.hidden + 1)  # over the events before
+            for c in range(a, z, chunk):  # the running sums, a chunk of events at a time
+                x, y = X[c:min(c + chunk, z)], r[c:min(c + chunk, z)]
+                G = gram + np.cumsum(x[:, :, None] * x[:, None, :], axis=0) \
+                    - x[:, :, None] * x[:, None, :]  # exclusive: the events before each one
+                R = rhs + np.cumsum(x * y[:, None], axis=0) - x * y[:, None]
+                first = int(c == a)  # the user's first event has nothing before it
+                theta = np.linalg.solve(G[first:], R[first:, :, None])[..., 0]
+                out[c + first:c + len(x)] = (x[first:] * theta).sum(-1)
+                gram, rhs = G[-1] + np.outer(x[-1], x[-1]), R[-1] + x[-1] * y[-1]
+        return out

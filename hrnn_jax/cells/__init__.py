@@ -22,6 +22,7 @@ from hrnn_jax.cells.user_gru import (
                                  AttentionalUserGRU,
                                  LinearUserGRU,
                                  RectifiedUserGRU,
+                                 StandardUserGRU,
                                  UserGRUBase,
                                  attentional_step,
                                  linear_step,
@@ -36,8 +37,9 @@ from hrnn_jax.cells.user_gru import (
 
 __all__ = [
     'AttentionalUserGRU', 'Block', 'GRU', 'HCRNNCell', 'LinearUserGRU', 'RectifiedUserGRU',
-    'SplitCell', 'TCN', 'UserCell', 'UserGRUBase', 'attentional_step', 'check_cell', 'gru_gates',
-    'hidden_of', 'hidden_size', 'is_split', 'is_user_cell', 'linear_step', 'masked_scan',
+    'SplitCell', 'StandardUserGRU', 'TCN', 'UserCell', 'UserGRUBase', 'attentional_step',
+    'check_cell', 'gru_gates', 'hidden_of', 'hidden_size', 'is_split', 'is_user_cell',
+    'linear_step', 'masked_scan',
     'project_nonnegative', 'rectify', 'rectify_exact', 'rectify_relaxed',
     'rectify_straight_through', 'relaxed_partials', 'run_cell', 'scan_cell', 'select',
     'symmetric_uniform', 'with_hidden', 'zero_carry'

@@ -109,13 +109,16 @@ class UserCell(SplitCell):
     """A split cell fed ``x = [item vector (item_features wide), user vector]`` (Donkers et al.'s
     user-based GRUs, ``hrnn_jax.cells.user_gru``). Subclasses have the field ``item_features``
     and declare whether the user part (``required_user``) or the item part (``required_item``)
-    must be as wide as the hidden state. ``project`` must be affine in ``x``: a model may add the
+    must be as wide as the hidden state; a cell with ``takes_user`` False (Donkers et al.'s
+    standard GRU, the same cell without the user) is fed the item vector alone. ``project`` must
+    be affine in ``x``: a model may add the
     user part's projection, ``project([0, v]) - project([0, 0])``, to the item part's (HRNN feeds
     the user-level state this way, :class:`hrnn_jax.models.HRNN`)."""
 
     one_hot_input: ClassVar[bool] = False
     required_item: ClassVar[bool] = False
     required_user: ClassVar[bool] = False
+    takes_user: ClassVar[bool] = True  # False: x is the item vector alone (no user part)
 
 
 def is_split(cell: nn.Module) -> bool:

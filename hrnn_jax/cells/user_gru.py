@@ -16,8 +16,11 @@ the model's (tables, dropout, the L2 penalty on the user side); the cells see on
   (``filter``, see :func:`rectify`).
 * :class:`AttentionalUserGRU` (Eq. 8-10): a gate xi shares the input between item (1 - xi) and
   user (xi).
+* :class:`StandardUserGRU`: the paper's standard GRU, the same cell without the user (Eq. 3-5
+  with the user term removed; input the item vector alone), equal to :class:`LinearUserGRU`
+  fed a zero user vector.
 
-All three share Eq. 3-5 (``_gates_fwd``), with the paper's candidate
+All of them share Eq. 3-5 (``_gates_fwd``), with the paper's candidate
 ``k = tanh(T (r * h) + ...)`` (Eq. 4): the reset gate is applied to h BEFORE the matrix product,
 unlike ``flax.linen.GRUCell`` and :class:`hrnn_jax.cells.GRU`, which use ``r * (W h + b)``.
 
@@ -29,7 +32,7 @@ bias, likewise in Eq. 8 and 10)::
                                    cell those of Eq. 8 (xi)
     candidate  [n, n]              T_{n,n} applied to r * h (Eq. 4 / 10)
     item       kernel [E_i, 3n], bias [3n]   item rows, columns u, r, k (Eq. 3-4 / 9-10)
-    user       kernel [E_v, 3n]              user rows, columns u, r, k
+    user       kernel [E_v, 3n]              user rows, columns u, r, k (none in StandardUserGRU)
     threshold  kernel [E_i+E_v, 2n], bias [2n]   (rectified) the input part of Eq. 7
     attention  kernel [E_i+E_v, n], bias [n]     (attentional) the input part of Eq. 8
 
@@ -44,6 +47,7 @@ also compute it from per-item and per-user tables. ``xp`` is ``[..., projected_f
 
     linear       [3n]  T E_i i + T E_v v + b for u, r, k: all input work is outside the scan,
                        step costs what a GRU step costs (h @ [n, 2n], then (r*h) @ [n, n])
+    standard     [3n]  T E_i i + b for u, r, k; the linear cell's step
     rectified    [6n]  T E_i i + b for u, r, k | Eq. 7's input part (kappa1, kappa2) | E_v v:
                        the filtered user vector depends on h through kappa, so its product with
                        the user kernel ([n, 3n]) and Eq. 7's h part ([n, 2n]) stay in the step
@@ -408,7 +412,9 @@ class UserGRUBase(UserCell):
         # arrays by the fused steps. The user part is n wide where the cell requires it; the
         # linear cell takes any width, known only at its first call (a Dense, used in project).
         self.item = self.param("item", self._dense_init, self.item_features, 3 * n, True)
-        if self.required_user:
+        if not self.takes_user:
+            pass  # StandardUserGRU: the cell without the user
+        elif self.required_user:
             self.user = self.param("user", self._dense_init, n, 3 * n, False)
         else:
             self.user = nn.Dense(3 * n, use_bias=False, kernel_init=self.kernel_init, name="user")
@@ -513,6 +519,58 @@ class LinearUserGRU(UserGRUBase):
     @nn.nowrap
     def fused_step(self):
         return linear_step  # Eq. 3-5
+
+    @nn.nowrap
+    def scan_parts(self):
+        return _linear_fwd, _linear_parts
+
+
+class StandardUserGRU(UserGRUBase):
+    """Donkers et al.'s standard GRU: the user-based cell without the user (Eq. 3-5 with the
+    user term removed; the paper's baseline, "a standard GRU network without any of our proposed
+    extensions")::
+
+        [u; r] = sigmoid(T_{2n,2n} [h; E_i i])                          (3) without E_v v
+        k      = tanh(T (r * h) + T E_i i)                              (4) without T E_v v
+        h'     = (1 - u) * h + u * k                                    (5)
+
+    Everything else is the user-based cells': r applied to h before the product (Eq. 4, unlike
+    :class:`hrnn_jax.cells.GRU`), U(-0.1, 0.1) initialisation, the same parameters less the user
+    kernel (``hidden``, ``candidate``, ``item``). It equals a :class:`LinearUserGRU` with the same
+    ``hidden``, ``candidate`` and ``item`` whose user vector is zero (the user kernel has no bias),
+    step for step. The input is the item vector alone, ``x [..., item_features]``
+    (``takes_user`` is False: a model gives it no user vector, see ``models.UserRNN``).
+    ``xp = project(x)`` ``[..., 3n]``; ``step`` is the linear cell's.
+    """
+
+    takes_user: ClassVar[bool] = False
+
+    @property
+    def blocks(self) -> tuple[Block, ...]:
+        """u and r (gates, Eq. 3), then k's input part (the candidate, Eq. 4)."""
+        n = self.features
+        return (Block("u", 0, n, "gate"), Block("r", n, n, "gate"),
+                Block("k", 2 * n, n, "candidate"))
+
+    @nn.nowrap
+    def split_input(self, x):
+        """``x [..., E_i] -> (E_i i, None)``: the item vector alone, its width checked."""
+        if x.shape[-1] != self.item_features:
+            raise ValueError(f"{type(self).__name__}: the input is the item vector alone, "
+                             f"item_features={self.item_features} wide; got {x.shape[-1]} (this "
+                             "cell takes no user part)")
+        return x, None
+
+    def project(self, x):
+        """``x [..., E_i] -> [..., 3n]``: T E_i i + b for u, r, k (Eq. 3-4)."""
+        return self.item_part(self.split_input(x)[0])
+
+    def weights(self):
+        return self.hidden, self.candidate
+
+    @nn.nowrap
+    def fused_step(self):
+        return linear_step  # Eq. 3-5 (the user term is absent from xp)
 
     @nn.nowrap
     def scan_parts(self):

@@ -165,8 +165,9 @@ def validation_split(train: pl.DataFrame, protocol: str, *, test_fraction: float
 
     For "temporal" the fraction becomes test_fraction / (1 - test_fraction), so that two
     calls with 0.05 give 90/5/5 of the original events. For "users" ``test_fraction`` is the
-    share of the *training* users that validate (Ma & Narayanaswamy hold out 10% of them), drawn
-    with ``seed``; the fraction is not rescaled.
+    share of the *training* users that validate (Song et al. assign "10% of the randomly chosen
+    train set as the validation set"; Ma & Narayanaswamy give no share), drawn with ``seed``; the
+    fraction is not rescaled.
     """
     if protocol == "temporal":
         if not 0.0 < test_fraction < 0.5:

@@ -6,15 +6,19 @@ from hrnn_jax.evaluation.metrics import (
                                          breakdown,
                                          breakdown_by_history,
                                          breakdown_by_position,
+                                         check_candidates,
                                          metrics_from_ranks,
+                                         metrics_per_session,
                                          perplexity,
                                          rank_chunks,
                                          rank_targets,
                                          rmse,
                                          seen_mask,
+                                         top_items,
 )
 
 __all__ = [
     'TIES', 'Ties', 'breakdown', 'breakdown_by_history', 'breakdown_by_position',
-    'metrics_from_ranks', 'perplexity', 'rank_chunks', 'rank_targets', 'rmse', 'seen_mask'
+    'check_candidates', 'metrics_from_ranks', 'metrics_per_session', 'perplexity', 'rank_chunks',
+    'rank_targets', 'rmse', 'seen_mask', 'top_items'
 ]

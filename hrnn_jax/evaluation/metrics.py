@@ -3,6 +3,8 @@
     ranks = rank_chunks(score_fn, rows, ties="optimistic")     # [R] rank of each target
     metrics_from_ranks(ranks, ks=(5, 20))                      # recall@k, mrr@k, ...
     breakdown_by_history(rows, ranks); breakdown_by_position(rows, ranks)
+    breakdown_by_history(rows, ranks, sessions=s)              # averaged per test session
+    rank_chunks(..., candidates=top_items(counts, 50_000))     # among the most supported items
 
 ``score_fn(index) -> scores [r, N+1]`` is the only thing a model (neural or baseline) supplies
 (``rows`` from ``hrnn_jax.data.make_eval_rows``). Column 0 of every score matrix is the padding
@@ -82,10 +84,29 @@ def seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
 _seen_mask = jax.jit(seen_mask, static_argnames=("n_cols",))
 
 
+def top_items(counts, n: int) -> np.ndarray:
+    """The ``n`` most supported items as a candidate set: bool ``[N+1]``, True at the ``n`` items
+    with the most training events (``counts [N+1]``, e.g. ``baselines.item_counts``; entry 0, the
+    padding, is never chosen), equal counts broken towards the smaller item id; every item when
+    ``n >= N``. Quadrana et al. (RecSys 2017, Sec. 4.3.3, Table 5) rank VIDEOXXL's targets
+    against its 50,000 most supported items, "as done in" Hidasi et al. (RecSys 2016)."""
+    counts = np.asarray(counts).reshape(-1)
+    if n < 1:
+        raise ValueError(f"top_items: n must be >= 1, got {n}")
+    if counts.size < 2:
+        raise ValueError("top_items: counts must cover items 1..N (N >= 1) and the padding 0")
+    ids = np.arange(1, counts.size)
+    order = np.lexsort((ids, -counts[1:].astype(np.float64)))  # most events first, then id
+    mask = np.zeros(counts.size, dtype=bool)
+    mask[ids[order[:n]]] = True
+    return mask
+
+
 def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows, *,
                 ties: str = "optimistic", exclude_seen: bool = False, chunk: int = 1024,
                 rank_fn: Callable | None = None,
-                progress: Callable[[str, int, int], None] | None = None) -> np.ndarray:
+                progress: Callable[[str, int, int], None] | None = None,
+                candidates: np.ndarray | None = None) -> np.ndarray:
     """Ranks of all rows' targets, computed ``chunk`` rows at a time. Returns float32 [R].
 
     ``score_fn(index) -> scores [len(index), N+1]`` (numpy or jax) for ``index`` int64 row positions
@@ -103,8 +124,17 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows,
     (see ``rank_targets``).
 
     ``progress``: ``progress("evaluation", done, total)`` after every chunk (``hrnn_jax.progress``).
+
+    ``candidates``: bool ``[N+1]`` (:func:`top_items`), the items a target is ranked against
+    (``score_fn`` path; a ``rank_fn`` applies them itself, as ``predict.model_ranks`` does):
+    the others never count, like seen items. A target outside the set is still ranked, against
+    the set: its rank is 1 + the candidates scoring above it, as GRU4Rec's evaluation adds such
+    a target to the items it compares. None: the whole catalogue.
     """
     choices.check("ties", ties, TIES)
+    if candidates is not None and rank_fn is not None:
+        raise ValueError("rank_chunks: give the candidates to rank_fn itself (rank_fn ranks)")
+    outside = None if candidates is None else jnp.asarray(~check_candidates(candidates))
     n_rows = len(rows)
     out = np.empty(n_rows, dtype=np.float32)
     if n_rows == 0:
@@ -124,11 +154,26 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows,
             if scores.shape[0] != size:
                 raise ValueError(f"score_fn returned {scores.shape[0]} rows for {size} indices")
             exclude = None if seen is None else _seen_mask(seen, n_cols=scores.shape[1])
+            if outside is not None:
+                if outside.shape[0] != scores.shape[1]:
+                    raise ValueError(f"candidates cover {outside.shape[0] - 1} items, the scores "
+                                     f"{scores.shape[1] - 1}")
+                exclude = outside[None, :] if exclude is None else exclude | outside[None, :]
             ranks = _rank_jit(scores, targets, ties=ties, exclude=exclude)
         out[start:start + n] = np.asarray(ranks)[:n]
         if progress is not None:
             progress("evaluation", start // size + 1, n_chunks)
     return out
+
+
+def check_candidates(candidates) -> np.ndarray:
+    """``candidates`` as bool ``[N+1]`` with at least one item (ValueError otherwise)."""
+    mask = np.asarray(candidates)
+    if mask.dtype != bool or mask.ndim != 1 or mask.size < 2:
+        raise ValueError("candidates must be a bool mask [N+1] over the items (top_items)")
+    if not mask[1:].any():
+        raise ValueError("candidates: no item to rank against")
+    return mask
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +198,41 @@ def metrics_from_ranks(ranks, ks=(5, 20)) -> dict[str, float]:
         out[f"precision@{k}"] = recall / k
         out[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks, 0.0).mean())
         out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
+    return out
+
+
+def metrics_per_session(ranks, sessions, ks=(5, 20)) -> dict[str, float]:
+    """Top-k metrics averaged per test session (Quadrana et al., RecSys 2017, Sec. 4.3.1: "the
+    average Recall@5 and MRR@5 per test session"): each session's mean over its rows, then the
+    mean over the sessions, so that every session weighs the same whatever its number of
+    predictions (:func:`metrics_from_ranks` weighs every prediction the same; the two agree when
+    every session has as many rows).
+
+    ranks: [R]; sessions: [R], the test session of each row (``significance.row_sessions``).
+    Returns the keys of :func:`metrics_from_ranks`, ``n`` = R, and ``sessions`` = their number.
+    """
+    ranks = np.asarray(ranks, dtype=np.float64).reshape(-1)
+    sessions = np.asarray(sessions).reshape(-1)
+    if sessions.shape != ranks.shape:
+        raise ValueError(f"metrics_per_session: {ranks.size} ranks, {sessions.size} sessions")
+    if ranks.size == 0:
+        raise ValueError("metrics_per_session: no ranks")
+    _, which, size = np.unique(sessions, return_inverse=True, return_counts=True)
+    which = which.reshape(-1)
+    weight = 1.0 / (size[which] * len(size))  # each session 1/S, shared by its rows
+
+    def mean(values):
+        return float(np.sum(weight * values))
+
+    out: dict[str, float] = {"n": int(ranks.size), "sessions": int(len(size))}
+    for k in ks:
+        hit = ranks <= k
+        recall = mean(hit)
+        out[f"recall@{k}"] = recall
+        out[f"hit@{k}"] = recall
+        out[f"precision@{k}"] = recall / k
+        out[f"mrr@{k}"] = mean(np.where(hit, 1.0 / ranks, 0.0))
+        out[f"ndcg@{k}"] = mean(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0))
     return out
 
 
@@ -181,10 +261,18 @@ def rmse(predicted, actual) -> dict[str, float]:
     return {"rmse": float(np.sqrt(np.mean((p - a) ** 2))), "n": int(p.size)}
 
 
-def breakdown(ranks, groups: dict[str, np.ndarray], ks=(5,)) -> dict[str, dict]:
-    """Metrics per group: ``groups`` maps a label to a bool mask [R]; empty groups are omitted."""
+def breakdown(ranks, groups: dict[str, np.ndarray], ks=(5,), sessions=None) -> dict[str, dict]:
+    """Metrics per group: ``groups`` maps a label to a bool mask [R]; empty groups are omitted.
+    ``sessions`` (int [R], the test session of each row): averaged per test session within each
+    group (:func:`metrics_per_session`); None: per prediction (:func:`metrics_from_ranks`)."""
     ranks = np.asarray(ranks)
-    return {name: metrics_from_ranks(ranks[mask], ks)
+    if sessions is None:
+        return {name: metrics_from_ranks(ranks[mask], ks)
+                for name, mask in groups.items() if mask.any()}
+    sessions = np.asarray(sessions)
+    if sessions.shape != ranks.shape:
+        raise ValueError(f"sessions has shape {sessions.shape}, ranks {ranks.shape}")
+    return {name: metrics_per_session(ranks[mask], sessions[mask], ks)
             for name, mask in groups.items() if mask.any()}
 
 
@@ -195,26 +283,35 @@ def _check_len(rows: EvalRows, ranks) -> np.ndarray:
     return ranks
 
 
-def breakdown_by_history(rows: EvalRows, ranks, ks=(5,), threshold: int = 6) -> dict[str, dict]:
+def breakdown_by_history(rows: EvalRows, ranks, ks=(5,), threshold: int = 6,
+                         sessions=None) -> dict[str, dict]:
     """Quadrana et al. 4.3.1: users with a short vs long history.
 
     Groups by ``rows.history_sessions`` (distinct training sessions of the user):
     "short (<=6)" for ``<= threshold`` and "long (>6)" for more (the paper's text says "<= 6" and
     "6 or more"; we make the groups disjoint). Returns {label: metrics}; empty groups omitted.
+    ``sessions`` (int [R], ``significance.row_sessions``): the metrics averaged per test session,
+    as the paper computes them ("the average Recall@5 and MRR@5 per test session"); None (the
+    default): per prediction, each row weighing the same (long sessions weigh more).
     """
     ranks = _check_len(rows, ranks)
     short = rows.history_sessions <= threshold
-    return breakdown(ranks, {f"short (<={threshold})": short, f"long (>{threshold})": ~short}, ks)
+    return breakdown(ranks, {f"short (<={threshold})": short, f"long (>{threshold})": ~short}, ks,
+                     sessions)
 
 
-def breakdown_by_position(rows: EvalRows, ranks, ks=(5,),
-                          min_session_len: int = 5) -> dict[str, dict]:
+def breakdown_by_position(rows: EvalRows, ranks, ks=(5,), min_session_len: int = 5,
+                          sessions=None) -> dict[str, dict]:
     """Quadrana et al. 4.3.2: position within the session.
 
     Only rows whose target session has ``session_length >= min_session_len`` and whose input is in
     the target's session (``same_session``; cross-session rows exist only with ``targets="user"``).
     Groups by the 1-based position of the INPUT event: "beginning" (1st-2nd event), "middle"
     (3rd-4th), "end" (5th and later). Returns {label: metrics}; empty groups omitted.
+    ``sessions`` (int [R]): each group's metrics averaged per test session (a session's mean over
+    its rows in the group, then the mean over sessions), as Sec. 4.3.1 averages; None (the
+    default): per prediction. Only "end" can differ between the two, unless rows are missing:
+    a session has two rows at the beginning and two in the middle, and len - 5 at its end.
     """
     ranks = _check_len(rows, ranks)
     ok = rows.session_length >= min_session_len
@@ -223,4 +320,4 @@ def breakdown_by_position(rows: EvalRows, ranks, ks=(5,),
     pos = rows.position
     return breakdown(ranks, {"beginning": ok & (pos <= 2),
                              "middle": ok & (pos >= 3) & (pos <= 4),
-                             "end": ok & (pos >= 5)}, ks)
+                             "end": ok & (pos >= 5)}, ks, sessions)

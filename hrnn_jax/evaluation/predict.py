@@ -39,10 +39,14 @@ def _scores(params, y):
 
 
 @partial(jax.jit, static_argnames=("ties",))
-def rank_scores(params, y, targets, seen, ties):
-    """Scores of every item and the targets' ranks in one jitted call (scores stay inside it)."""
+def rank_scores(params, y, targets, seen, ties, outside=None):
+    """Scores of every item and the targets' ranks in one jitted call (scores stay inside it).
+    ``outside``: optional bool ``[N+1]``, items that never count (those not among the
+    candidates of ``evaluation.rank_chunks``)."""
     scores = score_items(params, y)
     exclude = None if seen is None else evaluation.seen_mask(seen, scores.shape[1])
+    if outside is not None:
+        exclude = outside[None, :] if exclude is None else exclude | outside[None, :]
     return evaluation.rank_targets(scores, targets, ties=ties, exclude=exclude)
 
 
@@ -214,15 +218,23 @@ def hidden_states(model: Model, params, stream: pl.DataFrame, rows: EvalRows, *,
 
 def model_ranks(model: Model, params, stream, rows, *, batch_size=LANES, window=EVAL_WINDOW,
                 targets=None, ties="optimistic", exclude_seen=False, chunk=1024,
-                progress=None) -> np.ndarray:
+                progress=None, candidates=None) -> np.ndarray:
     """Rank of every row's target among all items (``evaluation.rank_chunks``, which reports
-    each chunk to ``progress``)."""
+    each chunk to ``progress``), or among ``candidates`` (bool ``[N+1]``, e.g.
+    ``evaluation.top_items``: a target outside them is ranked against them)."""
+    outside = None
+    if candidates is not None:
+        mask = evaluation.check_candidates(candidates)
+        if mask.size != model.n_items + 1:
+            raise ValueError(f"candidates cover {mask.size - 1} items, the model {model.n_items}")
+        outside = jnp.asarray(~mask)
     y = jnp.asarray(hidden_states(model, params, stream, rows, batch_size=batch_size,
                                   window=window, targets=targets))
     p_s = model.scoring_params(params)
     return evaluation.rank_chunks(
         None, rows, ties=ties, exclude_seen=exclude_seen, chunk=chunk, progress=progress,
-        rank_fn=lambda idx, targets, seen: rank_scores(p_s, y[idx], targets, seen, ties))
+        rank_fn=lambda idx, targets, seen: rank_scores(p_s, y[idx], targets, seen, ties,
+                                                       outside))
 
 
 def evaluate_model(model: Model, params, stream, rows, *, ks=(5, 20), **kw) -> dict[str, float]:

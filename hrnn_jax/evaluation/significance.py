@@ -227,3 +227,15 @@ def against_reference(ranks: dict[str, np.ndarray], reference: str, sessions,
                  for kind, ps in tests.items()}
         out[name] = {"reference": reference, "sessions": int(ref.sessions.size), **clean}
     return out
+
+
+def footnote(results: dict[str, dict]) -> tuple[int, int | None]:
+    """What a table of ``results`` (``{name: row}``) averaged and tested over, for its footnote.
+
+    Returns ``(seeds, units)``: the most seeds any row averages (1 for single runs) and the number
+    of test units (users or sessions) of the paired tests, None where no row was tested (rows of
+    :func:`against_reference` carry ``"reference"`` and ``"sessions"``).
+    """
+    seeds = max(r.get("seeds", 1) for r in results.values())
+    tested = next((r for r in results.values() if "reference" in r), None)
+    return seeds, (tested["sessions"] if tested else None)

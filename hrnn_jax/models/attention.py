@@ -148,6 +148,17 @@ class NARM(_TiedAttention):
 
     def apply(self, params, carry, batch, *, rng=None, train=False) -> Output:
         """``y = B c_t [B, L, D]``."""
+        return self._forward(params, carry, batch, rng, train)[0]
+
+    def trace(self, params, carry, batch):
+        """The attention weights of one window at evaluation (Song et al.'s Fig. 6a draws them
+        beside HCRNN's): ``(carry, y, {"attention": {"narm": alpha [B, L, history + L]}})``, key
+        k < history the buffer's slot k, k >= history the window's step k - history (as
+        ``HCRNN.trace``)."""
+        out, alpha = self._forward(params, carry, batch, None, False)
+        return out.carry, out.y, {"attention": {"narm": alpha}}
+
+    def _forward(self, params, carry, batch, rng, train):
         r_in, r_out = jax.random.split(rng) if rng is not None else (None, None)
         e = precision.take_rows(params["item_in"], batch["item"])  # [B, L, D]
         m_in = dropout_mask(r_in, self.dropout_input, e.shape, train)
@@ -165,7 +176,7 @@ class NARM(_TiedAttention):
         c = jnp.concatenate([h, local], axis=-1)  # (9)
         m_out = dropout_mask(r_out, self.dropout_output, c.shape, train)
         y = (c if m_out is None else c * m_out) @ params["decoder"]  # B c_t (10)
-        return Output({"gru": gru, **past.buffer}, y, {})
+        return Output({"gru": gru, **past.buffer}, y, {}), alpha
 
 
 @dataclasses.dataclass(frozen=True)

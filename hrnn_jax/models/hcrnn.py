@@ -22,7 +22,11 @@ distinct items' embeddings); a running mean keeps one pass per sequence (a sum g
 over the long histories our lanes stream). The KL term of the ELBO (Eq. 30) against the standard
 normal prior, ``0.5 sum_k (mu^2 + sigma^2 - log sigma^2 - 1)`` per step, enters the training loss
 as an extra term (``apply``'s third output, averaged over the steps with a target) times
-``kl_weight`` (0.001 and K = 50 as the authors' code; the paper gives neither).
+``kl_weight``. Eq. 30 as written subtracts the KL from the log-likelihood with weight 1 (with
+theta inferred per step here, ``kl_weight=1`` puts each step's KL beside its own cross-entropy);
+the default, 0.001, is the authors' code's (``reg_lambda``, beside their mean cross-entropy), a
+deviation from Eq. 30 that the paper does not state. K = 50 as the authors' code (the paper gives
+no K).
 
 Bi-channel attention (Eq. 25-27): each step t attends over the user's last ``history`` steps
 j <= t (itself included, as the authors' code; they attend over whole prefixes of at most 99
@@ -49,8 +53,10 @@ and HCRNN-3+Bi 2.3 points of R@20 short of the paper on CiteULike), every matrix
 Glorot-uniform, biases zero.
 
 Measured against the paper on the authors' CiteULike split (``experiments/song2019_hcrnn.py
---data DIR --format hcrnn``, figures in the README): HCRNN-3+Bi within 10% of Table 3's R@20 and
-M@20, and above GRU4Rec.
+--data DIR --format hcrnn --models gru,hcrnn-3-bi``, one run, figures in the README): HCRNN-3+Bi
+R@20 25.03 and M@20 8.76 (Table 3: 25.81 / 8.70), within 10%, and above GRU4Rec with its 100-d
+item embedding (23.58 / 8.39; paired t-test over the 360 test users: p = 0.035 for R@20, 0.052
+for M@20).
 """
 from __future__ import annotations
 

@@ -91,6 +91,22 @@ class HRNN(ItemRNN):
       one step. ``"session"``: W_c c is computed once at the session boundary; with truncated
       BPTT, W_c then learns only from the steps of the window in which its session started.
 
+    Where the user GRU learns. The paper (Sec. 3.2.1): "The weights of GRU_usr are updated only
+    between sessions, i.e. when a session ends and when the forthcoming session starts. However,
+    when the user representation is propagated in input to GRU_ses, the weights of GRU_usr are
+    updated also within sessions even if c_{u,m} is kept fixed." Here the carry crosses windows
+    with its gradient stopped (``training.step``), so the user GRU's weights and W_init / b_init
+    (Eq. 3-4) receive gradient from the loss of the steps that follow a session start in the
+    same window: with windows of one step (``window=1``, the original training) only from the
+    session's first prediction, as hgru4rec (whose user state is a shared variable updated
+    between steps); with a window of L steps (truncated BPTT) from the steps of the new session
+    up to the window's end, never from later windows. Within a session the user level learns
+    through W_c alone (HRNN All, ``context_grad="step"``: W_c c is recomputed from the carried
+    c with the current W_c at every window start, as hgru4rec recomputes it at every step), which
+    is how we read "updated also within sessions": c itself, the user GRU's output, stays fixed
+    and passes no gradient to the user GRU after its window. Tested in
+    ``tests/test_quadrana_options.py``.
+
     Other choices, all tested:
 
     * The user cell's input is the hidden state of the session cell after the session's last step
@@ -156,6 +172,9 @@ class HRNN(ItemRNN):
         """The options of a user-based session cell."""
         cell, source = self.session_cell, self.user_source
         name, H, U = type(cell).__name__, self.hidden, self.user_hidden
+        if not cell.takes_user:
+            raise ValueError(f"HRNN: {name} takes no user input; give HRNN a user-based cell "
+                             "(LinearUserGRU, ...) or a plain cell (cells.GRU)")
         if self.mode == "all" and self.user_vector == "table":
             raise ValueError(f"HRNN: mode='all' feeds the user state c to {name} at every step "
                              "(user_vector='state'); user_vector='table' is an option of "

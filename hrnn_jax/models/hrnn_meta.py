@@ -1,5 +1,6 @@
-"""HRNN-meta (Ma & Narayanaswamy, "Hierarchical Temporal-Contextual Recommenders"): the session
-hierarchy as an input rather than a switch of hidden states.
+"""HRNN-meta (Ma & Narayanaswamy, "Hierarchical Temporal-Contextual Recommenders", NeurIPS 2018
+Workshop on Modeling and Decision-Making in the Spatiotemporal Domain): the session hierarchy as
+an input rather than a switch of hidden states.
 
 HRNN (Quadrana et al., "HGRU" in this paper) closes a session by running a user-level cell and
 re-initialising the session state. HRNN-meta keeps one recurrent encoder over the user's whole
@@ -56,7 +57,10 @@ User features and feedback (Section 2, Figure 2) join the input beside the contr
 embedded by a learned affine map to the control's width (added in the 3H space of a split cell,
 concatenated otherwise): a user's feature vector ``user_features[user]`` (``[n_users, F_u]``, data
 like the item features), and the input event's feedback: its value (lane field ``"feedback"``, the
-log's ``value``: a standardised rating, a click/purchase code). ``item_input`` says what the
+log's ``value``: a rating, a click/purchase code), standardised as ``(value - feedback_mean) /
+feedback_std`` (the paper: "interaction feedback were the standardized rating values"; give the
+training events' mean and standard deviation, ``papers.ma2019.feedback_standardisation``; the
+defaults 0 and 1 feed the value as it is). ``item_input`` says what the
 encoder sees of the input item: its id (``"id"``, default), its feature vector (``"features"``,
 embedded by a learned affine map) or nothing (``"none"``, a learned constant): the ablations of
 the paper's Table 2.
@@ -126,6 +130,8 @@ class HRNNMeta(SessionRNN):
       feedback: the input event's feedback joins the input: its value (lane field
         ``"feedback"``), or with ``feedback_levels`` K > 0 its type (lane field
         ``"event_type"``: codes 0..K-1, e.g. click/purchase), embedded by a row per type.
+      feedback_mean, feedback_std: the value feedback enters as (value - mean) / std (the
+        training events' statistics; defaults 0 and 1: as it is).
       item_input: ``"id"`` | ``"features"`` | ``"none"``: what the encoder sees of the input item.
       control: feed the time-gap control signal (False: the vanilla RNN with the other channels).
       rating_weight: weight of the rating head's squared error in the training loss; 0 (default):
@@ -149,6 +155,8 @@ class HRNNMeta(SessionRNN):
     user_features: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
     feedback: bool = False
     feedback_levels: int = 0
+    feedback_mean: float = 0.0
+    feedback_std: float = 1.0
     item_input: ItemInput = "id"
     control: bool = True
     rating_weight: float = 0.0
@@ -184,6 +192,10 @@ class HRNNMeta(SessionRNN):
         if self.feedback_levels < 0 or (self.feedback_levels and not self.feedback):
             raise ValueError(f"HRNNMeta: feedback_levels (event types) must be >= 0 and needs "
                              f"feedback=True, got {self.feedback_levels}")
+        if not (np.isfinite(self.feedback_mean) and np.isfinite(self.feedback_std)
+                and self.feedback_std > 0):
+            raise ValueError(f"HRNNMeta: feedback_mean must be finite and feedback_std finite and "
+                             f"> 0, got {self.feedback_mean}, {self.feedback_std}")
         if not 0.0 <= self.feature_mix <= 1.0:
             raise ValueError(f"HRNNMeta: feature_mix must be in [0, 1], got {self.feature_mix}")
         N1 = self.n_items + 1
@@ -375,8 +387,9 @@ class HRNNMeta(SessionRNN):
             code = batch["event_type"].astype(jnp.int32)
             channels.append(precision.take_rows(params["feedback_in"]["kernel"], code)
                             + params["feedback_in"]["bias"])
-        elif self.feedback:
-            channels.append(batch["feedback"][..., None] * params["feedback_in"]["kernel"][0]
+        elif self.feedback:  # the standardised value, embedded by an affine map
+            value = (batch["feedback"] - self.feedback_mean) / self.feedback_std
+            channels.append(value[..., None] * params["feedback_in"]["kernel"][0]
                             + params["feedback_in"]["bias"])
         if self._added:  # each channel's rows in the projected space
             return x + sum(channels) if channels else x

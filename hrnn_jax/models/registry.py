@@ -20,6 +20,7 @@ from flax import linen as nn
 
 from hrnn_jax import cells
 from hrnn_jax.cells import user_gru
+from hrnn_jax.cells.gru import GRUReset  # noqa: F401  (ModelConfig.gru_reset's option type)
 from hrnn_jax.config import ModelConfig, TrainConfig, make
 from hrnn_jax.models.attention import NARM, STAMP
 from hrnn_jax.models.contract import Model
@@ -106,11 +107,17 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
 # ------------------------------------------------------------------------------------------
 # The papers' models, with config.hidden units (HRNN: 100 + 100, the paper's 'small')
 # ------------------------------------------------------------------------------------------
+def _gru_cell(cfg: ModelConfig) -> cells.GRU:
+    """A ``cells.GRU`` of ``cfg.hidden`` units with the reset gate where ``cfg.gru_reset`` says
+    (after the recurrent product, flax's form, or before it, Cho et al.'s and GRU4Rec's)."""
+    return cells.GRU(cfg.hidden, reset_gate=cfg.gru_reset)
+
+
 @register_model("gru")
 def _gru(ctx: BuildContext) -> Model:
     """GRU4Rec: a session GRU with one-hot items (or ``embed_dim``)."""
     cfg = ctx.config
-    return SessionRNN(ctx.n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
+    return SessionRNN(ctx.n_items, _gru_cell(cfg), embed_dim=cfg.embed_dim,
                       dropout_session=cfg.dropout_session)
 
 
@@ -118,13 +125,13 @@ def _gru(ctx: BuildContext) -> Model:
 def _concat(ctx: BuildContext) -> Model:
     """RNN Concat: the sessions of a user as one sequence."""
     cfg = ctx.config
-    return SessionRNN(ctx.n_items, cells.GRU(cfg.hidden), reset="user", embed_dim=cfg.embed_dim,
+    return SessionRNN(ctx.n_items, _gru_cell(cfg), reset="user", embed_dim=cfg.embed_dim,
                       dropout_session=cfg.dropout_session)
 
 
 def _hrnn(ctx: BuildContext, mode: str) -> Model:
     cfg = ctx.config
-    return HRNN(ctx.n_items, cells.GRU(cfg.hidden), user_cell=cells.GRU(cfg.hidden), mode=mode,
+    return HRNN(ctx.n_items, _gru_cell(cfg), user_cell=_gru_cell(cfg), mode=mode,
                 embed_dim=cfg.embed_dim, dropout_session=cfg.dropout_session,
                 dropout_user=cfg.dropout_user, dropout_init=cfg.dropout_init,
                 context_gates=cfg.context_gates, first_session=cfg.first_session,
@@ -149,18 +156,25 @@ USER_GRUS = {"user-gru-linear": user_gru.LinearUserGRU,
              "user-gru-attentional": user_gru.AttentionalUserGRU}
 
 
+# ... and their standard GRU, "the same network without the user": the user-based cell with the
+# user term removed (cells.StandardUserGRU), the same dropout on the item vector and U(-0.1, 0.1)
+# initialisation; no user table
+STANDARD_USER_GRU = "user-gru-none"
+
+
 def _user_gru(ctx: BuildContext, name: str) -> Model:
     cfg = ctx.config
     if ctx.n_users is None:
-        raise ValueError(f"{name} has a user table: build it with n_users")
+        raise ValueError(f"{name} runs over each user's sequence: build it with n_users")
     kw = {"omega": cfg.omega} if name == "user-gru-rectified" else {}
-    cell = USER_GRUS[name](cfg.hidden, item_features=cfg.hidden, **kw)
+    cls = user_gru.StandardUserGRU if name == STANDARD_USER_GRU else USER_GRUS[name]
+    cell = cls(cfg.hidden, item_features=cfg.hidden, **kw)
     return UserRNN(ctx.n_items, ctx.n_users, cell, user_dim=cfg.hidden,
                    dropout_item=cfg.dropout_item, dropout_user=cfg.dropout_user_vector,
                    l2_user=cfg.l2_user)
 
 
-for _name in USER_GRUS:
+for _name in (*USER_GRUS, STANDARD_USER_GRU):
     register_model(_name, lambda ctx, name=_name: _user_gru(ctx, name))
 
 
@@ -171,7 +185,7 @@ def _hrnn_meta(ctx: BuildContext) -> Model:
     joins its input; with item features its decoder mixes them in and cold items are scored from
     them alone."""
     cfg = ctx.config
-    return HRNNMeta(ctx.n_items, cells.GRU(cfg.hidden), embed_dim=cfg.embed_dim,
+    return HRNNMeta(ctx.n_items, _gru_cell(cfg), embed_dim=cfg.embed_dim,
                     dropout_session=cfg.dropout_session, item_features=ctx.item_features,
                     cold_items=ctx.cold_items, feedback=cfg.feedback != "none",
                     feedback_levels=ctx.feedback_levels if cfg.feedback == "event" else 0)
@@ -203,7 +217,7 @@ def _hrnn_hcrnn(ctx: BuildContext) -> Model:
     D = cfg.embed_dim or cfg.hidden
     return HRNN(ctx.n_items, cells.HCRNNCell(cfg.hidden, context_dim=D,
                                                    n_contexts=cfg.contexts, variant=3),
-                user_cell=cells.GRU(cfg.hidden), mode="init", embed_dim=D,
+                user_cell=_gru_cell(cfg), mode="init", embed_dim=D,
                 dropout_session=cfg.dropout_session, dropout_user=cfg.dropout_user,
                 dropout_init=cfg.dropout_init)
 

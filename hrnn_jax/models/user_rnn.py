@@ -42,6 +42,12 @@ class UserRNN(Model):
       as the standard GRU (MRR@20 .0744 against .0732 on the experiment's synthetic log, 10
       epochs) where it reaches .1165 without that term.
     * ``user_in`` is a sparse-row table indexed by the batch's ``user`` (``capabilities``).
+
+    With a cell that takes no user input (``cell.takes_user`` False:
+    ``cells.StandardUserGRU``, the paper's standard GRU, "the same network without the user")
+    the model has no user table, no user dropout and no L2 term: ``x_t = E_i i_t`` (dropped at
+    keep 0.8), everything else as above; ``user_dim``, ``dropout_user`` and ``l2_user`` are
+    unused.
     """
 
     n_items: int
@@ -63,6 +69,8 @@ class UserRNN(Model):
         sequence."""
         tables = {"item_in": "item", "user_in": "user", "item_out": "target",
                   "item_bias": "target"}
+        if not self.cell.takes_user:
+            del tables["user_in"]
         return Capabilities(row_tables=tables, whole_sequence=True, n_users=self.n_users)
 
     @property
@@ -82,9 +90,10 @@ class UserRNN(Model):
         N, H = self.n_items + 1, self.hidden
         def u(k, shape):
             return jax.random.uniform(k, shape, jnp.float32, -0.1, 0.1)
-        x = jnp.zeros((1, self.item_dim + self.user_dim))
+        takes_user = self.cell.takes_user
+        x = jnp.zeros((1, self.item_dim + (self.user_dim if takes_user else 0)))
         cells.check_cell(self.cell, x.shape[1], "cell")
-        return {
+        params = {
             "item_in": u(k_item, (N, self.item_dim)),
             "user_in": u(k_user, (self.n_users, self.user_dim)),
             "item_out": u(k_out, (N, H)),
@@ -92,6 +101,9 @@ class UserRNN(Model):
             "cell": self.cell.init(k_cell, self.cell.initialize_carry(k_cell, x.shape),
                                    x)["params"],
         }
+        if not takes_user:  # the same keys drawn, so the shared tables start as a user cell's
+            del params["user_in"]
+        return params
 
     def init_carry(self, batch_size: int):
         return jnp.zeros((batch_size, self.hidden), jnp.float32)
@@ -99,17 +111,23 @@ class UserRNN(Model):
     def apply(self, params, carry, batch, *, rng=None, train=False) -> Output:
         chex.assert_rank([batch["item"], batch["user"], batch["user_start"]], 2)
         e_item = precision.take_rows(params["item_in"], batch["item"])  # E_i i_t [B, L, E_i]
-        e_user = precision.take_rows(params["user_in"], batch["user"])  # E_v v   [B, L, E_v]
         r_item, r_user = jax.random.split(rng) if train else (None, None)
         m_item = dropout_mask(r_item, self.dropout_item, e_item.shape, train)
-        m_user = dropout_mask(r_user, self.dropout_user, e_user.shape, train)
-        x = jnp.concatenate([e_item if m_item is None else e_item * m_item,
-                             e_user if m_user is None else e_user * m_user], axis=-1)
+        x = e_item if m_item is None else e_item * m_item
+        extra = {}
+        if self.cell.takes_user:
+            e_user = precision.take_rows(params["user_in"], batch["user"])  # E_v v [B, L, E_v]
+            m_user = dropout_mask(r_user, self.dropout_user, e_user.shape, train)
+            x = jnp.concatenate([x, e_user if m_user is None else e_user * m_user], axis=-1)
+            extra = {"l2_user": self._l2_user(e_user, batch["valid"])}
         xp = self.cell.apply({"params": params["cell"]}, x, method="project")  # outside the scan
         # Eq. 3-10 over the window; a new user starts from zeros, padding keeps the state
         carry, ys = cells.run_cell(self.cell, params["cell"], carry, jnp.swapaxes(xp, 0, 1),
                                    batch["user_start"].T, batch["valid"].T)
-        valid = batch["valid"].astype(jnp.float32)
-        user_sq = ((e_user ** 2).sum(-1) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
-        extra = {"l2_user": self.l2_user * user_sq}
         return Output(carry, jnp.swapaxes(ys, 0, 1), extra)
+
+    def _l2_user(self, e_user, valid):
+        """``l2_user`` times the mean squared norm of the valid steps' user vectors."""
+        valid = valid.astype(jnp.float32)
+        user_sq = ((e_user ** 2).sum(-1) * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+        return self.l2_user * user_sq
