@@ -102,7 +102,8 @@ def load(args):
     return data.read_interactions(args.data), None, None, args.data
 
 
-def main(argv=None) -> int:
+def parse(argv) -> argparse.Namespace:
+    """The command line's flags."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="a log file, or the authors' data directory")
@@ -131,29 +132,28 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None, help="draw the analyses here (needs matplotlib)")
-    args = ap.parse_args(argv)
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    return ap.parse_args(argv)
+
+
+def problem_with(args, names: list[str]) -> str | None:
+    """The first thing wrong with the flags, as one line, or None."""
     known = compare.model_names()
     unknown = [n for n in names if n not in known]
-    problem = (f"unknown model(s) {unknown}; choose from {', '.join(known)}" if unknown
-               else f"--format {args.format} needs --data" if args.format != "csv"
-               and args.data is None
-               else "--max-rating-only needs --format movielens"
-               if args.max_rating_only and args.format != "movielens" else None)
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    try:
-        log, test_users, topic_of, source = load(args)
-    except data.DataError as err:
-        print(f"error: {data.one_line(err)}", file=sys.stderr)
-        return 1
-    config = Config(
+    return (f"unknown model(s) {unknown}; choose from {', '.join(known)}" if unknown
+            else f"--format {args.format} needs --data" if args.format != "csv"
+            and args.data is None
+            else "--max-rating-only needs --format movielens"
+            if args.max_rating_only and args.format != "movielens" else None)
+
+
+def experiment_config(args, authors_split: bool) -> Config:
+    """The paper's settings (Sec. 4), the flags' sizes."""
+    return Config(
         data=DataConfig(protocol="users", test_fraction=TEST_FRACTION,
                         split_seed=args.seed, session_gap=1e12, min_session_len=1,
                         # the authors' files are filtered already (some of their sequences are
                         # shorter than 10 after their item filter): nothing is dropped there
-                        min_user_events=1 if test_users is not None else 10,
+                        min_user_events=1 if authors_split else 10,
                         min_item_support=args.min_item_support,
                         max_value_only=args.max_rating_only),
         model=ModelConfig(hidden=args.hidden, embed_dim=args.embedding, dropout_session=0.5,
@@ -163,15 +163,18 @@ def main(argv=None) -> int:
                           loss="full-ce", patience=args.patience, seed=args.seed,
                           row_updates="sparse"),
         eval=EvalConfig(ks=(3, 20)))
-    prep = data.prepare(log, config.data, test_users=test_users)
-    info = prep.info
-    print(f"{source}: {info['events']} events, {info['train_users']} train / "
-          f"{info['test_users']} test users, {info['evaluated']} predictions, "
-          f"{prep.encoded.n_items} items")
+
+
+def run_models(names: list[str], prep, config: Config, learning_rate: float | None):
+    """Each model trained (the neural ones) and ranked on the test rows, its line printed.
+
+    Returns ``(out, fitted, ranks)``: ``{name: metrics and events_per_second}``, ``{name: (model,
+    params)}`` of the neural models, ``{name: ranks}``.
+    """
     out, fitted, all_ranks = {}, {}, {}
     for name in names:
         if compare.is_neural(name):
-            lr = args.learning_rate or LEARNING_RATE.get(name, PAPER_LR)
+            lr = learning_rate or LEARNING_RATE.get(name, PAPER_LR)
             model = compare.model_for(name, prep, config)
             fit = compare.fit_neural(model, prep, fit_config(config, lr))
             ranks, speed = compare.evaluate_neural(model, fit.params, prep, config), \
@@ -185,16 +188,11 @@ def main(argv=None) -> int:
         out[name] = {**{k: m[k] for k in METRICS}, "events_per_second": speed}
         print(f"{name:<12}" + "".join(f"{100 * m[k]:>8.2f}" for k in METRICS)
               + (f"{speed:>10.0f} ev/s" if speed else ""), flush=True)
-    analysis = {}
-    if "hcrnn-3-bi" in fitted and topic_of is not None:
-        analysis = analyse(fitted, prep, topic_of, config.train.batch_size)
-        if args.plot:
-            plot(analysis, args.plot)
-    checks = claims(out, analysis)
-    tests = {}
-    if REFERENCE in all_ranks and len(all_ranks) > 1:  # one sequence per user: pairs are users
-        tests = significance.against_reference(
-            all_ranks, REFERENCE, significance.row_sessions(prep.stream, prep.rows), (3, 20))
+    return out, fitted, all_ranks
+
+
+def print_table(out: dict, tests: dict, checks: dict) -> None:
+    """Table 3's rows beside the paper's CiteULike figures, the t-tests' marks and the claims."""
     print(f"\n{'model':<12}" + "".join(f"{k:>10}" for k in METRICS) + "   paper (CiteULike)")
     for name, r in out.items():
         paper = PAPER_CITEULIKE.get(name)
@@ -210,6 +208,38 @@ def main(argv=None) -> int:
             f"{name} {v}" if isinstance(v, bool) else
             f"{name} " + ", ".join(f"{k} {b}" for k, b in v.items())
             for name, v in checks.items()))
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    problem = problem_with(args, names)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    try:
+        log, test_users, topic_of, source = load(args)
+    except data.DataError as err:
+        print(f"error: {data.one_line(err)}", file=sys.stderr)
+        return 1
+    config = experiment_config(args, authors_split=test_users is not None)
+    prep = data.prepare(log, config.data, test_users=test_users)
+    info = prep.info
+    print(f"{source}: {info['events']} events, {info['train_users']} train / "
+          f"{info['test_users']} test users, {info['evaluated']} predictions, "
+          f"{prep.encoded.n_items} items")
+    out, fitted, all_ranks = run_models(names, prep, config, args.learning_rate)
+    analysis = {}
+    if "hcrnn-3-bi" in fitted and topic_of is not None:
+        analysis = analyse(fitted, prep, topic_of, config.train.batch_size)
+        if args.plot:
+            plot(analysis, args.plot)
+    checks = claims(out, analysis)
+    tests = {}
+    if REFERENCE in all_ranks and len(all_ranks) > 1:  # one sequence per user: pairs are users
+        tests = significance.against_reference(
+            all_ranks, REFERENCE, significance.row_sessions(prep.stream, prep.rows), (3, 20))
+    print_table(out, tests, checks)
     if args.json:
         jsonio.write_json(args.json, {
             "models": out, "analysis": analysis, "tests": tests, "checks": checks,

@@ -148,10 +148,10 @@ class ModelConfig(_Checked):
 
     hidden: int = field(100, "units of each GRU layer (session and user level)", min=1)
     gru_reset: GRUReset = field(
-        "after", "GRU layers of gru, gru4rec+, concat, hrnn-*, hrnn-meta: the reset gate on the "
-                 "recurrent product, r * (U h + b) (after: flax's and cuDNN's form) or on the "
-                 "state before it, U (r * h) (before: Cho et al. 2014's, GRU4Rec's and the HRNN "
-                 "authors' code)")
+        "before", "GRU layers of gru, gru4rec+, concat, hrnn-*, hrnn-meta: the reset gate on the "
+                  "state before the recurrent product, U (r * h) (before: Cho et al. 2014's, "
+                  "GRU4Rec's and the HRNN authors' code) or on the product, r * (U h + b) "
+                  "(after: flax's and cuDNN's form)")
     embed_dim: int | None = field(None, "gru, concat, hrnn: width of a learned item embedding "
                                         "(none: one-hot items, as GRU4Rec)", min=1)
     dropout_user: float = field(0.0, "HRNN: dropout on the user GRU's output", min=0.0, max=0.99)

@@ -113,6 +113,8 @@ def test_deterministic_and_precision_flags_in_a_fresh_process(tmp_path, csv_path
         assert res["models"]["gru"][k] == first[k]
 
 
+@pytest.mark.slow  # test budget: the options' flow through the configuration is the same for
+# every flag (test_config); --gru-reset reaches the models in test_quadrana_options
 @pytest.mark.parametrize("options", [
     (["--context-gates", "rzn"], ["--activation", "tanh"]),
     pytest.param((["--first-session", "zero"], ["--context-grad", "session"]),

@@ -105,7 +105,9 @@ def prep():
     return data.prepare(raw, DataConfig(min_item_support=1))
 
 
-@pytest.mark.parametrize("name", ["hcrnn-3", "two-gate"])
+# HRNN with an HCRNN-3 session cell also trains and evaluates in the default run as hrnn-hcrnn-3
+# (tests/test_song_experiment.py's tiny run)
+@pytest.mark.parametrize("name", [pytest.param("hcrnn-3", marks=pytest.mark.slow), "two-gate"])
 def test_hrnn_all_with_an_hcrnn_or_a_two_gate_cell_trains_and_evaluates(prep, name):
     cell = SESSION_CELLS[name]()
     embed = H if name == "hcrnn-3" else None

@@ -72,15 +72,16 @@ def setup_cell(variant, seed=0):
 def test_cell_matches_numpy_values_and_gradients(variant):
     cell, p, c, h, inp = setup_cell(variant)
     P = to64(p)
-    (c1, h1), y = cell.apply({"params": p}, (c, h), inp)
+    # jitted: one compile per program (eagerly, every small op would be compiled on its own)
+    (c1, h1), y = jax.jit(lambda p, c, h, x: cell.apply({"params": p}, (c, h), x))(p, c, h, inp)
     c_ref, h_ref, gates_ref = reference(P, np.array(c, np.float64), np.array(h, np.float64),
                                         np.array(inp, np.float64), variant)
     np.testing.assert_allclose(c1, c_ref, **approx())
     np.testing.assert_allclose(h1, h_ref, **approx())
     np.testing.assert_array_equal(y, h1)
-    _, _, gates = cell.apply({"params": p}, (c, h), cell.apply({"params": p}, inp,
-                                                                 method="project"),
-                             method="trace_step")
+    _, _, gates = jax.jit(lambda p, c, h, x: cell.apply(
+        {"params": p}, (c, h), cell.apply({"params": p}, x, method="project"),
+        method="trace_step"))(p, c, h, inp)
     for name, want in gates_ref.items():
         np.testing.assert_allclose(gates[name], want, **approx(), err_msg=name)
     if variant == 3:  # the drift gate is a gate, not ones
@@ -93,7 +94,7 @@ def test_cell_matches_numpy_values_and_gradients(variant):
         (c1, h1), _ = cell.apply({"params": p}, (c, h), inp)
         return (c1 * wc).sum() + (h1 * wh).sum()
 
-    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(p, c, h, inp)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(p, c, h, inp)
     named, _ = jax.tree_util.tree_flatten_with_path(P)
     C, Hh, X = (np.array(a, np.float64) for a in (c, h, inp))
     arrays = [a for _, a in named] + [C, Hh, X]

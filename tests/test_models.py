@@ -239,7 +239,7 @@ def test_hrnn_options_are_checked():
     assert p_rz.shape == (H + 1, 2 * H) and p_rzn.shape == (H + 1, 3 * H)
 
 
-@pytest.mark.parametrize("context_grad", ["step", pytest.param("session", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("context_grad", ["step", "session"])
 def test_context_grad_reaches_w_c_from_every_step(context_grad):
     """With one-step windows, a step in the middle of a session (no session closes in the window)
     gives W_c a gradient with ``context_grad="step"`` (W_c c recomputed from the carried c, as
@@ -250,17 +250,19 @@ def test_context_grad_reaches_w_c_from_every_step(context_grad):
     lanes = make_lanes(frame, batch_size=2, window=1, targets="session", close_at="input",
                        boundary_slots=2)
     apply = jax.jit(lambda p, c, b: model.apply(p, c, b)[:2])
+
+    def loss(p, c, b):
+        _, y, _ = model.apply(p, c, b)
+        return losses.full_cross_entropy(p, y, b["target"])
+
+    grad = jax.jit(jax.grad(loss))  # compiled once: the windows share their shapes
     carry = model.init_carry(2)
     checked = 0
     for batch in lanes:
         boundary = batch["session_start"].any()
         has_context = bool(np.abs(np.asarray(carry["context"])).max() > 0)
         if not boundary and has_context and batch["valid"].all():
-            def loss(p):
-                _, y, _ = model.apply(p, carry, batch)
-                return losses.full_cross_entropy(p, y, batch["target"])
-
-            g = np.asarray(jax.grad(loss)(params)["context"]["kernel"])
+            g = np.asarray(grad(params, carry, batch)["context"]["kernel"])
             if context_grad == "step":
                 assert np.abs(g).max() > 1e-6
             else:

@@ -80,18 +80,22 @@ def test_scan_with_reset_before_matches_per_user_loop(kind="all"):
 def test_gru_reset_reaches_the_models_from_the_configuration():
     ap = argparse.ArgumentParser()
     conf.add_arguments(ap, "model")
-    cfg = conf.from_sources(ap.parse_args(["--gru-reset", "before", "--hidden", "4"]))
-    assert cfg.model.gru_reset == "before" and conf.ModelConfig().gru_reset == "after"
+    after = conf.from_sources(ap.parse_args(["--gru-reset", "after", "--hidden", "4"])).model
+    default = conf.ModelConfig(hidden=4)
+    assert default.gru_reset == "before" and after.gru_reset == "after"
     for name in ("gru", "gru4rec+", "concat", "hrnn-init", "hrnn-all", "hrnn-meta"):
-        model = models.build_model(name, 9, cfg.model)
-        gru_cells = [c for c in (model.session_cell, getattr(model, "user_cell", None))
-                     if isinstance(c, cells.GRU)]
-        assert gru_cells and all(c.reset_gate == "before" for c in gru_cells), name
-        back = spec.from_spec(spec.to_spec(model))  # a checkpoint rebuilds the form
-        assert back.session_cell.reset_gate == "before"
-    # the default form is not written into a spec: checkpoints saved before it load unchanged
-    default = spec.to_spec(models.build_model("hrnn-all", 9, conf.ModelConfig(hidden=4)))
-    assert "reset_gate" not in str(default)
+        for cfg in (default, after):
+            model = models.build_model(name, 9, cfg)
+            gru_cells = [c for c in (model.session_cell, getattr(model, "user_cell", None))
+                         if isinstance(c, cells.GRU)]
+            assert gru_cells and all(c.reset_gate == cfg.gru_reset for c in gru_cells), name
+            back = spec.from_spec(spec.to_spec(model))  # a checkpoint rebuilds the form
+            assert back.session_cell.reset_gate == cfg.gru_reset, name
+    # the registry's default form is written into a spec; flax's form, the cell's own default,
+    # is not: checkpoints saved before the option existed (all "after") load unchanged
+    assert "reset_gate" in str(spec.to_spec(models.build_model("hrnn-all", 9, default)))
+    assert "reset_gate" not in str(spec.to_spec(models.build_model("hrnn-all", 9, after)))
+    assert cells.GRU(4).reset_gate == "after"
     with pytest.raises(conf.ConfigError, match="gru_reset"):
         conf.ModelConfig(gru_reset="inside")
 

@@ -68,8 +68,9 @@ def fitted(prep):
 
 # HRNN's vmapped step is checked against single seeds in the default run by
 # tests/test_training.py::test_vmapped_seeds_match_single_seed_training (test budget)
+# and the vmapped fit of the session GRU by test_seeds_compare_equals_single_compares (below)
 @pytest.mark.parametrize("name,window", [pytest.param("gru", 1, marks=pytest.mark.slow),
-                                         ("gru", 4),
+                                         pytest.param("gru", 4, marks=pytest.mark.slow),
                                          pytest.param("hrnn-all", 1, marks=pytest.mark.slow),
                                          pytest.param("hrnn-all", 4, marks=pytest.mark.slow)])
 def test_vmapped_fit_equals_single_fits(fitted, name, window):

@@ -359,6 +359,7 @@ def test_hrnn_user_cell_trains(source):
     assert np.all(np.isfinite(loss)) and loss[-1] < 0.95 * loss[0], loss
 
 
+@pytest.mark.slow  # test budget: the sparse user rows of UserRNN are checked in the default run
 def test_hrnn_user_table_is_updated_by_sparse_rows():
     """``user_vector="table"`` declares ``user_in`` a row table by ``user``: with Adagrad the
     sparse step equals the dense one, and the rows of users not in the window stay exactly."""

@@ -46,7 +46,11 @@ class GRU(SplitCell):
     U (r * h))), the GRU of the paper Quadrana et al. (RecSys 2017) cite for theirs (Cho et al.,
     "On the Properties of Neural Machine Translation: Encoder-Decoder Approaches", SSST-8 2014);
     GRU4Rec (Hidasi et al., ICLR 2016) and the HRNN authors' code (mquad/hgru4rec) use it too.
-    Both forms have the same parameters, initialised alike (same seed, same values); in
+    The cell's own default is flax's form, so that ``cells.GRU(H)`` is a drop-in for
+    ``GRUCell`` and a spec without the field (every checkpoint saved before the option existed)
+    rebuilds the cell it was saved from; every GRU of the registry's models takes the paper's
+    form, ``ModelConfig.gru_reset = "before"``, chosen by measurement (README, "The GRU's reset
+    gate"). Both forms have the same parameters, initialised alike (same seed, same values); in
     ``"before"`` b_hn is one more bias of the candidate, beside the input's b_n. The update (z
     keeps the old state) is Cho et al.'s Eq. 5 and flax's in both forms; hgru4rec's z weighs the
     candidate instead, the same family of functions (z -> 1 - z).

@@ -109,7 +109,8 @@ def build_model(name: str, n_items: int, config: ModelConfig = ModelConfig(), *,
 # ------------------------------------------------------------------------------------------
 def _gru_cell(cfg: ModelConfig) -> cells.GRU:
     """A ``cells.GRU`` of ``cfg.hidden`` units with the reset gate where ``cfg.gru_reset`` says
-    (after the recurrent product, flax's form, or before it, Cho et al.'s and GRU4Rec's)."""
+    (by default before the recurrent product, Cho et al.'s and GRU4Rec's form, or after it,
+    flax's)."""
     return cells.GRU(cfg.hidden, reset_gate=cfg.gru_reset)
 
 
