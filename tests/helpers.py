@@ -1,6 +1,9 @@
 """Helpers that several test modules share (no test module imports another's helpers)."""
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,3 +75,12 @@ def central_differences(f, arrays, eps=EPS):
             g[idx] = (up - down) / (2 * eps)
         grads.append(g)
     return grads
+
+
+def load_experiment(script: str):
+    """``experiments/<script>.py`` as a freshly executed module (the scripts are no package)."""
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{script}.py"
+    spec = importlib.util.spec_from_file_location(f"{script}_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

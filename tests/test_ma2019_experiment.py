@@ -2,22 +2,16 @@
 tables' code is stubbed here with figures of our own: what is checked is that every figure reaches
 the output next to the paper's, with the catalogue and the timing ratio); a tiny real run is
 marked slow."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
 from hrnn_jax.papers import ma2019
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "ma2019_hrnn_meta.py"
+from tests.helpers import load_experiment
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("ma2019_hrnn_meta", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("ma2019_hrnn_meta")
 
 
 def stub_tables(monkeypatch):

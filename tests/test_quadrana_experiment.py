@@ -2,23 +2,18 @@
 paper's comparison, Table 2's settings per model (explicit flags override them), mean and std over
 seeds, Wilcoxon and t-test p-values against the session RNN, the breakdowns of Figs. 3-6 and the
 paper's claims judged from the same figures."""
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
 from hrnn_jax.papers import quadrana2017 as paper
+from tests.helpers import load_experiment
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "quadrana2017.py"
 METRICS = ("recall@5", "mrr@5")
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("quadrana2017_experiment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("quadrana2017")
 
 
 def gain(a, b):

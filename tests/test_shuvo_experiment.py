@@ -1,20 +1,14 @@
 """experiments/shuvo_hrnn.py (Shuvo et al.'s HRNN study) runs end to end on a tiny synthetic log:
 every model of the seed's list, the four metrics with mean and std over seeds, the tests against
 GRU4Rec, the study's expectations judged from the same figures."""
-import importlib.util
 import json
-import pathlib
 
 from hrnn_jax.papers import shuvo
-
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "shuvo_hrnn.py"
+from tests.helpers import load_experiment
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("shuvo_hrnn", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("shuvo_hrnn")
 
 
 def test_tiny_run_writes_the_studys_table(tmp_path, capsys):

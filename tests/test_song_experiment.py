@@ -2,21 +2,16 @@
 issue names (models with R@3/R@20/M@3/M@20 and speed, the analyses); its claims judge constructed
 analyses as the paper states them; and (slow) the paper's main claim holds on a small synthetic
 log."""
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "song2019_hcrnn.py"
+from tests.helpers import load_experiment
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("song2019_hcrnn", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_experiment("song2019_hcrnn")
 
 
 def test_tiny_run_writes_the_papers_fields(tmp_path, capsys):

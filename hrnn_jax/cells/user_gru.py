@@ -412,11 +412,9 @@ class UserGRUBase(UserCell):
         # arrays by the fused steps. The user part is n wide where the cell requires it; the
         # linear cell takes any width, known only at its first call (a Dense, used in project).
         self.item = self.param("item", self._dense_init, self.item_features, 3 * n, True)
-        if not self.takes_user:
-            pass  # StandardUserGRU: the cell without the user
-        elif self.required_user:
+        if self.required_user:
             self.user = self.param("user", self._dense_init, n, 3 * n, False)
-        else:
+        elif self.takes_user:  # (StandardUserGRU has no user kernel)
             self.user = nn.Dense(3 * n, use_bias=False, kernel_init=self.kernel_init, name="user")
 
     @nn.nowrap
@@ -525,7 +523,7 @@ class LinearUserGRU(UserGRUBase):
         return _linear_fwd, _linear_parts
 
 
-class StandardUserGRU(UserGRUBase):
+class StandardUserGRU(LinearUserGRU):
     """Donkers et al.'s standard GRU: the user-based cell without the user (Eq. 3-5 with the
     user term removed; the paper's baseline, "a standard GRU network without any of our proposed
     extensions")::
@@ -540,17 +538,11 @@ class StandardUserGRU(UserGRUBase):
     ``hidden``, ``candidate`` and ``item`` whose user vector is zero (the user kernel has no bias),
     step for step. The input is the item vector alone, ``x [..., item_features]``
     (``takes_user`` is False: a model gives it no user vector, see ``models.UserRNN``).
-    ``xp = project(x)`` ``[..., 3n]``; ``step`` is the linear cell's.
+    ``xp = project(x)`` ``[..., 3n]``; the blocks, weights and steps are the linear cell's
+    (inherited), only the input differs.
     """
 
     takes_user: ClassVar[bool] = False
-
-    @property
-    def blocks(self) -> tuple[Block, ...]:
-        """u and r (gates, Eq. 3), then k's input part (the candidate, Eq. 4)."""
-        n = self.features
-        return (Block("u", 0, n, "gate"), Block("r", n, n, "gate"),
-                Block("k", 2 * n, n, "candidate"))
 
     @nn.nowrap
     def split_input(self, x):
@@ -564,17 +556,6 @@ class StandardUserGRU(UserGRUBase):
     def project(self, x):
         """``x [..., E_i] -> [..., 3n]``: T E_i i + b for u, r, k (Eq. 3-4)."""
         return self.item_part(self.split_input(x)[0])
-
-    def weights(self):
-        return self.hidden, self.candidate
-
-    @nn.nowrap
-    def fused_step(self):
-        return linear_step  # Eq. 3-5 (the user term is absent from xp)
-
-    @nn.nowrap
-    def scan_parts(self):
-        return _linear_fwd, _linear_parts
 
 
 class RectifiedUserGRU(UserGRUBase):

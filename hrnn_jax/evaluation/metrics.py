@@ -158,12 +158,20 @@ def rank_chunks(score_fn: Callable[[np.ndarray], object] | None, rows: EvalRows,
                 if outside.shape[0] != scores.shape[1]:
                     raise ValueError(f"candidates cover {outside.shape[0] - 1} items, the scores "
                                      f"{scores.shape[1] - 1}")
-                exclude = outside[None, :] if exclude is None else exclude | outside[None, :]
+                exclude = with_outside(exclude, outside)
             ranks = _rank_jit(scores, targets, ties=ties, exclude=exclude)
         out[start:start + n] = np.asarray(ranks)[:n]
         if progress is not None:
             progress("evaluation", start // size + 1, n_chunks)
     return out
+
+
+def with_outside(exclude, outside):
+    """The items a row's rank skips: the seen mask ``exclude`` ``[r, N+1]`` (or None) joined with
+    ``outside`` ``[N+1]``, the items not among the candidates (None: all are)."""
+    if outside is None:
+        return exclude
+    return outside[None, :] if exclude is None else exclude | outside[None, :]
 
 
 def check_candidates(candidates) -> np.ndarray:

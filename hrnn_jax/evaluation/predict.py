@@ -45,9 +45,8 @@ def rank_scores(params, y, targets, seen, ties, outside=None):
     candidates of ``evaluation.rank_chunks``)."""
     scores = score_items(params, y)
     exclude = None if seen is None else evaluation.seen_mask(seen, scores.shape[1])
-    if outside is not None:
-        exclude = outside[None, :] if exclude is None else exclude | outside[None, :]
-    return evaluation.rank_targets(scores, targets, ties=ties, exclude=exclude)
+    return evaluation.rank_targets(scores, targets, ties=ties,
+                                   exclude=evaluation.with_outside(exclude, outside))
 
 
 @jax.jit
