@@ -10,7 +10,8 @@ Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with i
 * per model (session GRU, RNN Concat, HRNN Init, HRNN All): training events/s (``training.fit``,
   first call with the compilation left out), the train step's memory (XLA's own accounting of
   arguments + outputs + temporaries) and ``ratio_to_gru``: cost per event relative to the session
-  GRU (> 1 is slower; with ``--models``, relative to the first model named, e.g.
+  GRU (> 1 is slower; ``in turns``: the same ratio measured by :func:`interleaved_ratios`,
+  which a noisy machine disturbs less; with ``--models``, relative to the first model named, e.g.
   ``--models gru,hcrnn-3-bi`` for HCRNN-3+Bi beside GRU4Rec). ``--gru-reset`` sets where every
   GRU's reset gate acts (``ModelConfig.gru_reset``); ``both`` measures each model in both forms
   in the same run (rows ``NAME``, the default form, and ``NAME/after``), the ratios against the
@@ -18,7 +19,8 @@ Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with i
 * the wall time of one train step for 1 seed and for 8 seeds in one ``jax.vmap``-ed step, with
   the step's scratch memory and page faults per call;
 * session-GRU training events/s at 1k, 10k and 100k items (row-sparse table updates);
-* full-catalogue evaluation speed at 100k items: item scores per second, ranking included.
+* full-catalogue evaluation speed at 100k items: item scores per second, ranking included, by
+  item blocks and, in the same run, with the whole score matrix at once (the earlier path).
 
 Every figure is printed with the backend, the matmul precision and whether XLA's deterministic
 GPU kernels were asked for (``hrnn_jax.precision``); ``--precision`` and ``--deterministic`` set
@@ -137,8 +139,12 @@ def seeds_timing(prep, cfg, n_calls=20, passes=5):
     return out
 
 
-def eval_speed(n_items=100_000, hidden=100, rows=4096, chunk=1024) -> float:
-    """Item scores per second of the full-catalogue rank (``predict.model_ranks``'s scoring)."""
+def eval_speed(n_items=100_000, hidden=100, rows=4096, chunk=1024, item_block=None,
+               passes=3) -> float:
+    """Item scores per second of the full-catalogue rank (``predict.model_ranks``'s scoring),
+    the best of ``passes`` timed passes. ``item_block``: items per block of the blocked rank
+    (``evaluation.metrics.rank_in_blocks``; default ``ITEM_BLOCK``); ``n_items + 1`` or more
+    scores the whole ``[chunk, N+1]`` matrix at once (the path before item blocks)."""
     rng = np.random.default_rng(0)
     params = {"item_out": jnp.asarray(rng.normal(size=(n_items + 1, hidden)), jnp.float32),
               "item_bias": jnp.zeros(n_items + 1, jnp.float32)}
@@ -148,14 +154,33 @@ def eval_speed(n_items=100_000, hidden=100, rows=4096, chunk=1024) -> float:
         event=np.arange(rows), user=np.zeros(rows, np.int32), item=np.ones(rows, np.int32),
         target=target, history_sessions=np.ones(rows, np.int32),
         position=np.ones(rows, np.int32), session_length=np.full(rows, 2, np.int32))
+    block = item_block or evaluation.metrics.ITEM_BLOCK
+
     def rank(idx, t, seen):
-        return predict.rank_scores(params, y[idx], t, seen, "optimistic")
+        return predict.rank_scores(params, y[idx], t, seen, "optimistic", item_block=block)
     evaluation.rank_chunks(None, fake, chunk=chunk, rank_fn=rank)  # compile
-    start = time.perf_counter()
-    ranks = evaluation.rank_chunks(None, fake, chunk=chunk, rank_fn=rank)
-    seconds = time.perf_counter() - start
+    best = float("inf")
+    for _ in range(passes):
+        start = time.perf_counter()
+        ranks = evaluation.rank_chunks(None, fake, chunk=chunk, rank_fn=rank)
+        best = min(best, time.perf_counter() - start)
     assert ranks.min() >= 1 and ranks.max() <= n_items
-    return rows * n_items / seconds
+    return rows * n_items / best
+
+
+def eval_section(t: str) -> dict:
+    """Evaluation at 100k items: by item blocks (the library's path) and, in the same run, the
+    whole score matrix at once (the path before blocks), alternating, each its best pass."""
+    whole, blocked = [], []
+    for _ in range(2):
+        whole.append(eval_speed(item_block=100_001, passes=2))
+        blocked.append(eval_speed(passes=2))
+    out = {"eval_scores_per_second": max(blocked),
+           "eval_whole_matrix_scores_per_second": max(whole)}
+    print(f"evaluation at 100k items: {out['eval_scores_per_second']:.3g} item scores/s by "
+          f"blocks of {evaluation.metrics.ITEM_BLOCK} items; "
+          f"{out['eval_whole_matrix_scores_per_second']:.3g} with the whole score matrix{t}")
+    return out
 
 
 def main(argv=None):
@@ -200,6 +225,38 @@ def models_section(args, prep, cfg) -> dict:
     return rows
 
 
+def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: int = 5) -> dict:
+    """Cost per event of each model against the first, measured in turns: window after window,
+    every model runs its own train step on its own lanes, pass after pass; each window keeps its
+    fastest call and the costs are their sums over the training events. A slow spell of this
+    shared machine then falls on every model alike, where the separate ``fit`` runs of the
+    events/s column can catch one model only."""
+    runs = {}
+    for name in names:
+        model = models.build_model(name, prep.encoded.n_items, cfg.model)
+        step = training.train_step_for(model, prep.train, cfg.train)
+        lanes = models.lanes_for(model, prep.train, batch_size=cfg.train.batch_size,
+                                 window=cfg.train.window, seed=0,
+                                 targets=models.lane_targets(model, prep.protocol))
+        batches = [lanes.window(w) for w in range(min(windows, len(lanes)))]
+        fn = jax.jit(step, donate_argnums=0)
+        state = step.init_state(jax.random.PRNGKey(0), cfg.train.batch_size)
+        state, _ = fn(state, batches[0], jax.random.PRNGKey(0))  # compile
+        events = sum(int((b["target"] > 0).sum()) for b in batches)
+        runs[name] = {"fn": fn, "state": state, "batches": batches, "events": events,
+                      "best": np.full(len(batches), np.inf)}
+    for _ in range(passes):
+        for w in range(max(len(r["batches"]) for r in runs.values())):
+            for r in runs.values():
+                if w < len(r["batches"]):
+                    start = time.perf_counter()
+                    r["state"], _ = r["fn"](r["state"], r["batches"][w], jax.random.PRNGKey(w))
+                    jax.block_until_ready(r["state"])
+                    r["best"][w] = min(r["best"][w], time.perf_counter() - start)
+    cost = {name: r["best"].sum() / r["events"] for name, r in runs.items()}
+    return {name: c / cost[names[0]] for name, c in cost.items()}
+
+
 def run(args, sections):
     args.keep_freed_memory = False if args.default_malloc else cpu.keep_freed_memory()
     print(f"keep_freed_memory: {args.keep_freed_memory}")
@@ -215,11 +272,14 @@ def run(args, sections):
     if "models" in sections:
         out["models"] = models_section(args, prep, cfg)
         gru = next(iter(out["models"].values()))["events_per_second"]
-        print(f"{'model':<18}{'events/s':>12}{'ratio_to_gru':>14}{'step MB':>10}")
+        turns = interleaved_ratios(args.models.split(","), prep, cfg)
+        print(f"{'model':<18}{'events/s':>12}{'ratio_to_gru':>14}{'in turns':>10}"
+              f"{'step MB':>10}")
         for name, r in out["models"].items():
             r["ratio_to_gru"] = gru / r["events_per_second"]
+            r["ratio_in_turns"] = turns.get(name, float("nan"))
             print(f"{name:<18}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
-                  f"{r['step_memory_mb']:>10.1f}{t}")
+                  f"{r['ratio_in_turns']:>10.2f}{r['step_memory_mb']:>10.1f}{t}")
 
     if "seeds" in sections:
         out["seeds"] = seeds_timing(prep, cfg)
@@ -238,8 +298,7 @@ def run(args, sections):
                   f"({eps / out['catalogue']['1000']:.2f}x of 1k){t}")
 
     if "eval" in sections:
-        out["eval_scores_per_second"] = eval_speed()
-        print(f"evaluation at 100k items: {out['eval_scores_per_second']:.3g} item scores/s{t}")
+        out.update(eval_section(t))
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"process peak RSS: {out['peak_rss_mb']:.0f} MB")
     if args.json:

@@ -27,6 +27,7 @@ from hrnn_jax import (
     data,
     jsonio,
     models,
+    parallel,
     plots,
     precision,
     request_files,
@@ -36,6 +37,7 @@ from hrnn_jax import (
 from hrnn_jax import compare as cmp
 from hrnn_jax import config as conf
 from hrnn_jax.papers import quadrana2017
+from hrnn_jax.parallel import distributed
 from hrnn_jax.progress import Reporter
 from hrnn_jax.trained import prepare_log
 
@@ -114,6 +116,14 @@ def add_config(p: argparse.ArgumentParser, sections, *, skip_data=()) -> None:
                         "flags override them")
     for section in sections:
         conf.add_arguments(p, section, skip=skip_data if section == "data" else ())
+    g = p.add_argument_group("many processes (README: Scaling out); none: this process alone, "
+                             "or JAX's cluster environment with --num-processes 0")
+    g.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="address of process 0, which every process connects to")
+    g.add_argument("--num-processes", type=int, metavar="N", default=None,
+                   help="number of processes (each runs this same command)")
+    g.add_argument("--process-id", type=int, metavar="I", default=None,
+                   help="this process's index, 0..N-1; only process 0 prints and writes")
 
 
 def add_output(p: argparse.ArgumentParser) -> None:
@@ -411,7 +421,8 @@ def run_train(args, config: conf.Config, out, err) -> int:
         print(summary_line(prep.info), file=out, flush=True)
         with Reporter(err, enabled=not args.quiet) as reporter:
             trained = checkpoint.train(prep, name if previous is None else previous.model,
-                                       config, out=directory, resume=previous,
+                                       config, out=directory if distributed.is_main() else None,
+                                       resume=previous,
                                        log=reporter.log, progress=reporter)
     last = trained.state.records[-1] if trained.state.records else None
     loss = f", loss {last['loss']:.4g}" if last else ""
@@ -487,20 +498,58 @@ COMMANDS = {"compare": run_compare, "demo": run_compare, "train": run_train,
             "evaluate": run_evaluate, "recommend": run_recommend}
 
 
+def _join_processes(args) -> bool:
+    """With ``--coordinator/--num-processes/--process-id`` (or ``--num-processes 0``: JAX's
+    cluster environment), join the other processes (``parallel.distributed``) before JAX starts.
+    True for every process but process 0: it neither prints nor writes (its ``--json``,
+    ``--plot`` and checkpoint are dropped)."""
+    flags = [getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")]
+    if all(f is None for f in flags):
+        return False
+    try:
+        if flags[1] == 0 and flags[0] is None and flags[2] is None:
+            distributed.initialize()
+        else:
+            distributed.initialize(*flags)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    # the collectives' own lines (gloo's "Rank i is connected ...") are written to file
+    # descriptor 1 by native code: send them to stderr, and keep stdout for the command's output
+    sys.stdout.flush()
+    kept = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = os.fdopen(kept, "w", buffering=1)
+    if distributed.is_main():
+        return False
+    dropped = ("json", "plot", "out") if args.command == "recommend" else ("json", "plot")
+    for name in dropped:
+        if getattr(args, name, None) is not None:
+            setattr(args, name, None)
+    return True
+
+
 def run(args, out=None, err=None) -> int:
     """Run a parsed command; prints to ``out``/``err`` (default: the current stdout/stderr).
 
     ``--deterministic`` needs a process in which JAX has not computed anything yet (the command
     line's); ``--precision`` applies to everything the command computes.
     """
+    quiet = _join_processes(args)
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    if quiet:
+        out = err = open(os.devnull, "w")
     config = config_of(args)
     if config.train.deterministic:
         try:
             precision.deterministic_mode()
         except RuntimeError as exc:
             raise UsageError(f"--deterministic: {exc}") from None
+    if config.train.mesh is not None:
+        try:
+            parallel.make_mesh(config.train.mesh)
+        except ValueError as exc:
+            raise UsageError(f"--mesh: {exc}") from None
     with precision.matmul_precision(config.train.precision):
         return COMMANDS[args.command](args, config, out, err)
 

@@ -75,7 +75,7 @@ def validation(prep: Prepared, config: Config):
         def validate(params):
             ranks = predict.model_ranks(model, params, v_stream, v_rows,
                                         batch_size=config.train.batch_size, targets=targets,
-                                        ties=config.eval.ties)
+                                        ties=config.eval.ties, mesh=config.train.mesh)
             return evaluation.metrics_from_ranks(ranks, (k,))[f"mrr@{k}"]
         return validate
 
@@ -154,7 +154,7 @@ def evaluate_neural(model: models.Model, params, prep: Prepared, config: Config,
                                batch_size=config.train.batch_size,
                                targets=lane_targets(model, prep), ties=config.eval.ties,
                                exclude_seen=config.eval.exclude_seen, progress=progress,
-                               candidates=candidates(prep, config))
+                               candidates=candidates(prep, config), mesh=config.train.mesh)
 
 
 def run_baseline(name: str, prep: Prepared, config: Config, progress=None) -> Ranked:

@@ -221,6 +221,9 @@ class TrainConfig(_Checked):
                                      "0.5)", min=0.0)
     score_reg: float = field(1.0, "bpr-max: weight of the score regularisation sum_j s_j r_j^2 "
                                   "(GRU4Rec's bpreg)", min=0.0)
+    logq: bool = field(False, "logQ correction (Yi et al., RecSys 2019): subtract log Q(j), the "
+                              "probability of drawing item j from popularity^--sample-alpha, "
+                              "from every candidate's score in the loss; needs --n-negatives")
     clip: float | None = field(None, "clip gradients to this global norm (none: no clipping)",
                                min=0.0, open_min=True)
     row_updates: RowUpdateChoice = field(
@@ -245,6 +248,23 @@ class TrainConfig(_Checked):
     precision: MatmulPrecision = field("default", "precision of the approximate matrix "
                                                   "products (hrnn_jax.precision)")
     deterministic: bool = field(False, "ask XLA for deterministic GPU kernels")
+    mesh: str | None = field(None, "device mesh AXIS=SIZE,..., e.g. data=4,items=2: lanes over "
+                                   "data, item and user tables by rows over items, seeds over "
+                                   "seeds (hrnn_jax.parallel; on CPU, host devices come from "
+                                   "XLA_FLAGS=--xla_force_host_platform_device_count=N); none: "
+                                   "one device")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mesh is not None:
+            from hrnn_jax.parallel.mesh import parse_mesh  # imports jax: not at the top
+            try:
+                parse_mesh(self.mesh)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
+        if self.logq and not self.n_negatives:
+            raise ConfigError("logq: the logQ correction is for sampled negatives; set "
+                              "n_negatives > 0 (--n-negatives)")
 
 
 @dataclasses.dataclass(frozen=True)

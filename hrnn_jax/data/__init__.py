@@ -48,6 +48,7 @@ from hrnn_jax.data.splits import (
                                 split_users,
                                 validation_split,
 )
+from hrnn_jax.data.stream import preprocess_parquet, read_encoded, read_ids, scan_log
 
 __all__ = [
     'Catalogue', 'DataError', 'EXTRA_FIELDS', 'Encoded', 'EvalRows', 'FIELDS', 'ItemFeatures',
@@ -59,5 +60,6 @@ __all__ = [
     'make_eval_rows', 'make_lanes', 'one_line', 'prepare', 'read_hcrnn', 'read_interactions',
     'read_item_features', 'read_log', 'read_steam', 'restrict_items', 'rows_targets', 'sessionize',
     'sort_events', 'split', 'split_last_session', 'split_leave_one_out', 'split_temporal',
-    'split_users', 'summary', 'validation_split'
+    'split_users', 'summary', 'validation_split', 'preprocess_parquet', 'read_encoded',
+    'read_ids', 'scan_log'
 ]

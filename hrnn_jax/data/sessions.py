@@ -107,7 +107,7 @@ def filter_interactions(df: pl.DataFrame, *, min_item_support: int = 5, min_sess
     return df, report
 
 
-def _id_order(ids: pl.Series) -> np.ndarray:
+def id_order(ids: pl.Series) -> np.ndarray:
     """Unique raw ids, sorted numerically when they all look like integers, else as strings."""
     ids = ids.cast(pl.String).unique()
     frame = pl.DataFrame({"raw": ids, "num": ids.cast(pl.Int64, strict=False)})
@@ -169,12 +169,12 @@ def encode(df: pl.DataFrame, catalogue=None) -> Encoded:
     """
     if "session" not in df.columns:
         raise DataError("encode needs a 'session' column; call sessionize first")
-    user_ids = _id_order(df["user"])
+    user_ids = id_order(df["user"])
     items = df["item"].cast(pl.String)
     if catalogue is not None:
         items = pl.concat([items, pl.Series(np.asarray(catalogue, dtype=object).astype(str),
                                             dtype=pl.String)])
-    item_ids = np.concatenate([np.array([None], dtype=object), _id_order(items)])
+    item_ids = np.concatenate([np.array([None], dtype=object), id_order(items)])
     user_map = pl.DataFrame({"user": user_ids.tolist(), "_u": np.arange(len(user_ids))},
                             schema={"user": pl.String, "_u": pl.Int32})
     item_map = pl.DataFrame({"item": item_ids[1:].tolist(), "_i": np.arange(1, len(item_ids))},

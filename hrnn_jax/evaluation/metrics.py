@@ -73,6 +73,132 @@ def rank_targets(scores, targets, *, ties: str = "optimistic", exclude=None) -> 
 _rank_jit = jax.jit(rank_targets, static_argnames=("ties",))
 
 
+# Items per block of the blocked rank: a row chunk of 1024 against 2048 items keeps the block's
+# scores (8 MB) near the cores' caches; bench_throughput's eval section measures the choice.
+ITEM_BLOCK = 2048
+
+
+def rank_in_blocks(score_rows: Callable[[jax.Array], jax.Array], targets, n_cols: int, *,
+                   ties: str = "optimistic", seen=None, outside=None,
+                   block: int = ITEM_BLOCK) -> jax.Array:
+    """:func:`rank_targets` over the catalogue in blocks of items, with a running count: the
+    scratch memory is ``[r, block]``, never ``[r, N+1]``. Jittable (``ties``, ``block`` static).
+
+    score_rows: ``score_rows(ids [block]) -> [r, block]``, every row's scores of the items
+      ``ids`` (e.g. ``models.layers.score_items`` on those rows of the tables).
+    targets: int [r], values in 1..N. n_cols: N + 1 (column 0 is padding).
+    seen: optional int [r, W], items removed from each row's ranking (0: none), the target
+      excepted, as ``exclude=seen_mask(seen, n_cols)`` in :func:`rank_targets`.
+    outside: optional bool [N+1], items removed from every row's ranking (the target excepted).
+
+    Every block is scored by one call of ``score_rows`` on ``block`` ids: the blocks
+    ``[j * block, (j + 1) * block)`` of the catalogue (the last one moved back to end at N, its
+    columns already counted skipped), and the targets' own rows, gathered ``block`` at a time.
+    A target's score is thus computed by the same product, at the same shape, as the blocks',
+    and the ranks equal :func:`rank_targets` on the blocks' scores, for every tie policy,
+    exclusion and non-finite target score. (Scores computed at another shape, e.g. the whole
+    ``[r, N+1]`` product, may differ in the last bit, and so may ranks decided by such a tie.)
+    Returns float32 [r].
+    """
+    choices.check("ties", ties, TIES)
+    targets = jnp.asarray(targets).astype(jnp.int32)
+    block = min(int(block), int(n_cols))
+    if block > 1 << 24:
+        raise ValueError(f"rank_in_blocks: block {block} > 2**24 (counts are float32 sums)")
+    t = block_target_scores(score_rows, targets, block)
+    counts = ("above",) + (("equal",) if ties != "optimistic" else ()) + \
+        (("counted",) if seen is not None else ())
+
+    def body(j, acc):
+        first = j * block
+        start = jnp.minimum(first, n_cols - block)
+        cols = start + jnp.arange(block, dtype=jnp.int32)
+        counted = ((cols >= first) & (cols > 0))[None, :] & (cols[None, :] != targets[:, None])
+        if outside is not None:
+            counted = counted & ~jax.lax.dynamic_slice_in_dim(outside, start, block)[None, :]
+        if seen is not None:
+            counted = counted & ~block_seen(seen, start, block)
+        s = score_rows(cols)
+        masks = {"above": counted & (s > t[:, None]), "equal": counted & (s == t[:, None]),
+                 "counted": counted}
+        return tuple(a + row_count(masks[name]) for a, name in zip(acc, counts))
+
+    zeros = tuple(jnp.zeros(targets.shape, jnp.int32) for _ in counts)
+    acc = dict(zip(counts, jax.lax.fori_loop(0, -(-n_cols // block), body, zeros)))
+    rank = 1.0 + acc["above"].astype(jnp.float32)
+    if ties != "optimistic":
+        rank = rank + acc["equal"].astype(jnp.float32) * (1.0 if ties == "pessimistic" else 0.5)
+    n_counted = acc["counted"] if seen is not None else _n_counted(targets, n_cols, outside)
+    return jnp.where(jnp.isfinite(t), rank, 1.0 + n_counted.astype(jnp.float32))
+
+
+def target_log_softmax_in_blocks(score_rows: Callable[[jax.Array], jax.Array], targets,
+                                 n_cols: int, *, block: int = ITEM_BLOCK) -> jax.Array:
+    """log softmax over items 1..N (column 0, padding, left out) at each row's target ``[r]``,
+    over the catalogue in blocks of items: a running maximum and a running sum of exponentials
+    (the streaming log-sum-exp of Milakov & Gimelshein, "Online normalizer calculation for
+    softmax", arXiv 2018), so the scratch memory is ``[r, block]``. ``score_rows``, ``targets``
+    and ``n_cols`` as :func:`rank_in_blocks`; equal to ``jax.nn.log_softmax`` up to rounding."""
+    targets = jnp.asarray(targets).astype(jnp.int32)
+    block = min(int(block), int(n_cols))
+    r = targets.shape[0]
+
+    def body(j, acc):
+        m, total = acc
+        first = j * block
+        start = jnp.minimum(first, n_cols - block)
+        cols = start + jnp.arange(block, dtype=jnp.int32)
+        s = jnp.where(((cols >= first) & (cols > 0))[None, :], score_rows(cols), -jnp.inf)
+        new_m = jnp.maximum(m, jnp.max(s, axis=1))
+        safe = jnp.where(jnp.isfinite(new_m), new_m, 0.0)
+        total = total * jnp.exp(m - safe) + jnp.sum(jnp.exp(s - safe[:, None]), axis=1)
+        return new_m, total
+
+    init = (jnp.full((r,), -jnp.inf, jnp.float32), jnp.zeros((r,), jnp.float32))
+    m, total = jax.lax.fori_loop(0, -(-n_cols // block), body, init)
+    lse = jnp.where(jnp.isfinite(m), m, 0.0) + jnp.log(total)
+    return block_target_scores(score_rows, targets, block) - lse
+
+
+def row_count(mask) -> jax.Array:
+    """int32 [r]: the True entries of each row of ``mask [r, n]`` (n <= 2**24), summed as
+    float32, which XLA's CPU backend vectorises better than an integer sum of booleans."""
+    return jnp.sum(jnp.where(mask, 1.0, 0.0), axis=1).astype(jnp.int32)
+
+
+def block_target_scores(score_rows, targets, block: int) -> jax.Array:
+    """Each row's score of its own target ``[r]``, by :func:`rank_in_blocks`'s ``score_rows`` on
+    the targets' ids, ``block`` at a time (the rows of piece k read the diagonal of its scores)."""
+    r = targets.shape[0]
+    pieces = []
+    for k in range(0, r, block):
+        ids = targets[k:k + block]
+        n = ids.shape[0]
+        s = score_rows(jnp.pad(ids, (0, block - n)))[k:k + n]  # [n, block]
+        pieces.append(s[jnp.arange(n), jnp.arange(n)])
+    return jnp.concatenate(pieces) if pieces else jnp.zeros((0,), jnp.float32)
+
+
+def block_seen(seen, start, block: int) -> jax.Array:
+    """bool [r, block]: True where column ``start + c`` is among the row's ``seen`` items."""
+    local = jnp.asarray(seen, jnp.int32) - start
+    local = jnp.where((local >= 0) & (local < block), local, block)  # out of the block: dropped
+    r = local.shape[0]
+    mask = jnp.zeros((r, block), dtype=bool)
+    return mask.at[jnp.arange(r)[:, None], local].set(True, mode="drop")
+
+
+def _n_counted(targets, n_cols: int, outside) -> jax.Array:
+    """Items a row ranks its target against without seen items: 1..N (or the candidates), less
+    the target itself."""
+    real = (targets > 0) & (targets < n_cols)
+    if outside is None:
+        return (n_cols - 1) - real.astype(jnp.int32)
+    inside = ~jnp.asarray(outside, bool)
+    n_in = jnp.sum(inside[1:], dtype=jnp.int32)
+    return n_in - (real & inside[jnp.clip(targets, 0, n_cols - 1)]).astype(jnp.int32)
+
+
 def seen_mask(seen_idx: jax.Array, n_cols: int) -> jax.Array:
     """bool [r, N+1] with True at ``seen_idx`` [r, L] (padding entries point at column 0).
     Jittable."""

@@ -14,10 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
-from hrnn_jax import cells, evaluation
+from hrnn_jax import cells, evaluation, parallel
 from hrnn_jax.config import TrainConfig
 from hrnn_jax.data.lanes import Targets
 from hrnn_jax.data.rows import EvalRows
+from hrnn_jax.evaluation import on_mesh
 from hrnn_jax.models.contract import Model, field_columns, lane_targets, lanes_for
 from hrnn_jax.models.layers import score_items
 
@@ -38,22 +39,47 @@ def _scores(params, y):
     return score_items(params, y).at[:, 0].set(-jnp.inf)
 
 
-@partial(jax.jit, static_argnames=("ties",))
-def rank_scores(params, y, targets, seen, ties, outside=None):
-    """Scores of every item and the targets' ranks in one jitted call (scores stay inside it).
+@partial(jax.jit, static_argnames=("ties", "item_block"))
+def rank_scores(params, y, targets, seen, ties, outside=None,
+                item_block=evaluation.metrics.ITEM_BLOCK):
+    """The targets' ranks among every item's scores, in one jitted call (scores stay inside it).
     ``outside``: optional bool ``[N+1]``, items that never count (those not among the
-    candidates of ``evaluation.rank_chunks``)."""
-    scores = score_items(params, y)
-    exclude = None if seen is None else evaluation.seen_mask(seen, scores.shape[1])
-    return evaluation.rank_targets(scores, targets, ties=ties,
-                                   exclude=evaluation.with_outside(exclude, outside))
+    candidates of ``evaluation.rank_chunks``).
+
+    A catalogue of at most ``item_block`` columns is scored at once and ranked by
+    ``evaluation.rank_targets``; a larger one block by block (``evaluation.rank_in_blocks``:
+    ``[r, item_block]`` scores at a time, the table read in place, each block's rows sliced)."""
+    n_cols = params["item_out"].shape[0]
+    if n_cols <= item_block:
+        scores = score_items(params, y)
+        exclude = None if seen is None else evaluation.seen_mask(seen, n_cols)
+        return evaluation.rank_targets(scores, targets, ties=ties,
+                                       exclude=evaluation.with_outside(exclude, outside))
+
+    def score_rows(ids):  # score_items on the rows ids of the tables
+        return score_items({"item_out": jnp.take(params["item_out"], ids, axis=0),
+                            "item_bias": jnp.take(params["item_bias"], ids, axis=0)}, y)
+
+    return evaluation.metrics.rank_in_blocks(score_rows, targets, n_cols, ties=ties,
+                                             seen=seen, outside=outside, block=item_block)
 
 
-@jax.jit
-def _target_log_probs(params, y, targets):
-    """log softmax over items 1..N (column 0, padding, left out) at each row's target."""
-    logp = jax.nn.log_softmax(score_items(params, y)[:, 1:], axis=-1)
-    return jnp.take_along_axis(logp, targets[:, None] - 1, axis=1)[:, 0]
+@partial(jax.jit, static_argnames=("item_block",))
+def _target_log_probs(params, y, targets, item_block=16384):
+    """log softmax over items 1..N (column 0, padding, left out) at each row's target; a
+    catalogue of more than ``item_block`` columns by blocks of items (its scratch memory
+    ``[r, item_block]``, ``evaluation.metrics.target_log_softmax_in_blocks``)."""
+    n_cols = params["item_out"].shape[0]
+    if n_cols <= item_block:
+        logp = jax.nn.log_softmax(score_items(params, y)[:, 1:], axis=-1)
+        return jnp.take_along_axis(logp, targets[:, None] - 1, axis=1)[:, 0]
+
+    def score_rows(ids):  # score_items on the rows ids of the tables
+        return score_items({"item_out": jnp.take(params["item_out"], ids, axis=0),
+                            "item_bias": jnp.take(params["item_bias"], ids, axis=0)}, y)
+
+    return evaluation.metrics.target_log_softmax_in_blocks(score_rows, targets, n_cols,
+                                                           block=item_block)
 
 
 def target_log_probs(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *,
@@ -93,12 +119,13 @@ def _ratings(model, params, y, items):
 
 def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *,
               batch_size: int = LANES, window: int = EVAL_WINDOW,
-              targets: Targets | None = None) -> np.ndarray:
+              targets: Targets | None = None, mesh=None) -> np.ndarray:
     """Session-level outputs ``[R, H]`` at the steps whose target events are ``events``.
 
     ``frame``: events of whole users (sorted by user, time); ``events``: sorted row positions in
     ``frame`` of target events. ``targets`` must be the lane layout the model was trained with, and
-    must reach every event (``"user"`` reaches all).
+    must reach every event (``"user"`` reaches all). ``mesh``: run the lanes on this device
+    mesh (``hrnn_jax.parallel.make_mesh``; ``evaluation.on_mesh``).
     """
     evaluate = np.zeros(len(frame), bool)
     evaluate[events] = True
@@ -107,9 +134,14 @@ def states_at(model: Model, params, frame: pl.DataFrame, events: np.ndarray, *,
                       evaluate=evaluate)
     out = np.zeros((len(events), model.output_width), np.float32)
     filled = 0
-    carry = model.init_carry(batch_size)
+    mesh = parallel.make_mesh(mesh)
+    carry = model.init_carry(batch_size) if mesh is None else None
+    on = None if mesh is None else on_mesh.Forward(mesh, model, params, batch_size)
     for batch in lanes:
-        carry, y = forward(model, params, carry, batch)
+        if on is None:
+            carry, y = forward(model, params, carry, batch)
+        else:
+            y = on(batch)
         sel = batch["evaluate"]
         if sel.any():
             at = np.searchsorted(events, batch["event"][sel])
@@ -206,29 +238,37 @@ def final_states(model: Model, params, frame: pl.DataFrame, *, n_users: int | No
 
 def hidden_states(model: Model, params, stream: pl.DataFrame, rows: EvalRows, *,
                   batch_size: int = LANES, window: int = EVAL_WINDOW,
-                  targets: Targets | None = None) -> np.ndarray:
+                  targets: Targets | None = None, mesh=None) -> np.ndarray:
     """Session-level outputs ``[R, H]`` at the step predicting each row's target.
 
     ``stream``: train and test events of every user (``hrnn_jax.data.combine``).
     """
     return states_at(model, params, stream, rows.event, batch_size=batch_size, window=window,
-                     targets=targets)
+                     targets=targets, mesh=mesh)
 
 
 def model_ranks(model: Model, params, stream, rows, *, batch_size=LANES, window=EVAL_WINDOW,
                 targets=None, ties="optimistic", exclude_seen=False, chunk=1024,
-                progress=None, candidates=None) -> np.ndarray:
+                progress=None, candidates=None, mesh=None) -> np.ndarray:
     """Rank of every row's target among all items (``evaluation.rank_chunks``, which reports
     each chunk to ``progress``), or among ``candidates`` (bool ``[N+1]``, e.g.
-    ``evaluation.top_items``: a target outside them is ranked against them)."""
+    ``evaluation.top_items``: a target outside them is ranked against them). ``mesh``: on this
+    device mesh (``evaluation.on_mesh``: lanes over ``data``, the catalogue over ``items``, the
+    same ranks)."""
     outside = None
     if candidates is not None:
         mask = evaluation.check_candidates(candidates)
         if mask.size != model.n_items + 1:
             raise ValueError(f"candidates cover {mask.size - 1} items, the model {model.n_items}")
         outside = jnp.asarray(~mask)
-    y = jnp.asarray(hidden_states(model, params, stream, rows, batch_size=batch_size,
-                                  window=window, targets=targets))
+    mesh = parallel.make_mesh(mesh)
+    y = hidden_states(model, params, stream, rows, batch_size=batch_size, window=window,
+                      targets=targets, mesh=mesh)
+    if mesh is not None:
+        return evaluation.rank_chunks(
+            None, rows, ties=ties, exclude_seen=exclude_seen, chunk=chunk, progress=progress,
+            rank_fn=on_mesh.rank_fn(mesh, model, params, y, ties=ties, outside=outside))
+    y = jnp.asarray(y)
     p_s = model.scoring_params(params)
     return evaluation.rank_chunks(
         None, rows, ties=ties, exclude_seen=exclude_seen, chunk=chunk, progress=progress,

@@ -87,7 +87,7 @@ class _TiedAttention(Model):
     def capabilities(self) -> Capabilities:
         """Whole sequences; every table dense: the full softmax reads every row of the tied
         table (module docstring)."""
-        return Capabilities(row_tables={}, whole_sequence=True)
+        return Capabilities(row_tables={}, whole_sequence=True, tables={"item_in": "item"})
 
     @property
     def output_width(self) -> int:

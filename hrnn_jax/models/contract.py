@@ -85,6 +85,10 @@ class Capabilities:
       item_weight: the weight of the ranking loss (0: trained on its ``extra`` terms alone, and
         the step makes no scores).
       rating_head: it has ``predict_ratings`` (``predict.target_ratings``).
+      tables: ``{param: batch field}`` like ``row_tables``, every parameter with a row per item
+        (``item``, ``target``) or per user (``user``), updated by rows or not: on a device mesh
+        they are sharded by rows over the ``items`` axis (``hrnn_jax.parallel``). None (default):
+        the row tables. A model with a dense table (HCRNN's tied embedding) declares it here.
     """
 
     row_tables: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(ITEM_TABLES))
@@ -94,6 +98,12 @@ class Capabilities:
     n_users: int | None = None
     item_weight: float = 1.0
     rating_head: bool = False
+    tables: Mapping[str, str] | None = None
+
+    @property
+    def sharded_tables(self) -> Mapping[str, str]:
+        """The tables sharded by rows on a mesh: ``tables``, or the row tables."""
+        return self.row_tables if self.tables is None else self.tables
 
     def __post_init__(self):
         choices.check("Capabilities.close_at", self.close_at, CloseAt)
@@ -101,10 +111,11 @@ class Capabilities:
         if unknown:
             raise ValueError(f"Capabilities.fields: unknown per-step field(s) {unknown}; known: "
                              f"{sorted(EXTRA_FIELDS)}")
-        bad = {k: f for k, f in self.row_tables.items() if f not in ROW_FIELDS}
-        if bad:
-            raise ValueError(f"Capabilities.row_tables: {bad}: a row table is indexed by one of "
-                             f"{ROW_FIELDS}")
+        for name, tables in (("row_tables", self.row_tables), ("tables", self.tables or {})):
+            bad = {k: f for k, f in tables.items() if f not in ROW_FIELDS}
+            if bad:
+                raise ValueError(f"Capabilities.{name}: {bad}: a table is indexed by one of "
+                                 f"{ROW_FIELDS}")
         if not self.item_weight >= 0:
             raise ValueError(f"Capabilities.item_weight must be >= 0, got {self.item_weight}")
         if self.n_users is not None and self.n_users < 1:
@@ -263,10 +274,15 @@ def check_model(model: Model) -> None:
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     if not isinstance(params, dict):
         raise TypeError(f"{name}.init must return a dict of parameters, got {type(params)}")
-    for table, field in caps.row_tables.items():
+    for table, field in {**caps.row_tables, **caps.sharded_tables}.items():
         if table not in params or not hasattr(params[table], "shape"):
-            raise ValueError(f"{name}: row table {table!r} (indexed by {field!r}) is not an "
+            raise ValueError(f"{name}: table {table!r} (indexed by {field!r}) is not an "
                              f"array parameter; parameters: {sorted(params)}")
+    for table, field in caps.sharded_tables.items():
+        rows = caps.n_users if field == "user" else model.n_items + 1
+        if rows is not None and (not params[table].shape or params[table].shape[0] != rows):
+            raise ValueError(f"{name}: table {table!r} (indexed by {field!r}) has shape "
+                             f"{params[table].shape}, expected {rows} rows")
     B, L = 2, 3
     carry = jax.eval_shape(lambda: model.init_carry(B))
     short = [a.shape for a in jax.tree_util.tree_leaves(carry) if not a.shape or a.shape[0] != B]

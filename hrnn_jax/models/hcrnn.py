@@ -133,7 +133,7 @@ class HCRNN(Model):
     def capabilities(self) -> Capabilities:
         """Each user's whole sequence; every table dense (the tied table is read whole by the
         full softmax, module docstring)."""
-        return Capabilities(row_tables={}, whole_sequence=True)
+        return Capabilities(row_tables={}, whole_sequence=True, tables={"item_in": "item"})
 
     # -- parameters and carry ----------------------------------------------------------------
     def init(self, rng) -> Params:

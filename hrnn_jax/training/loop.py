@@ -20,16 +20,18 @@ import numpy as np
 import optax
 import polars as pl
 
+from hrnn_jax import parallel
 from hrnn_jax.config import TrainConfig
 from hrnn_jax.data.lanes import Targets
 from hrnn_jax.models.contract import Model, check_ids, lane_targets, lanes_for
-from hrnn_jax.training import optim
+from hrnn_jax.training import optim, sharded
 from hrnn_jax.training.step import (
     RowUpdates,
     TrainState,
     TrainStep,
     make_train_step,
     popularity_cdf,
+    popularity_log_q,
     scan_steps,
 )
 
@@ -134,16 +136,19 @@ def row_updates_for(config: TrainConfig, optimizer=None) -> RowUpdates:
 def train_step_for(model: Model, train: pl.DataFrame, config: TrainConfig,
                    optimizer: optax.GradientTransformation | None = None) -> TrainStep:
     """The train step ``fit`` runs: ``optimizer`` or the configuration's, its loss, negatives
-    (popularity-sampled from ``train``), clipping, row updates and output activation."""
+    (popularity-sampled from ``train``, with their logQ correction when asked), clipping, row
+    updates and output activation."""
     tx = optimizer if optimizer is not None else optim.make_optimizer(
         config.optimizer, config.learning_rate, config.momentum)
     cdf = popularity_cdf(train, model.n_items, config.sample_alpha) if config.n_negatives \
         else None
+    log_q = popularity_log_q(train, model.n_items, config.sample_alpha) if config.logq else None
     return make_train_step(model, tx, loss=config.loss, n_negatives=config.n_negatives,
                            negative_cdf=cdf, clip=config.clip,
                            row_updates=row_updates_for(config, optimizer),
                            activation=config.activation, score_reg=config.score_reg,
-                           elu_alpha=config.elu_alpha)
+                           elu_alpha=config.elu_alpha, logq=config.logq,
+                           negative_log_q=log_q)
 
 
 def _compiled(step: TrainStep, K: int, S: int) -> Callable:
@@ -198,6 +203,19 @@ class _Clock(NamedTuple):
     seconds: float = 0.0
     events: int = 0
     first: tuple | None = None  # (time, events) after the first call, once it ran
+
+    def tick(self, first_epoch: bool, t_epoch: float, t_end: float, events: int) -> "_Clock":
+        """The clock after an epoch that ran from ``t_epoch`` to ``t_end`` (the fit's first
+        epoch counts from the end of its first call)."""
+        return self._replace(
+            seconds=self.seconds + t_end - (self.first[0] if first_epoch else t_epoch),
+            events=self.events + events - (self.first[1] if first_epoch else 0))
+
+
+def _line(record: dict) -> str:
+    """An epoch's log line."""
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in record.items() if not k.endswith("_per_seed"))
 
 
 def _run_epoch(run, fs: FitState, fields, active, n, K, S, label, progress, clock: _Clock):
@@ -266,12 +284,25 @@ def _validated(fs: FitState, state, validate, record: dict, S: int) -> FitState:
                        bad=0 if improved.any() else fs.bad + 1)
 
 
+def _placed(mesh, step: TrainStep, K: int, S: int, fs: FitState, fields, active, run):
+    """An epoch on ``mesh``: the compiled call (made at the first epoch), the state's plan, the
+    epoch's windows padded to the mesh and ``fs`` with its train state placed on it."""
+    sl = (slice(None), slice(0, K)) if S > 1 else slice(0, K)
+    first = {k: v[sl] for k, v in fields.items()}
+    rngs = jnp.zeros((S, K, 2) if S > 1 else (K, 2), jnp.uint32)
+    made, plan = sharded.compiled_on(mesh, step, K, S, fs.train_state, first, rngs, active[sl])
+    fields = parallel.put(mesh, fields, sharded.windows_plan(fields, S))
+    placed = fs._replace(train_state=parallel.put(mesh, fs.train_state, plan))
+    return run or made, plan, fields, placed
+
+
 def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), *,
         optimizer: optax.GradientTransformation | None = None, targets: Targets | None = None,
         steps_per_call: int | None = None, validate: Callable[[Any], float] | None = None,
         resume: FitState | None = None, on_epoch: Callable[[FitState], None] | None = None,
         progress: Callable[[str, int, int], None] | None = None,
-        log: Callable[[str], None] | None = print) -> FitResult:
+        log: Callable[[str], None] | None = print,
+        mesh: parallel.MeshSpec = None) -> FitResult:
     """Train ``model`` on the encoded ``train`` frame (user, item, session columns).
 
     Args:
@@ -292,6 +323,12 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
         Its arrays are donated to the next step: copy or write what you keep before returning.
       progress: ``progress(label, done, total)`` after every call of the compiled step.
       log: one line per epoch.
+      mesh: a device mesh (``jax.sharding.Mesh``, axis sizes or ``"data=4,items=2"``,
+        ``hrnn_jax.parallel.make_mesh``; default: ``config.mesh``, else one device). Lanes
+        are sharded over ``data``, the model's tables by rows over ``items``, seeds over
+        ``seeds`` (``hrnn_jax.training.sharded``): the same training as one device, up to
+        float32 reduction order. The state is gathered back after every epoch (``on_epoch``,
+        ``validate``, the result and ``resume`` see arrays of true sizes, as without a mesh).
 
     The ids of ``train`` are checked against the model's tables first (``models.check_ids``).
     Users are reshuffled every epoch. The per-step losses are checked at the end of every epoch
@@ -306,30 +343,31 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
     targets = targets or lane_targets(model)
     step = train_step_for(model, train, cfg, optimizer)
     K = steps_per_call or max(1, STEPS_PER_CALL // cfg.window)
-    run = _compiled(step, K, S)
+    mesh = parallel.make_mesh(mesh if mesh is not None else cfg.mesh)
+    run = _compiled(step, K, S) if mesh is None else None
     seeds = [cfg.seed + i for i in range(S)]
     fs = _start(step, cfg, resume)
     clock, start, first_epoch = _Clock(), time.perf_counter(), fs.epoch
     for epoch in range(first_epoch, cfg.epochs):
         fields, active, n = _epoch_windows(model, train, cfg, targets, epoch, K)
+        run, plan, fields, on_mesh = (run, None, fields, fs) if mesh is None else \
+            _placed(mesh, step, K, S, fs, fields, active, run)
         t_epoch = time.perf_counter()
-        state, rng, collected, clock = _run_epoch(run, fs, fields, active, n, K, S,
+        state, rng, collected, clock = _run_epoch(run, on_mesh, fields, active, n, K, S,
                                                   f"epoch {epoch + 1}/{cfg.epochs}", progress,
                                                   clock)
         jax.block_until_ready(state)
         t_end = time.perf_counter()
+        state = state if mesh is None else jax.tree_util.tree_map(jnp.asarray,
+                                                                  parallel.fetch(state, plan))
         record, events = _record(collected, active, epoch, S, seeds, t_end - t_epoch)
-        first = epoch == first_epoch
-        clock = clock._replace(
-            seconds=clock.seconds + t_end - (clock.first[0] if first else t_epoch),
-            events=clock.events + events - (clock.first[1] if first else 0))
+        clock = clock.tick(epoch == first_epoch, t_epoch, t_end, events)
         fs = fs._replace(train_state=state, rng=rng)
         if validate is not None:
             fs = _validated(fs, state, validate, record, S)
         fs = fs._replace(epoch=epoch + 1, records=fs.records + (record,))
         if log:
-            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                         for k, v in record.items() if not k.endswith("_per_seed")))
+            log(_line(record))
         if on_epoch is not None:
             on_epoch(fs)
         if validate is not None and fs.bad >= cfg.patience:

@@ -71,6 +71,30 @@ def candidate_scores(params, y, lookup_target, lookup_neg):
     return jnp.concatenate([s_batch, s_neg], axis=-1)
 
 
+def logq_correction(scores, log_q, target, negatives):
+    """The logQ correction of Yi et al. ("Sampling-Bias-Corrected Neural Modeling for Large
+    Corpus Item Recommendations", RecSys 2019, Eq. 3): ``s^c(x, j) = s(x, j) - log Q(j)``, with
+    Q(j) the probability that item j is drawn as a candidate, applied to the step's candidate
+    scores ``[B, L, B + S]`` (:func:`candidate_scores`) before the loss.
+
+    log_q: float ``[N+1]``, log Q(j) of the distribution the ``negatives [S]`` are drawn from
+      (popularity^alpha, ``training.step.popularity_log_q``); global ids ``target [B, L]`` and
+      ``negatives`` index it.
+
+    Every column is corrected, as Yi et al. correct every in-batch logit: the sampled negatives
+    by the probability they were drawn with, and the in-batch columns (the other lanes' targets,
+    and the positive itself in its own column) by the same Q, since an item is another lane's
+    target in proportion to its popularity (exactly so at alpha = 1, approximately otherwise).
+    A constant shift of every column changes no softmax, so Q(j) and S Q(j), the expected
+    number of draws, give the same ``ce``, ``bpr-max`` and ``top1-max``.
+    """
+    lq = jnp.asarray(log_q, scores.dtype)
+    B, L = target.shape
+    batch = jnp.broadcast_to(jnp.take(lq, target.T, axis=0)[None], (B, L, B))  # [B, L, B]
+    sampled = jnp.broadcast_to(jnp.take(lq, negatives, axis=0), (B, L, negatives.shape[0]))
+    return scores - jnp.concatenate([batch, sampled], axis=-1)
+
+
 def candidate_mask(target, negatives):
     """Which candidates are negatives for each step: ``bool [B, L, B + S]``."""
     B = target.shape[0]

@@ -66,6 +66,21 @@ def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.
     return (np.cumsum(p) / p.sum()).astype(np.float32)
 
 
+def popularity_log_q(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.ndarray:
+    """log Q(j), ``[N+1]`` float32: the natural log of the probability that :func:`popularity_cdf`
+    draws item j, count_j^alpha / sum_i count_i^alpha, computed in float64 (a difference of the
+    float32 CDF loses the rare items of a large catalogue); 0 at the padding and at items without
+    training events, which are never drawn (no correction). For ``logq`` in
+    :func:`make_train_step`."""
+    if alpha < 0:
+        raise ValueError(f"the sampling exponent alpha must be >= 0, got {alpha}")
+    counts = np.bincount(train["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)
+    counts[0] = 0.0
+    log_p = np.where(counts > 0, alpha * np.log(np.maximum(counts, 1.0)), -np.inf)
+    log_p = log_p - np.logaddexp.reduce(log_p[counts > 0])
+    return np.where(counts > 0, log_p, 0.0).astype(np.float32)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class TrainStep:
     """``step(state, batch, rng, active=None) -> (state, {"loss", "events", **extra})``, pure; jit
@@ -82,6 +97,8 @@ class TrainStep:
     activation: Activation = "linear"
     score_reg: float = losses.SCORE_REG
     elu_alpha: float = losses.ELU_ALPHA
+    logq: bool = False
+    negative_log_q: np.ndarray | None = None
 
     def __post_init__(self):
         choices.check("loss", self.loss, Loss)
@@ -97,6 +114,10 @@ class TrainStep:
                              f"and {self.elu_alpha}")
         if self.n_negatives and self.negative_cdf is None:
             raise ValueError("n_negatives > 0 needs negative_cdf (see popularity_cdf)")
+        if self.logq and (not self.n_negatives or self.loss == "full-ce"):
+            raise ValueError("logq corrects sampled negatives: it needs n_negatives > 0 and a "
+                             f"sampled loss (got n_negatives={self.n_negatives}, "
+                             f"loss={self.loss!r})")
 
     @property
     def row_tables(self) -> dict[str, str]:
@@ -185,6 +206,15 @@ class TrainStep:
         u = jax.random.uniform(rng, (self.n_negatives,))
         return jnp.searchsorted(jnp.asarray(self.negative_cdf), u, side="right").astype(jnp.int32)
 
+    def _log_q(self) -> jax.Array:
+        """log Q(j) ``[N+1]`` of the negatives' distribution: ``negative_log_q``, or else the
+        differences of ``negative_cdf`` (in float64; float32 CDF steps below about 1e-7, the
+        rarest items of a large catalogue, are then coarse: give ``popularity_log_q``)."""
+        if self.negative_log_q is not None:
+            return jnp.asarray(self.negative_log_q, jnp.float32)
+        p = np.diff(np.asarray(self.negative_cdf, np.float64), prepend=0.0)
+        return jnp.asarray(np.where(p > 0, np.log(np.maximum(p, 1e-300)), 0.0), jnp.float32)
+
     def _touched(self, params, batch, neg):
         """The rows of every row table the window touches: per indexing field, the sorted
         distinct ids ``uniq[f]`` (``precision.unique_rows``), and the batch's ids as positions in
@@ -219,6 +249,8 @@ class TrainStep:
                 scores = losses.activate(self.activation,
                                          losses.candidate_scores(p, y, l_target, l_neg),
                                          self.elu_alpha)
+                if self.logq:
+                    scores = losses.logq_correction(scores, self._log_q(), target, neg)
                 value = losses.ranking_loss(self.loss, scores, target, neg, self.score_reg)
             return item_weight * value + sum(extra.values()), (carry_new, value, extra)
 
@@ -229,7 +261,8 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: Los
                     n_negatives: int = 0, negative_cdf: np.ndarray | None = None,
                     clip: float | None = None, row_updates: RowUpdates = "dense",
                     activation: Activation = "linear", score_reg: float = losses.SCORE_REG,
-                    elu_alpha: float = losses.ELU_ALPHA) -> TrainStep:
+                    elu_alpha: float = losses.ELU_ALPHA, logq: bool = False,
+                    negative_log_q: np.ndarray | None = None) -> TrainStep:
     """The train step of ``model`` under ``tx`` (any ``optax.GradientTransformation``).
 
     Args:
@@ -242,6 +275,10 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: Los
       activation: output activation applied to the scores before the loss (``losses.activate``;
         ``elu_alpha``: the alpha of ``"elu"``).
       score_reg: BPR-max's score regularisation weight (GRU4Rec's ``bpreg``).
+      logq: the logQ correction of Yi et al. (RecSys 2019), ``losses.logq_correction``: every
+        candidate's score less log Q(j), Q the distribution of the sampled negatives;
+        ``negative_log_q`` its logs (:func:`popularity_log_q`; None: from ``negative_cdf``).
+        Needs ``n_negatives > 0`` and a sampled loss (ValueError otherwise).
 
     Returns:
       a :class:`TrainStep`: ``step(state, batch, rng, active=None) -> (state, metrics)`` and
@@ -257,7 +294,7 @@ def make_train_step(model: Model, tx: optax.GradientTransformation, *, loss: Los
     (:func:`scan_steps` with ``masked=True``).
     """
     return TrainStep(model, tx, loss, n_negatives, negative_cdf, clip, row_updates, activation,
-                     score_reg, elu_alpha)
+                     score_reg, elu_alpha, logq, negative_log_q)
 
 
 def init_state(model: Model, tx: optax.GradientTransformation, rng, batch_size: int, *,

@@ -1,0 +1,64 @@
+"""Training on a device mesh (``fit(..., mesh=...)``): the train state's plan and the compiled
+steps that take and return it stored on the mesh (``hrnn_jax.parallel.layout``).
+
+The step itself is the one of one device: the plan pads and places the arrays, XLA partitions
+the computation. Lanes (the carry, the windows) are sharded over ``data``, the model's tables
+(``Capabilities.sharded_tables``, and the optimiser state that mirrors them) by rows over
+``items``, a leading seed axis over ``seeds``; the rest is replicated. A row-sparse update
+gathers, sums (sorted segment sums) and scatters the touched rows of a sharded table, so it is
+exact and, for a fixed mesh, deterministic; the sums of a full softmax or of the gradients run in
+another order than on one device (float32 rounding only).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+from jax.sharding import Mesh
+
+from hrnn_jax import parallel
+from hrnn_jax.training.step import TrainState, TrainStep, scan_steps
+
+
+def state_plan(model, state: TrainState, seeds: int) -> TrainState:
+    """Where each array of ``state`` lives (a :class:`TrainState` of plans)."""
+    return TrainState(parallel.params_plan(model, state.params, seeds),
+                      parallel.opt_state_plan(model, state.params, state.opt_state, seeds),
+                      parallel.lanes_plan(state.carry, seeds),
+                      parallel.seeds_plan(state.step, seeds))
+
+
+def _steps(step: TrainStep, K: int, S: int) -> Callable:
+    """``run(state, batches [K, ...], rngs [K], active [K])`` before jit (``loop._compiled``'s)."""
+    if K == 1 and S == 1:
+        def run(state, batches, rngs, active):
+            state, metrics = step(state, {k: v[0] for k, v in batches.items()}, rngs[0])
+            return state, {k: v[None] for k, v in metrics.items()}
+        return run
+    run = scan_steps(step, masked=S > 1)
+    return run if S == 1 else jax.vmap(run)
+
+
+def compiled_on(mesh: Mesh, step: TrainStep, K: int, S: int, state: TrainState,
+                batches: dict, rngs, active) -> tuple[Callable, TrainState]:
+    """``(run, plan)``: the K-step call of ``loop.fit`` jitted for ``mesh`` (taking and
+    returning the state stored by ``plan``, windows padded by ``windows_plan``), and the state's
+    plan. ``state``, ``batches``, ``rngs`` and ``active`` give the shapes (one call's)."""
+    fn = _steps(step, K, S)
+    plan = state_plan(step.model, state, S)
+    in_plans = (plan, windows_plan(batches, S), parallel.seeds_plan(rngs, S),
+                parallel.seeds_plan(active, S))
+    out = jax.eval_shape(fn, state, batches, rngs, active)
+    out_plans = (plan, parallel.seeds_plan(out[1], S))
+    jitted = parallel.jit_on(mesh, fn, in_plans, out_plans, (state, batches, rngs, active),
+                             out, donate_argnums=0)
+
+    def run(state, batches, rngs, active):  # the keys and flags of every process, placed
+        return jitted(state, batches, parallel.put(mesh, rngs, in_plans[2]),
+                      parallel.put(mesh, active, in_plans[3]))
+    return run, plan
+
+
+def windows_plan(batches: dict, seeds: int):
+    """The windows ``[(S,) K, B, L]``: lanes over ``data``."""
+    return parallel.batch_plan(batches, seeds, dim=1)

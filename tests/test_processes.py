@@ -1,0 +1,74 @@
+"""Many processes (``hrnn_jax.parallel.distributed``) through the command line: two local
+processes with 4 host devices each give the table and metrics of one process with 8, only
+process 0 prints and writes; the mesh and process flags fail as one line."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from hrnn_jax import cli
+from hrnn_jax.data import synthetic
+
+RUN = ["--models", "hrnn-init", "--hidden", "8", "--batch-size", "6", "--epochs", "2",
+       "--quiet", "--mesh", "data=4,items=2"]
+FLAG = "--xla_force_host_platform_device_count"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def log_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("processes") / "log.csv"
+    synthetic.generate(n_users=36, n_items=70, sessions_per_user=(3, 4), seed=3).write_csv(path)
+    return path
+
+
+def _table(text: str) -> list[str]:
+    """The metric rows of a compare table (the timing columns dropped)."""
+    return [" ".join(line.split()[:9]) for line in text.splitlines()
+            if line.split() and line.split()[0] == "hrnn-init"]
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
+def test_two_processes_give_the_metrics_of_one_with_eight_devices(log_csv, tmp_path, capsys):
+    ref = tmp_path / "one.json"
+    assert cli.main(["compare", str(log_csv), *RUN, "--json", str(ref)]) == 0
+    one_table = _table(capsys.readouterr().out)
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": f"{FLAG}=4"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "hrnn_jax", "compare", str(log_csv), *RUN,
+         "--json", str(tmp_path / f"p{i}.json"), "--coordinator", f"localhost:{port}",
+         "--num-processes", "2", "--process-id", str(i)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert outs[1][0] == "" and not (tmp_path / "p1.json").exists()  # only process 0 speaks
+    assert _table(outs[0][0]) == one_table and len(one_table) == 1
+    one, two = json.loads(ref.read_text()), json.loads((tmp_path / "p0.json").read_text())
+    for k, v in one["models"]["hrnn-init"].items():
+        if "@" in k:
+            assert two["models"]["hrnn-init"][k] == pytest.approx(v, abs=1e-4), k
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mesh", "data=64"], "--mesh: mesh {'data': 64} needs 64 devices"),
+    (["--mesh", "rows=2"], "unknown axis 'rows'"),
+    (["--coordinator", "localhost:1"], "give --num-processes, --process-id as well"),
+    (["--coordinator", "localhost:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be in 0..1"),
+])
+def test_mesh_and_process_flags_fail_as_one_line(flags, message, capsys):
+    assert cli.main(["demo", "--epochs", "1", *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
