@@ -350,6 +350,9 @@ def add_checkpoint_commands(sub) -> None:
     e.add_argument("checkpoint", metavar="DIR", help="checkpoint directory (train --out)")
     e.add_argument("data", metavar="DATA", help="the interaction log the model was trained on")
     add_config(e, ("eval",))
+    e.add_argument("--mesh", dest="eval_mesh", metavar="AXIS=SIZE,...", default=None,
+                   help="evaluate on this device mesh, e.g. data=4,items=2, or none for one "
+                        "device (default: the mesh the checkpoint was trained on)")
     e.add_argument("--json", metavar="PATH", default=None,
                    help="also write setting, data summary, metrics and configuration as JSON")
 
@@ -438,11 +441,17 @@ def run_evaluate(args, config: conf.Config, out, err) -> int:
     toml = conf.load_toml(args.config).get("eval", {}) if args.config else {}
     flags = {k.split(".", 1)[1]: v for k, v in vars(args).items() if k.startswith("eval.")}
     values = trained.config.to_dict()
+    if args.eval_mesh is not None:
+        values["train"]["mesh"] = None if args.eval_mesh.lower() == "none" else args.eval_mesh
     config = conf.Config.from_dict({**values, "eval": {**values["eval"], **toml, **flags}})
+    try:
+        parallel.make_mesh(config.train.mesh)
+    except ValueError as exc:
+        raise UsageError(f"--mesh: {exc}") from None
     with precision.matmul_precision(config.train.precision):
         prep = trained.prepare_log(args.data)
         print(summary_line(prep.info), file=out, flush=True)
-        metrics = trained.evaluate(prep, config.eval)
+        metrics = trained.evaluate(prep, config.eval, mesh=config.train.mesh)
     print(tables.table({trained.name: metrics}, config.eval.ks), file=out)
     if args.json:
         info = {k: prep.info[k] for k in ("users", "items", "sessions", "events", "train_events",

@@ -148,13 +148,15 @@ def candidates(prep: Prepared, config: Config) -> np.ndarray | None:
 
 
 def evaluate_neural(model: models.Model, params, prep: Prepared, config: Config,
-                    progress=None) -> np.ndarray:
-    """Ranks of every evaluation row under ``params`` of one seed: ``[R]``."""
+                    progress=None, *, mesh=None) -> np.ndarray:
+    """Ranks of every evaluation row under ``params`` of one seed: ``[R]``; on ``mesh``
+    (default: ``config.train.mesh``)."""
     return predict.model_ranks(model, params, prep.stream, prep.rows,
                                batch_size=config.train.batch_size,
                                targets=lane_targets(model, prep), ties=config.eval.ties,
                                exclude_seen=config.eval.exclude_seen, progress=progress,
-                               candidates=candidates(prep, config), mesh=config.train.mesh)
+                               candidates=candidates(prep, config),
+                               mesh=config.train.mesh if mesh is None else mesh)
 
 
 def run_baseline(name: str, prep: Prepared, config: Config, progress=None) -> Ranked:

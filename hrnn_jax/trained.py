@@ -136,13 +136,15 @@ class Trained:
                                   "log the model was trained on")
 
     # -- evaluation -------------------------------------------------------------------------
-    def evaluate(self, source, eval: EvalConfig | None = None) -> dict[str, float]:
+    def evaluate(self, source, eval: EvalConfig | None = None, *,
+                 mesh=None) -> dict[str, float]:
         """The metrics of ``compare`` for this model on ``source`` (a path, frame or Prepared:
         the log it was trained on): ``{"recall@5": ..., "mrr@5": ..., ...}``. ``eval``: the
-        ranking settings (default: the saved ones)."""
+        ranking settings (default: the saved ones). ``mesh``: a device mesh to evaluate on
+        (``hrnn_jax.parallel.make_mesh``; default: the saved ``train.mesh``)."""
         prep = self.prepare_log(source)
         config = dataclasses.replace(self.config, eval=eval or self.config.eval)
-        ranks = compare.evaluate_neural(self.model, self.params, prep, config)
+        ranks = compare.evaluate_neural(self.model, self.params, prep, config, mesh=mesh)
         metrics = evaluation.metrics_from_ranks(ranks, config.eval.ks)
         return {k: v for k, v in metrics.items() if k != "n"}
 

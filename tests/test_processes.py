@@ -15,7 +15,7 @@ import pytest
 from hrnn_jax import cli
 from hrnn_jax.data import synthetic
 
-RUN = ["--models", "hrnn-init", "--hidden", "8", "--batch-size", "6", "--epochs", "2",
+RUN = ["--models", "hrnn-init", "--hidden", "8", "--batch-size", "6", "--epochs", "1",
        "--quiet", "--mesh", "data=4,items=2"]
 FLAG = "--xla_force_host_platform_device_count"
 
@@ -72,3 +72,18 @@ def test_mesh_and_process_flags_fail_as_one_line(flags, message, capsys):
     assert cli.main(["demo", "--epochs", "1", *flags]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
+def test_evaluate_takes_a_mesh_and_gives_the_metrics_of_one_device(log_csv, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    assert cli.main(["train", str(log_csv), "--model", "gru", "--out", str(ckpt), "--hidden",
+                     "8", "--batch-size", "6", "--epochs", "1", "--quiet"]) == 0
+    tables = []
+    for mesh in ([], ["--mesh", "data=2,items=4"], ["--mesh", "none"]):
+        assert cli.main(["evaluate", str(ckpt), str(log_csv), *mesh]) == 0
+        tables.append([line for line in capsys.readouterr().out.splitlines()
+                       if line.startswith("gru")])
+    assert tables[0] == tables[1] == tables[2] and len(tables[0]) == 1
+    assert cli.main(["evaluate", str(ckpt), str(log_csv), "--mesh", "data=64"]) == 2
+    assert "--mesh: mesh {'data': 64} needs 64 devices" in capsys.readouterr().err
