@@ -13,7 +13,7 @@ from jax.sharding import Mesh
 from hrnn_jax import parallel
 from hrnn_jax.models.contract import Model
 from hrnn_jax.parallel import ranking
-from hrnn_jax.parallel.layout import Split
+from hrnn_jax.parallel.layout import Split, replicated
 
 
 def _signature(tree) -> tuple:
@@ -22,15 +22,16 @@ def _signature(tree) -> tuple:
     return treedef, tuple((tuple(a.shape), str(a.dtype)) for a in leaves)
 
 
+def _shapes(signature):
+    """The ``jax.ShapeDtypeStruct`` pytree of a :func:`_signature`."""
+    treedef, leaves = signature
+    return jax.tree_util.tree_unflatten(treedef, [jax.ShapeDtypeStruct(s, d) for s, d in leaves])
+
+
 @lru_cache(maxsize=32)
 def _forward(mesh: Mesh, model: Model, params_sig, carry_sig, batch_sig):
     """The jitted window on ``mesh`` for arrays of these signatures (compiled once each)."""
-    params = jax.tree_util.tree_unflatten(params_sig[0], [jax.ShapeDtypeStruct(s, d)
-                                                           for s, d in params_sig[1]])
-    carry = jax.tree_util.tree_unflatten(carry_sig[0], [jax.ShapeDtypeStruct(s, d)
-                                                         for s, d in carry_sig[1]])
-    batch = jax.tree_util.tree_unflatten(batch_sig[0], [jax.ShapeDtypeStruct(s, d)
-                                                         for s, d in batch_sig[1]])
+    params, carry, batch = (_shapes(sig) for sig in (params_sig, carry_sig, batch_sig))
 
     def fn(p, c, b):
         return model.apply(p, c, b)[:2]
@@ -83,6 +84,6 @@ def rank_fn(mesh: Mesh, model: Model, params, y: np.ndarray, *, ties: str, outsi
     def rank(index, targets, seen):
         fn = _ranker(mesh, n_cols, ties, seen is not None, out is not None)
         rows = {"y": y[index], "targets": targets, "seen": seen}
-        rows = parallel.put(mesh, rows, jax.tree_util.tree_map(lambda _: (), rows))
+        rows = parallel.put(mesh, rows, replicated(rows))
         return fn(stored, rows["y"], rows["targets"], rows["seen"], out)
     return rank

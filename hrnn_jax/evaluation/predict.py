@@ -39,6 +39,15 @@ def _scores(params, y):
     return score_items(params, y).at[:, 0].set(-jnp.inf)
 
 
+def _row_scorer(params, y):
+    """``score_rows(ids)``: ``score_items`` of ``y`` on the rows ``ids`` of the scoring tables
+    (the blocked ranking and log-softmax of ``evaluation.metrics``)."""
+    def score_rows(ids):
+        return score_items({"item_out": jnp.take(params["item_out"], ids, axis=0),
+                            "item_bias": jnp.take(params["item_bias"], ids, axis=0)}, y)
+    return score_rows
+
+
 @partial(jax.jit, static_argnames=("ties", "item_block"))
 def rank_scores(params, y, targets, seen, ties, outside=None,
                 item_block=evaluation.metrics.ITEM_BLOCK):
@@ -56,11 +65,7 @@ def rank_scores(params, y, targets, seen, ties, outside=None,
         return evaluation.rank_targets(scores, targets, ties=ties,
                                        exclude=evaluation.with_outside(exclude, outside))
 
-    def score_rows(ids):  # score_items on the rows ids of the tables
-        return score_items({"item_out": jnp.take(params["item_out"], ids, axis=0),
-                            "item_bias": jnp.take(params["item_bias"], ids, axis=0)}, y)
-
-    return evaluation.metrics.rank_in_blocks(score_rows, targets, n_cols, ties=ties,
+    return evaluation.metrics.rank_in_blocks(_row_scorer(params, y), targets, n_cols, ties=ties,
                                              seen=seen, outside=outside, block=item_block)
 
 
@@ -74,11 +79,7 @@ def _target_log_probs(params, y, targets, item_block=16384):
         logp = jax.nn.log_softmax(score_items(params, y)[:, 1:], axis=-1)
         return jnp.take_along_axis(logp, targets[:, None] - 1, axis=1)[:, 0]
 
-    def score_rows(ids):  # score_items on the rows ids of the tables
-        return score_items({"item_out": jnp.take(params["item_out"], ids, axis=0),
-                            "item_bias": jnp.take(params["item_bias"], ids, axis=0)}, y)
-
-    return evaluation.metrics.target_log_softmax_in_blocks(score_rows, targets, n_cols,
+    return evaluation.metrics.target_log_softmax_in_blocks(_row_scorer(params, y), targets, n_cols,
                                                            block=item_block)
 
 

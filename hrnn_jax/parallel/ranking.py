@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from hrnn_jax.evaluation.metrics import block_seen
 from hrnn_jax.models.layers import score_items
 
 
@@ -45,10 +46,7 @@ def _shard_counts(mesh, n_cols, ties, out_w, out_b, y, targets, seen, outside):
                                            jnp.clip(targets - off, 0, n - 1)], 0.0))
     counted = (ids[None, :] > 0) & (ids[None, :] < n_cols) & ~is_target
     if seen is not None:
-        local = jnp.where((seen >= off) & (seen < off + n), seen - off, n)  # n: dropped
-        hit = jnp.zeros(scores.shape, bool).at[jnp.arange(y.shape[0])[:, None], local].set(
-            True, mode="drop")
-        counted = counted & ~hit
+        counted = counted & ~block_seen(seen, off, n)
     if outside is not None:
         counted = counted & ~outside[None, :]
     above = jnp.sum(counted & (scores > t[:, None]), axis=1, dtype=jnp.int32)

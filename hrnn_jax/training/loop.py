@@ -284,16 +284,19 @@ def _validated(fs: FitState, state, validate, record: dict, S: int) -> FitState:
                        bad=0 if improved.any() else fs.bad + 1)
 
 
-def _placed(mesh, step: TrainStep, K: int, S: int, fs: FitState, fields, active, run):
-    """An epoch on ``mesh``: the compiled call (made at the first epoch), the state's plan, the
-    epoch's windows padded to the mesh and ``fs`` with its train state placed on it."""
-    sl = (slice(None), slice(0, K)) if S > 1 else slice(0, K)
-    first = {k: v[sl] for k, v in fields.items()}
-    rngs = jnp.zeros((S, K, 2) if S > 1 else (K, 2), jnp.uint32)
-    made, plan = sharded.compiled_on(mesh, step, K, S, fs.train_state, first, rngs, active[sl])
+def _placed(mesh, step: TrainStep, K: int, S: int, fs: FitState, fields, active, run, plan):
+    """An epoch on ``mesh``: the compiled call and the state's plan (made at the first epoch,
+    then kept), the epoch's windows padded to the mesh and ``fs`` with its train state placed
+    on it."""
+    if run is None:
+        sl = (slice(None), slice(0, K)) if S > 1 else slice(0, K)
+        first = {k: v[sl] for k, v in fields.items()}
+        rngs = jnp.zeros((S, K, 2) if S > 1 else (K, 2), jnp.uint32)
+        run, plan = sharded.compiled_on(mesh, step, K, S, fs.train_state, first, rngs,
+                                        active[sl])
     fields = parallel.put(mesh, fields, sharded.windows_plan(fields, S))
     placed = fs._replace(train_state=parallel.put(mesh, fs.train_state, plan))
-    return run or made, plan, fields, placed
+    return run, plan, fields, placed
 
 
 def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), *,
@@ -344,14 +347,14 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
     step = train_step_for(model, train, cfg, optimizer)
     K = steps_per_call or max(1, STEPS_PER_CALL // cfg.window)
     mesh = parallel.make_mesh(mesh if mesh is not None else cfg.mesh)
-    run = _compiled(step, K, S) if mesh is None else None
+    run, plan = (_compiled(step, K, S) if mesh is None else None), None
     seeds = [cfg.seed + i for i in range(S)]
     fs = _start(step, cfg, resume)
     clock, start, first_epoch = _Clock(), time.perf_counter(), fs.epoch
     for epoch in range(first_epoch, cfg.epochs):
         fields, active, n = _epoch_windows(model, train, cfg, targets, epoch, K)
         run, plan, fields, on_mesh = (run, None, fields, fs) if mesh is None else \
-            _placed(mesh, step, K, S, fs, fields, active, run)
+            _placed(mesh, step, K, S, fs, fields, active, run, plan)
         t_epoch = time.perf_counter()
         state, rng, collected, clock = _run_epoch(run, on_mesh, fields, active, n, K, S,
                                                   f"epoch {epoch + 1}/{cfg.epochs}", progress,

@@ -54,14 +54,21 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.ndarray:
-    """Cumulative distribution of item popularity^alpha, ``[N+1]`` (padding has mass 0): item i
-    is drawn with probability count_i^alpha / sum_j count_j^alpha (GRU4Rec's ``sample_alpha``:
-    1 samples by popularity, 0 uniformly over the items with training events)."""
+def _item_counts(train: pl.DataFrame, n_items: int, alpha: float) -> np.ndarray:
+    """Training events per item ``[N+1]`` (float64, 0 at the padding), after checking that the
+    sampling exponent ``alpha`` is >= 0."""
     if alpha < 0:
         raise ValueError(f"the sampling exponent alpha must be >= 0, got {alpha}")
     counts = np.bincount(train["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)
     counts[0] = 0.0
+    return counts
+
+
+def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.ndarray:
+    """Cumulative distribution of item popularity^alpha, ``[N+1]`` (padding has mass 0): item i
+    is drawn with probability count_i^alpha / sum_j count_j^alpha (GRU4Rec's ``sample_alpha``:
+    1 samples by popularity, 0 uniformly over the items with training events)."""
+    counts = _item_counts(train, n_items, alpha)
     p = np.where(counts > 0, counts**alpha, 0.0)  # 0**0 is 1: items without events stay at 0
     return (np.cumsum(p) / p.sum()).astype(np.float32)
 
@@ -72,10 +79,7 @@ def popularity_log_q(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> n
     float32 CDF loses the rare items of a large catalogue); 0 at the padding and at items without
     training events, which are never drawn (no correction). For ``logq`` in
     :func:`make_train_step`."""
-    if alpha < 0:
-        raise ValueError(f"the sampling exponent alpha must be >= 0, got {alpha}")
-    counts = np.bincount(train["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)
-    counts[0] = 0.0
+    counts = _item_counts(train, n_items, alpha)
     log_p = np.where(counts > 0, alpha * np.log(np.maximum(counts, 1.0)), -np.inf)
     log_p = log_p - np.logaddexp.reduce(log_p[counts > 0])
     return np.where(counts > 0, log_p, 0.0).astype(np.float32)
