@@ -253,9 +253,15 @@ class TrainConfig(_Checked):
                                    "seeds (hrnn_jax.parallel; on CPU, host devices come from "
                                    "XLA_FLAGS=--xla_force_host_platform_device_count=N); none: "
                                    "one device")
+    lane_groups: int = field(1, "lay the lanes out in this many independent groups of users "
+                                "(a divisor of batch_size), so that under many processes each "
+                                "one reads only its groups' users (data.read_share)", min=1)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.batch_size % self.lane_groups:
+            raise ConfigError(f"lane_groups ({self.lane_groups}) must divide batch_size "
+                              f"({self.batch_size})")
         if self.mesh is not None:
             from hrnn_jax.parallel.mesh import parse_mesh  # imports jax: not at the top
             try:

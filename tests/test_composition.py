@@ -84,19 +84,24 @@ def test_hrnn_all_takes_every_session_cell(name):
     models.check_model(hrnn_all(name))
 
 
+def _placed(model, g):
+    """W_c c ``g`` placed on the model's gates and added to a zero step input."""
+    x = jnp.zeros((1, model.session_cell.projected_features))
+    return model._add_context(x, model._place_gates(g))
+
+
 def test_w_c_c_goes_to_the_gates_each_cell_declares():
     g = jnp.arange(1.0, 1.0 + 2 * H)[None]  # W_c c for two gates of width H
-    placed = hrnn_all("gru")._add_context(jnp.zeros((1, 3 * H)), g)  # r, z | n
+    placed = _placed(hrnn_all("gru"), g)  # r, z | n
     np.testing.assert_array_equal(placed, jnp.concatenate([g, jnp.zeros((1, H))], -1))
-    placed = hrnn_all("two-gate")._add_context(jnp.zeros((1, 2 * H)), g[:, :H])  # f | n
+    placed = _placed(hrnn_all("two-gate"), g[:, :H])  # f | n
     np.testing.assert_array_equal(placed, jnp.concatenate([g[:, :H], jnp.zeros((1, H))], -1))
-    model = hrnn_all("hcrnn-3")  # x | local, z, r | n | theta
     g3 = jnp.arange(1.0, 1.0 + 3 * H)[None]
-    placed = model._add_context(jnp.zeros((1, model.session_cell.projected_features)), g3)
+    placed = _placed(hrnn_all("hcrnn-3"), g3)  # x | local, z, r | n | theta
     np.testing.assert_array_equal(placed[:, H:4 * H], g3)
     assert not placed[:, :H].any() and not placed[:, 4 * H:].any()
     rzn = models.HRNN(N, TwoGate(H), user_cell=cells.GRU(H), mode="all", context_gates="rzn")
-    np.testing.assert_array_equal(rzn._add_context(jnp.zeros((1, 2 * H)), g), g)
+    np.testing.assert_array_equal(_placed(rzn, g), g)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """Many processes (``hrnn_jax.parallel.distributed``) through the command line: two local
 processes with 4 host devices each give the table and metrics of one process with 8, only
-process 0 prints and writes; the mesh and process flags fail as one line."""
+process 0 prints and writes; the mesh and process flags fail as one line. Two processes that
+each read only their share of an encoded log (``data.read_share``,
+``experiments/share_training.py``) train the parameters of one process that reads it all."""
 from __future__ import annotations
 
 import json
@@ -10,9 +12,11 @@ import subprocess
 import sys
 
 import jax
+import numpy as np
 import pytest
 
-from hrnn_jax import cli
+from hrnn_jax import cli, data, models, training
+from hrnn_jax.config import DataConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
 
 RUN = ["--models", "hrnn-init", "--hidden", "8", "--batch-size", "6", "--epochs", "1",
@@ -87,3 +91,35 @@ def test_evaluate_takes_a_mesh_and_gives_the_metrics_of_one_device(log_csv, tmp_
     assert tables[0] == tables[1] == tables[2] and len(tables[0]) == 1
     assert cli.main(["evaluate", str(ckpt), str(log_csv), "--mesh", "data=64"]) == 2
     assert "--mesh: mesh {'data': 64} needs 64 devices" in capsys.readouterr().err
+
+
+SHARE = ["--model", "hrnn-all", "--hidden", "8", "--batch-size", "8", "--window", "4",
+         "--epochs", "2", "--lane-groups", "2", "--mesh", "data=8"]
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
+def test_two_processes_reading_their_shares_train_as_one_reading_all(tmp_path):
+    synthetic.generate(n_users=30, n_items=40, sessions_per_user=(2, 3), seed=8).write_parquet(
+        tmp_path / "log.parquet")
+    enc = tmp_path / "enc"
+    data.preprocess_parquet(tmp_path / "log.parquet", enc, DataConfig(min_item_support=1))
+    share = data.read_share(enc, 2)
+    model = models.build_model("hrnn-all", share.n_items, ModelConfig(hidden=8))
+    one = training.fit(model, share, TrainConfig(batch_size=8, window=4, epochs=2,
+                                                 lane_groups=2), mesh="data=8", log=None)
+    port, script = _free_port(), os.path.join("experiments", "share_training.py")
+    env = {**os.environ, "XLA_FLAGS": f"{FLAG}=4"}
+    procs = [subprocess.Popen(
+        [sys.executable, script, str(enc), *SHARE, "--out", str(tmp_path / f"p{i}.npz"),
+         "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    read = [int(o[0].split("lane groups")[1].split(", ")[1].split(" of ")[0]) for o in outs]
+    assert 0 < min(read) and sum(read) == share.frame.height  # each read only its own users
+    assert not (tmp_path / "p1.npz").exists()
+    two = np.load(tmp_path / "p0.npz")
+    leaves = jax.tree_util.tree_leaves(one.params)
+    assert len(two.files) == len(leaves)
+    for i, a in enumerate(leaves):  # float32 reduction order across processes only
+        np.testing.assert_allclose(two[f"arr_{i}"], a, atol=2e-5, rtol=0)

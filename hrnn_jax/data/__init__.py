@@ -8,7 +8,16 @@ from hrnn_jax.data.features import (
                                 item_feature_matrix,
                                 read_item_features,
 )
-from hrnn_jax.data.lanes import EXTRA_FIELDS, FIELDS, Lanes, auto_slots, make_lanes
+from hrnn_jax.data.lanes import (
+                                EXTRA_FIELDS,
+                                FIELDS,
+                                LaneGroups,
+                                Lanes,
+                                auto_slots,
+                                group_bounds,
+                                lane_groups,
+                                make_lanes,
+)
 from hrnn_jax.data.pipeline import Catalogue, Prepared, prepare
 from hrnn_jax.data.read import (
                                 READING,
@@ -35,6 +44,7 @@ from hrnn_jax.data.sessions import (
                                 sort_events,
                                 summary,
 )
+from hrnn_jax.data.share import Share, read_share
 from hrnn_jax.data.splits import (
                                 PROTOCOLS,
                                 USER_COUNTS,
@@ -52,14 +62,14 @@ from hrnn_jax.data.stream import preprocess_parquet, read_encoded, read_ids, sca
 
 __all__ = [
     'Catalogue', 'DataError', 'EXTRA_FIELDS', 'Encoded', 'EvalRows', 'FIELDS', 'ItemFeatures',
-    'Lanes', 'LogFormat', 'MOVIELENS_MOVIES', 'NO_GENRES', 'PROTOCOLS', 'Prepared', 'Protocol',
-    'READING',
-    'TIME_UNITS', 'TimeUnit', 'USER_COUNTS', 'auto_slots', 'bad_rows', 'check_columns',
-    'check_file', 'check_ids', 'column_names', 'combine', 'csr_ranges', 'dedupe_sessions',
-    'encode', 'filter_interactions', 'item_feature_matrix', 'keep_max_value', 'load_table',
-    'make_eval_rows', 'make_lanes', 'one_line', 'prepare', 'read_hcrnn', 'read_interactions',
-    'read_item_features', 'read_log', 'read_steam', 'restrict_items', 'rows_targets', 'sessionize',
-    'sort_events', 'split', 'split_last_session', 'split_leave_one_out', 'split_temporal',
-    'split_users', 'summary', 'validation_split', 'preprocess_parquet', 'read_encoded',
-    'read_ids', 'scan_log'
+    'LaneGroups', 'Lanes', 'LogFormat', 'MOVIELENS_MOVIES', 'NO_GENRES', 'PROTOCOLS', 'Prepared',
+    'Protocol', 'READING', 'Share', 'TIME_UNITS', 'TimeUnit', 'USER_COUNTS', 'auto_slots',
+    'bad_rows', 'check_columns', 'check_file', 'check_ids', 'column_names', 'combine',
+    'csr_ranges', 'dedupe_sessions', 'encode', 'filter_interactions', 'group_bounds',
+    'item_feature_matrix', 'keep_max_value', 'lane_groups', 'load_table', 'make_eval_rows',
+    'make_lanes', 'one_line', 'prepare', 'read_hcrnn', 'read_interactions', 'read_item_features',
+    'read_log', 'read_steam', 'restrict_items', 'rows_targets', 'sessionize', 'sort_events',
+    'split', 'split_last_session', 'split_leave_one_out', 'split_temporal', 'split_users',
+    'summary', 'validation_split', 'preprocess_parquet', 'read_encoded', 'read_ids', 'read_share',
+    'scan_log',
 ]

@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import polars as pl
@@ -193,10 +193,98 @@ def _place(seqs: list[np.ndarray], closing: np.ndarray, slots: int):
     return np.stack(cols, axis=1) if cols else np.full((B, 0), -1, np.int64)
 
 
+@dataclass(frozen=True)
+class LaneGroups:
+    """Lanes laid out in ``n`` independent groups (``make_lanes(groups=...)``), so that a process
+    can build its own lanes from its own users' events (``data.read_share``).
+
+    Group g holds the users with codes ``bounds[g] <= user < bounds[g + 1]`` (``group_bounds``:
+    ranges of about equal numbers of events) in lanes ``g * B / n`` to ``(g + 1) * B / n - 1``,
+    with its own user order (drawn from ``seed``, and ``g`` for g > 0) and its own cap on closing
+    sessions per step (``boundary_slots``, or :func:`auto_slots` of its own events over its
+    lanes). Every group's steps then share one time axis (the longest group sets the windows),
+    and each step's closing lanes are the union of the groups', ascending (K = the sum of the
+    groups' caps). ``n = 1`` is the ungrouped layout.
+
+    mine: the groups laid out from the frame given (all of them, unless the frame is one
+    process's share); ``exchange(lists)`` then returns every group's closing lanes from this
+    process's (``lists``: group -> ``[T_g, K_g]`` lane ids, -1 padded), e.g. by an all-gather
+    over processes.
+    """
+
+    n: int
+    bounds: np.ndarray
+    mine: range
+    exchange: Callable | None = None
+
+
+def group_bounds(user_events: np.ndarray, n: int) -> np.ndarray:
+    """User-code bounds ``[n + 1]`` of ``n`` lane groups from the events of each user code
+    ``user_events [U]``: contiguous code ranges of about equal numbers of events (group g ends
+    at the first code where the cumulative count reaches ``g / n`` of the total)."""
+    if n < 1:
+        raise ValueError(f"lane groups must be >= 1, got {n}")
+    cum = np.cumsum(np.asarray(user_events, np.int64))
+    total = int(cum[-1]) if len(cum) else 0
+    inner = np.searchsorted(cum, [total * g / n for g in range(1, n)], side="left") + 1
+    return np.concatenate([[0], np.minimum(inner, len(cum)), [len(cum)]]).astype(np.int64)
+
+
+def lane_groups(frame: pl.DataFrame, n: int) -> LaneGroups:
+    """The ``n`` lane groups of a whole frame (every group laid out in this process)."""
+    users = frame["user"].to_numpy()
+    events = np.bincount(users, minlength=int(users.max()) + 1 if len(users) else 0)
+    return LaneGroups(n, group_bounds(events, n), range(n))
+
+
+def _lay_group(st: dict, starts: np.ndarray, lengths: np.ndarray, lanes: int, slots: int,
+               seed: int | None, g: int) -> np.ndarray:
+    """Step ids ``[lanes, T_g]`` (-1 none) of the users ``starts``/``lengths`` (their first step
+    and number of steps): Fig. 2 (the next user goes to the lane that frees first, ties: lowest
+    lane), then at most ``slots`` closing steps per time (:func:`_place`)."""
+    order = np.arange(len(starts))
+    if seed is not None:
+        order = np.random.default_rng(seed if g == 0 else (seed, g)).permutation(len(starts))
+    heap = [(0, lane) for lane in range(lanes)]
+    users_of = [[] for _ in range(lanes)]
+    for u in order:
+        t, lane = heapq.heappop(heap)
+        users_of[lane].append(starts[u] + np.arange(lengths[u]))
+        heapq.heappush(heap, (t + int(lengths[u]), lane))
+    seqs = [np.concatenate(us) if us else np.zeros(0, np.int64) for us in users_of]
+    return _place(seqs, st["closing"], slots)
+
+
+def _closing_lists(placed: np.ndarray, closing: np.ndarray, slots: int) -> np.ndarray:
+    """The closing lanes of each time of a group's layout ``[T_g, slots]``, ascending, -1
+    padded."""
+    grid = (placed >= 0) & (closing[np.maximum(placed, 0)] if len(closing) else False)
+    out = np.full((placed.shape[1], slots), -1, np.int32)
+    t_idx, b_idx = np.nonzero(grid.T)
+    rank = np.cumsum(grid, axis=0)[b_idx, t_idx] - 1
+    out[t_idx, rank] = b_idx
+    return out
+
+
+def _join_closing(lists: dict, offsets: dict, T: int, B: int) -> np.ndarray:
+    """Every group's closing lists (lane ids within the group, -1 padded) as one ``[T, K]``
+    array of lane ids, ascending per time, slot j padded with B + j (distinct, past the last
+    lane)."""
+    K = sum(a.shape[1] for a in lists.values())
+    ids = np.full((T, K), -1, np.int64)
+    at = 0
+    for g, a in sorted(lists.items()):
+        ids[:a.shape[0], at:at + a.shape[1]] = np.where(a >= 0, a + offsets[g], -1)
+        at += a.shape[1]
+    ids = np.sort(np.where(ids >= 0, ids, B + K), axis=1)  # padding after every lane
+    return np.where(ids >= B, B + np.arange(K), ids).astype(np.int32)  # slot j pads with B + j
+
+
 def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: Targets,
                close_at: CloseAt,
                seed: int | None = None, evaluate: np.ndarray | None = None,
-               boundary_slots: int | None = None, fields: tuple[str, ...] = ()) -> Lanes:
+               boundary_slots: int | None = None, fields: tuple[str, ...] = (),
+               groups: int | LaneGroups = 1) -> Lanes:
     """Lay the events of ``frame`` (columns user, item, session; sorted by user, time) into lanes.
 
     seed: users are put in a random order drawn from ``seed`` (reshuffle each epoch by passing a new
@@ -205,38 +293,64 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: Ta
     boundary_slots: at most this many lanes close a session (a session start that is not a user
       start) at the same step; a lane that would exceed it waits one hold step. Hierarchical models
       run their user-level update on these slots only (``closing``). Default: :func:`auto_slots`.
+      With lane groups, the cap of each group.
     fields: optional per-step fields to build (names of ``EXTRA_FIELDS``), in ``Lanes.extras``.
     close_at: ``"input"`` | ``"target"`` | ``"never"``: where ``closing`` lists a session's end
       (module doc).
+    groups: lane groups (:class:`LaneGroups`, or their number: :func:`lane_groups` of the frame);
+      ``batch_size`` must be a multiple of their number. With a process's share (``groups.mine``
+      not every group) the result holds the lanes of its groups only, ``[W, B * len(mine) / n,
+      L]``, and ``closing`` every group's.
     """
     if batch_size < 1 or window < 1:
         raise ValueError(f"batch_size and window must be >= 1, got {batch_size} and {window}")
     unknown = sorted(set(fields) - set(EXTRA_FIELDS))
     if unknown:
         raise ValueError(f"unknown per-step field(s) {unknown}; known: {sorted(EXTRA_FIELDS)}")
+    groups = lane_groups(frame, groups) if isinstance(groups, int) else groups
+    if batch_size % groups.n:
+        raise ValueError(f"batch_size ({batch_size}) must be a multiple of the lane groups "
+                         f"({groups.n})")
     st = _steps(frame, targets, close_at)
-    closing = st["closing"]
-    K = boundary_slots or _slots_for(closing, batch_size)
-    if not 1 <= K <= batch_size:
-        raise ValueError(f"boundary_slots must be in 1..{batch_size}, got {K}")
+    placed, lists = _lay_groups(st, groups, batch_size // groups.n, boundary_slots, seed)
+    if groups.exchange is not None:
+        lists = groups.exchange(lists)
+    T = max([a.shape[0] for a in lists.values()] + [window])
+    T = -(-T // window) * window
+    B_g = batch_size // groups.n
+    closing_ids = _join_closing(lists, {g: g * B_g for g in lists}, T, batch_size)
+    grid_ids = np.full((B_g * len(groups.mine), T), -1, np.int64)
+    for i, g in enumerate(groups.mine):
+        grid_ids[i * B_g:(i + 1) * B_g, :placed[g].shape[1]] = placed[g]
+    return _grid_lanes(frame, st, grid_ids, closing_ids, window, evaluate, fields)
+
+
+def _lay_groups(st: dict, groups: LaneGroups, lanes: int, boundary_slots: int | None,
+                seed: int | None) -> tuple[dict, dict]:
+    """Each of ``groups.mine``'s layout ``[lanes, T_g]`` and closing lists ``[T_g, K_g]``."""
     n = len(st["src"])
     starts = np.flatnonzero(st["user_start"])
     lengths = np.diff(np.append(starts, n))
-    order = np.arange(len(starts))
-    if seed is not None:
-        order = np.random.default_rng(seed).permutation(len(starts))
-    # Fig. 2: the next user goes to the lane that frees first (ties: lowest lane).
-    heap = [(0, lane) for lane in range(batch_size)]
-    users_of = [[] for _ in range(batch_size)]
-    for u in order:
-        t, lane = heapq.heappop(heap)
-        users_of[lane].append(starts[u] + np.arange(lengths[u]))
-        heapq.heappush(heap, (t + int(lengths[u]), lane))
-    seqs = [np.concatenate(us) if us else np.zeros(0, np.int64) for us in users_of]
-    placed = _place(seqs, closing, K)
-    T = max(window, -(-placed.shape[1] // window) * window)
-    grid_ids = np.full((batch_size, T), -1, np.int64)
-    grid_ids[:, :placed.shape[1]] = placed
+    codes = st["user"][starts]
+    placed, lists = {}, {}
+    for g in groups.mine:
+        lo, hi = np.searchsorted(codes, groups.bounds[g:g + 2], side="left")
+        end = starts[hi] if hi < len(starts) else n  # a group's steps are contiguous
+        own = st["closing"][starts[lo]:end] if hi > lo else np.zeros(0, bool)
+        K = boundary_slots or _slots_for(own, lanes)
+        if not 1 <= K <= lanes:
+            raise ValueError(f"boundary_slots must be in 1..{lanes}, got {K}")
+        placed[g] = _lay_group(st, starts[lo:hi], lengths[lo:hi], lanes, K, seed, g)
+        lists[g] = _closing_lists(placed[g], st["closing"], K)
+    return placed, lists
+
+
+def _grid_lanes(frame, st, grid_ids, closing_ids, window, evaluate, fields) -> Lanes:
+    """The :class:`Lanes` of step ids ``grid_ids [B, T]`` (-1 none) and closing lanes
+    ``closing_ids [T, K]``."""
+    n = len(st["src"])
+    batch_size, T = grid_ids.shape
+    K = closing_ids.shape[1]
     real = grid_ids >= 0
     ids = np.maximum(grid_ids, 0)
 
@@ -248,12 +362,6 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: Ta
 
     target_event = st["src"] + 1
     ev = np.zeros(n, bool) if evaluate is None else np.asarray(evaluate, bool)[target_event]
-    # closing lanes of every time step, ascending, padded with B, B+1, ... (past the last lane)
-    close_grid = real & (closing[ids] if n else False)  # [B, T]
-    rank = np.cumsum(close_grid, axis=0) - 1
-    slots = np.broadcast_to(batch_size + np.arange(K, dtype=np.int32), (T, K)).copy()
-    b_idx, t_idx = np.nonzero(close_grid)
-    slots[t_idx, rank[b_idx, t_idx]] = b_idx
     return Lanes(
         item=grid(st["item"], 0, np.int32),
         target=grid(st["target"], 0, np.int32),
@@ -263,6 +371,6 @@ def make_lanes(frame: pl.DataFrame, *, batch_size: int, window: int, targets: Ta
         user=grid(st["user"], 0, np.int32),
         event=grid(target_event, -1, np.int64),
         evaluate=grid(ev, False, bool),
-        closing=slots.reshape(T // window, window, K).copy(),
+        closing=closing_ids.reshape(T // window, window, K).copy(),
         extras={name: grid(_extra(frame, name, st["src"]), 0, np.float32) for name in fields},
     )

@@ -51,7 +51,7 @@ import polars as pl
 
 from hrnn_jax import choices
 from hrnn_jax.data.errors import DataError
-from hrnn_jax.data.lanes import EXTRA_FIELDS, CloseAt, Lanes, Targets, make_lanes
+from hrnn_jax.data.lanes import EXTRA_FIELDS, CloseAt, LaneGroups, Lanes, Targets, make_lanes
 from hrnn_jax.data.rows import rows_targets
 
 Params = dict[str, Any]
@@ -228,7 +228,7 @@ def check_ids(model: Model, frame: pl.DataFrame, where: str = "the events") -> N
 def lanes_for(model: Model, frame: pl.DataFrame, *, batch_size: int, window: int,
               targets: Targets | None = None, seed: int | None = None,
               evaluate: np.ndarray | None = None, boundary_slots: int | None = None,
-              check: bool = True) -> Lanes:
+              check: bool = True, groups: int | LaneGroups = 1) -> Lanes:
     """``make_lanes`` for ``model``: its per-step fields and where its sessions close, after
     :func:`check_ids` (``check``; off only where the caller checked the same frame already).
     ``targets``: default :func:`lane_targets` under the last-session protocol; the other
@@ -238,7 +238,8 @@ def lanes_for(model: Model, frame: pl.DataFrame, *, batch_size: int, window: int
     caps = model.capabilities
     return make_lanes(frame, batch_size=batch_size, window=window,
                       targets=targets or lane_targets(model), close_at=caps.close_at, seed=seed,
-                      evaluate=evaluate, boundary_slots=boundary_slots, fields=caps.fields)
+                      evaluate=evaluate, boundary_slots=boundary_slots, fields=caps.fields,
+                      groups=groups)
 
 
 # ------------------------------------------------------------------------------------------

@@ -285,23 +285,29 @@ class HRNN(ItemRNN):
             return self._user_gate(p_session, c)
         if self._context == "none":
             return jnp.zeros((c.shape[0], 0), c.dtype)
-        return c @ W_c if self._context == "gates" else c
+        return self._place_gates(c @ W_c) if self._context == "gates" else c
 
-    def _add_context(self, x_t, gate):
-        """The step's input with the user level's part (Eq. 5): W_c c placed on the chosen
-        blocks of a split cell's input, ``[x, c]`` for a flax cell, a user cell's c part added."""
-        if self._context == "none":
-            return x_t
-        if self._context == "concat":
-            return jnp.concatenate([x_t, gate], axis=-1)
-        if self._context == "user":
-            return x_t + gate
+    def _place_gates(self, gate):
+        """W_c c ``[., gate blocks' width]`` placed on the blocks of a split cell's projected
+        input chosen by ``context_gates``, zeros on the others: ``[., projected_features]``.
+        Placed once per session (and window) rather than at every step, so that each step adds
+        it whole (``_add_context``)."""
         pieces, at = [], 0
         for on, width in self._gate_blocks:
             pieces.append(gate[:, at:at + width] if on else jnp.zeros(
                 (gate.shape[0], width), gate.dtype))
             at += width if on else 0
-        return x_t + jnp.concatenate(pieces, axis=-1)  # Eq. 5: W_x i + W_c c on the gates
+        return jnp.concatenate(pieces, axis=-1)
+
+    def _add_context(self, x_t, gate):
+        """The step's input with the user level's part (Eq. 5): W_c c on the chosen blocks of a
+        split cell's input (``gate`` already placed by ``_place_gates``), ``[x, c]`` for a flax
+        cell, a user cell's c part added."""
+        if self._context == "none":
+            return x_t
+        if self._context == "concat":
+            return jnp.concatenate([x_t, gate], axis=-1)
+        return x_t + gate  # Eq. 5: W_x i + W_c c on the gates (zeros on the others)
 
     # -- the forward pass --------------------------------------------------------------------
     def apply(self, params, carry, batch, *, rng=None, train=False) -> Output:
@@ -390,7 +396,7 @@ class HRNN(ItemRNN):
             s0 = s0 if mi_t is None else s0 * mi_t
             new = {"session": cells.with_hidden(s, s0), "user": u_k}
             if self._context != "none":  # what c adds to the next session's steps (Eq. 5)
-                gate = proj[:, H:] if self._context == "gates" else \
+                gate = self._place_gates(proj[:, H:]) if self._context == "gates" else \
                     self._gate_input(c, None, params["session"])
                 new.update(context=c, gate=gate)
             return {**st, **precision.put_lanes({k: st[k] for k in new}, idx, new)}
@@ -423,8 +429,6 @@ class HRNN(ItemRNN):
     @property
     def _gate_width(self) -> int:
         """The width of the carried gate input (``_gate_input``'s)."""
-        if self._context == "gates":
-            return sum(w for on, w in self._gate_blocks if on)
-        if self._context == "user":
+        if self._context in ("gates", "user"):
             return self.session_cell.projected_features
         return self.user_hidden if self._context == "concat" else 0

@@ -1,7 +1,7 @@
 """Beyond one device: a mesh (``make_mesh``), where each array lives on it (``layout``, ``plans``),
 exact scores over a sharded catalogue (``ranking``) and many processes (``distributed``). See the
 README's "Scaling out"."""
-from hrnn_jax.parallel.layout import Split, fetch, jit_on, pad_host, put
+from hrnn_jax.parallel.layout import Split, fetch, jit_on, pad_host, put, put_part
 from hrnn_jax.parallel.mesh import AXES, MeshSpec, axis_size, describe, make_mesh, parse_mesh
 from hrnn_jax.parallel.plans import (
     batch_plan,
@@ -13,4 +13,4 @@ from hrnn_jax.parallel.plans import (
 
 __all__ = ["AXES", "MeshSpec", "Split", "axis_size", "batch_plan", "describe", "fetch",
            "jit_on", "lanes_plan", "make_mesh", "opt_state_plan", "pad_host", "params_plan",
-           "parse_mesh", "put", "seeds_plan"]
+           "parse_mesh", "put", "put_part", "seeds_plan"]

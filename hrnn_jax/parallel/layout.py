@@ -94,6 +94,35 @@ def put(mesh: Mesh, tree, plan: Plan):
     return _map(one, plan, pad_host(mesh, tree, plan))
 
 
+def put_part(mesh: Mesh, tree, plan: Plan, axis: str, offset: int):
+    """:func:`put` for host arrays that hold only this process's block of their dimensions split
+    over ``axis``: indices ``offset`` onwards of the plan's true size (e.g. its lane groups'
+    lanes, ``data.read_share``). That size must be a multiple of the axis (no padding), and the
+    slices of this process's devices must lie in the block (ValueError otherwise)."""
+    def one(splits, a):
+        own = [s for s in splits if s.axis == axis]
+        if not own:
+            return put(mesh, a, splits)
+        s, host = own[0], np.asarray(a)
+        if s.size % axis_size(mesh, axis):
+            raise ValueError(f"a block of {s.size} along mesh axis {axis!r} must be a multiple "
+                             f"of the axis ({axis_size(mesh, axis)}) to come from its processes")
+        shape = host.shape[:s.dim] + (s.size,) + host.shape[s.dim + 1:]
+        n = host.shape[s.dim]
+
+        def local(index):
+            at = index[s.dim]
+            lo, hi = (at.start or 0) - offset, (s.size if at.stop is None else at.stop) - offset
+            if lo < 0 or hi > n:
+                raise ValueError(f"this process holds indices {offset}..{offset + n - 1} along "
+                                 f"{axis!r}; its devices need {lo + offset}..{hi + offset - 1}: "
+                                 "give each process the block of its own devices")
+            return host[index[:s.dim] + (slice(lo, hi),) + index[s.dim + 1:]]
+        sharding = NamedSharding(mesh, spec(mesh, host.ndim, splits))
+        return jax.make_array_from_callback(shape, sharding, local)
+    return _map(one, plan, tree)
+
+
 def take(mesh: Mesh, tree, plan: Plan):
     """Inside a jitted function: the stored (padded) arrays at their true sizes, with their
     shardings kept (XLA shards an uneven dimension itself)."""

@@ -22,7 +22,8 @@ import polars as pl
 
 from hrnn_jax import parallel
 from hrnn_jax.config import TrainConfig
-from hrnn_jax.data.lanes import Targets
+from hrnn_jax.data.lanes import LaneGroups, Targets
+from hrnn_jax.data.share import Share
 from hrnn_jax.models.contract import Model, check_ids, lane_targets, lanes_for
 from hrnn_jax.training import optim, sharded
 from hrnn_jax.training.step import (
@@ -133,16 +134,17 @@ def row_updates_for(config: TrainConfig, optimizer=None) -> RowUpdates:
     return "sparse" if exact else "dense"
 
 
-def train_step_for(model: Model, train: pl.DataFrame, config: TrainConfig,
+def train_step_for(model: Model, train: pl.DataFrame | Share, config: TrainConfig,
                    optimizer: optax.GradientTransformation | None = None) -> TrainStep:
     """The train step ``fit`` runs: ``optimizer`` or the configuration's, its loss, negatives
-    (popularity-sampled from ``train``, with their logQ correction when asked), clipping, row
-    updates and output activation."""
+    (popularity-sampled from ``train``'s events, or a share's counts over the whole log, with
+    their logQ correction when asked), clipping, row updates and output activation."""
     tx = optimizer if optimizer is not None else optim.make_optimizer(
         config.optimizer, config.learning_rate, config.momentum)
-    cdf = popularity_cdf(train, model.n_items, config.sample_alpha) if config.n_negatives \
+    events = train.item_counts if isinstance(train, Share) else train
+    cdf = popularity_cdf(events, model.n_items, config.sample_alpha) if config.n_negatives \
         else None
-    log_q = popularity_log_q(train, model.n_items, config.sample_alpha) if config.logq else None
+    log_q = popularity_log_q(events, model.n_items, config.sample_alpha) if config.logq else None
     return make_train_step(model, tx, loss=config.loss, n_negatives=config.n_negatives,
                            negative_cdf=cdf, clip=config.clip,
                            row_updates=row_updates_for(config, optimizer),
@@ -179,14 +181,35 @@ def _start(step: TrainStep, config: TrainConfig, resume: FitState | None) -> Fit
     return FitState(state, rng, 0, (), np.full(S, -np.inf), None, 0)
 
 
+def _lane_groups(config: TrainConfig, train: pl.DataFrame | Share, mesh):
+    """``(frame, groups, part)``: the events to lay out, their lane groups (a number, or a
+    share's :class:`LaneGroups`) and, for a share of only some groups (which exchange their
+    closing lists with the other processes' and train on a mesh only), ``(first lane of this
+    process, B)``, else None."""
+    if not isinstance(train, Share):
+        return train, config.lane_groups, None
+    if train.n_groups != config.lane_groups:
+        raise ValueError(f"the share was read in {train.n_groups} lane groups, the "
+                         f"configuration has lane_groups={config.lane_groups}: make them equal")
+    if len(train.groups) == train.n_groups:
+        return train.frame, LaneGroups(train.n_groups, train.bounds, train.groups), None
+    if mesh is None:
+        raise ValueError("a share of some of the lane groups (data.read_share under many "
+                         "processes) trains on a mesh over every process's devices: give mesh")
+    groups = LaneGroups(train.n_groups, train.bounds, train.groups, sharded.exchange_closing)
+    first = train.groups.start * config.batch_size // train.n_groups
+    return train.frame, groups, (first, config.batch_size)
+
+
 def _epoch_windows(model: Model, train: pl.DataFrame, config: TrainConfig, targets: Targets,
-                   epoch: int, K: int):
+                   epoch: int, K: int, groups: int | LaneGroups = 1):
     """Every seed's lanes of an epoch (users reshuffled with ``seed * 1_000_003 + epoch``) as
     ``fields [S, G * K, B, L]``, ``active [S, G * K]`` (squeezed for one seed) and each seed's
     number of windows."""
     seeds = [config.seed + i for i in range(config.seeds)]
     lanes = [lanes_for(model, train, batch_size=config.batch_size, window=config.window,
-                       targets=targets, seed=s * 1_000_003 + epoch, check=False) for s in seeds]
+                       targets=targets, seed=s * 1_000_003 + epoch, check=False, groups=groups)
+             for s in seeds]
     n = np.array([len(ln) for ln in lanes])
     total = -(-int(n.max()) // K) * K
     fields = {name: _stack([ln.window_arrays()[name] for ln in lanes], total)
@@ -284,29 +307,39 @@ def _validated(fs: FitState, state, validate, record: dict, S: int) -> FitState:
                        bad=0 if improved.any() else fs.bad + 1)
 
 
-def _placed(mesh, step: TrainStep, K: int, S: int, fs: FitState, fields, active, run, plan):
+def _placed(mesh, step: TrainStep, K: int, S: int, fs: FitState, fields, active, run, plan,
+            lanes: tuple[int, int] | None = None):
     """An epoch on ``mesh``: the compiled call and the state's plan (made at the first epoch,
     then kept), the epoch's windows padded to the mesh and ``fs`` with its train state placed
-    on it."""
+    on it. ``lanes = (first, B)``: ``fields`` hold only this process's lanes, from ``first``
+    of ``B``."""
+    d = 2 if S > 1 else 1  # the lane axis of the windows
+    whole = {k: v if k in parallel.plans.UNLANED or lanes is None else jax.ShapeDtypeStruct(
+        v.shape[:d] + (lanes[1],) + v.shape[d + 1:], v.dtype) for k, v in fields.items()}
     if run is None:
+        first = {k: jax.ShapeDtypeStruct(v.shape[:d - 1] + (K,) + v.shape[d:], v.dtype)
+                 for k, v in whole.items()}
         sl = (slice(None), slice(0, K)) if S > 1 else slice(0, K)
-        first = {k: v[sl] for k, v in fields.items()}
         rngs = jnp.zeros((S, K, 2) if S > 1 else (K, 2), jnp.uint32)
         run, plan = sharded.compiled_on(mesh, step, K, S, fs.train_state, first, rngs,
                                         active[sl])
-    fields = parallel.put(mesh, fields, sharded.windows_plan(fields, S))
+    plan_w = sharded.windows_plan(whole, S)
+    fields = parallel.put(mesh, fields, plan_w) if lanes is None else \
+        parallel.put_part(mesh, fields, plan_w, "data", lanes[0])
     placed = fs._replace(train_state=parallel.put(mesh, fs.train_state, plan))
     return run, plan, fields, placed
 
 
-def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), *,
+def fit(model: Model, train: pl.DataFrame | Share, config: TrainConfig = TrainConfig(), *,
         optimizer: optax.GradientTransformation | None = None, targets: Targets | None = None,
         steps_per_call: int | None = None, validate: Callable[[Any], float] | None = None,
         resume: FitState | None = None, on_epoch: Callable[[FitState], None] | None = None,
         progress: Callable[[str, int, int], None] | None = None,
         log: Callable[[str], None] | None = print,
         mesh: parallel.MeshSpec = None) -> FitResult:
-    """Train ``model`` on the encoded ``train`` frame (user, item, session columns).
+    """Train ``model`` on the encoded ``train`` frame (user, item, session columns), or on a
+    process's share of an encoded log (``data.read_share``: every process calls ``fit`` with its
+    own share, the same mesh and ``config.lane_groups`` equal to the share's).
 
     Args:
       config: the training settings (``hrnn_jax.config.TrainConfig``). With ``seeds`` = S > 1,
@@ -342,23 +375,24 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
     cfg, S = config, config.seeds
     if validate is not None and cfg.patience < 1:
         raise ValueError("validate needs config.patience >= 1 (epochs without improvement)")
-    check_ids(model, train, "the training events")
+    mesh = parallel.make_mesh(mesh if mesh is not None else cfg.mesh)
+    frame, groups, part = _lane_groups(cfg, train, mesh)
+    check_ids(model, frame, "the training events")
     targets = targets or lane_targets(model)
     step = train_step_for(model, train, cfg, optimizer)
     K = steps_per_call or max(1, STEPS_PER_CALL // cfg.window)
-    mesh = parallel.make_mesh(mesh if mesh is not None else cfg.mesh)
     run, plan = (_compiled(step, K, S) if mesh is None else None), None
     seeds = [cfg.seed + i for i in range(S)]
     fs = _start(step, cfg, resume)
     clock, start, first_epoch = _Clock(), time.perf_counter(), fs.epoch
     for epoch in range(first_epoch, cfg.epochs):
-        fields, active, n = _epoch_windows(model, train, cfg, targets, epoch, K)
+        fields, active, n = _epoch_windows(model, frame, cfg, targets, epoch, K, groups)
         run, plan, fields, on_mesh = (run, None, fields, fs) if mesh is None else \
-            _placed(mesh, step, K, S, fs, fields, active, run, plan)
+            _placed(mesh, step, K, S, fs, fields, active, run, plan, part)
         t_epoch = time.perf_counter()
-        state, rng, collected, clock = _run_epoch(run, on_mesh, fields, active, n, K, S,
-                                                  f"epoch {epoch + 1}/{cfg.epochs}", progress,
-                                                  clock)
+        label = f"epoch {epoch + 1}/{cfg.epochs}"
+        state, rng, collected, clock = _run_epoch(run, on_mesh, fields, active, n, K, S, label,
+                                                  progress, clock)
         jax.block_until_ready(state)
         t_end = time.perf_counter()
         state = state if mesh is None else jax.tree_util.tree_map(jnp.asarray,
@@ -375,6 +409,12 @@ def fit(model: Model, train: pl.DataFrame, config: TrainConfig = TrainConfig(), 
             on_epoch(fs)
         if validate is not None and fs.bad >= cfg.patience:
             break
+    return _result(fs, clock, start)
+
+
+def _result(fs: FitState, clock: _Clock, start: float) -> FitResult:
+    """The result of a fit that started at ``start``: the best parameters by validation (else
+    the last), the records, the wall time and the training rate."""
     params = fs.train_state.params if fs.best_params is None else jax.tree_util.tree_map(
         jnp.asarray, fs.best_params)
     rate = clock.events / clock.seconds if clock.seconds else 0.0

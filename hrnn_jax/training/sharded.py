@@ -14,6 +14,8 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from hrnn_jax import parallel
@@ -62,3 +64,20 @@ def compiled_on(mesh: Mesh, step: TrainStep, K: int, S: int, state: TrainState,
 def windows_plan(batches: dict, seeds: int):
     """The windows ``[(S,) K, B, L]``: lanes over ``data``."""
     return parallel.batch_plan(batches, seeds, dim=1)
+
+
+def exchange_closing(lists: dict) -> dict:
+    """Every lane group's closing lists from this process's (``data.LaneGroups.exchange``): each
+    process holds as many groups, and two all-gathers (their shapes, then the lists padded to the
+    largest) give every process all of them, in group order."""
+    mine = sorted(lists)
+    shapes = np.asarray(multihost_utils.process_allgather(
+        np.array([lists[g].shape for g in mine], np.int64)))  # [P, per, 2]
+    T, K = (int(v) for v in shapes.reshape(-1, 2).max(axis=0))
+    block = np.full((len(mine), T, K), -1, np.int32)
+    for i, g in enumerate(mine):
+        block[i, :lists[g].shape[0], :lists[g].shape[1]] = lists[g]
+    every = np.asarray(multihost_utils.process_allgather(block))  # [P, per, T, K]
+    per = len(mine)
+    return {p * per + i: every[p, i, :shapes[p, i, 0], :shapes[p, i, 1]]
+            for p in range(every.shape[0]) for i in range(per)}

@@ -54,17 +54,25 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def _item_counts(train: pl.DataFrame, n_items: int, alpha: float) -> np.ndarray:
-    """Training events per item ``[N+1]`` (float64, 0 at the padding), after checking that the
-    sampling exponent ``alpha`` is >= 0."""
+def _item_counts(train: pl.DataFrame | np.ndarray, n_items: int, alpha: float) -> np.ndarray:
+    """Training events per item ``[N+1]`` (float64, 0 at the padding) of the frame ``train``, or
+    ``train`` itself when it is those counts already (``data.Share.item_counts``), after
+    checking that the sampling exponent ``alpha`` is >= 0."""
     if alpha < 0:
         raise ValueError(f"the sampling exponent alpha must be >= 0, got {alpha}")
-    counts = np.bincount(train["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)
+    if isinstance(train, np.ndarray):
+        if train.shape != (n_items + 1,):
+            raise ValueError(f"item counts must be [n_items + 1] = [{n_items + 1}], got "
+                             f"{train.shape}")
+        counts = train.astype(np.float64)
+    else:
+        counts = np.bincount(train["item"].to_numpy(), minlength=n_items + 1).astype(np.float64)
     counts[0] = 0.0
     return counts
 
 
-def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.ndarray:
+def popularity_cdf(train: pl.DataFrame | np.ndarray, n_items: int,
+                   alpha: float = 1.0) -> np.ndarray:
     """Cumulative distribution of item popularity^alpha, ``[N+1]`` (padding has mass 0): item i
     is drawn with probability count_i^alpha / sum_j count_j^alpha (GRU4Rec's ``sample_alpha``:
     1 samples by popularity, 0 uniformly over the items with training events)."""
@@ -73,7 +81,8 @@ def popularity_cdf(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.
     return (np.cumsum(p) / p.sum()).astype(np.float32)
 
 
-def popularity_log_q(train: pl.DataFrame, n_items: int, alpha: float = 1.0) -> np.ndarray:
+def popularity_log_q(train: pl.DataFrame | np.ndarray, n_items: int,
+                     alpha: float = 1.0) -> np.ndarray:
     """log Q(j), ``[N+1]`` float32: the natural log of the probability that :func:`popularity_cdf`
     draws item j, count_j^alpha / sum_i count_i^alpha, computed in float64 (a difference of the
     float32 CDF loses the rare items of a large catalogue); 0 at the padding and at items without
