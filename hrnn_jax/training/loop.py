@@ -33,7 +33,7 @@ from hrnn_jax.training.step import (
     make_train_step,
     popularity_cdf,
     popularity_log_q,
-    scan_steps,
+    steps_call,
 )
 
 RowUpdateChoice = Literal["auto", "sparse", "dense"]  # TrainConfig.row_updates (row_updates_for)
@@ -151,19 +151,6 @@ def train_step_for(model: Model, train: pl.DataFrame | Share, config: TrainConfi
                            activation=config.activation, score_reg=config.score_reg,
                            elu_alpha=config.elu_alpha, logq=config.logq,
                            negative_log_q=log_q)
-
-
-def _compiled(step: TrainStep, K: int, S: int) -> Callable:
-    """``run(state, batches [K, ...], rngs [K], active [K])``: K steps in one jitted call (one
-    seed at K = 1: the step itself), vmapped over S seeds."""
-    if K == 1 and S == 1:
-        one = jax.jit(step, donate_argnums=0)
-
-        def run(state, batches, rngs, active):
-            state, metrics = one(state, {k: v[0] for k, v in batches.items()}, rngs[0])
-            return state, {k: v[None] for k, v in metrics.items()}
-        return run
-    return jax.jit(_per_seed(scan_steps(step, masked=S > 1), S), donate_argnums=0)
 
 
 def _start(step: TrainStep, config: TrainConfig, resume: FitState | None) -> FitState:
@@ -381,7 +368,7 @@ def fit(model: Model, train: pl.DataFrame | Share, config: TrainConfig = TrainCo
     targets = targets or lane_targets(model)
     step = train_step_for(model, train, cfg, optimizer)
     K = steps_per_call or max(1, STEPS_PER_CALL // cfg.window)
-    run, plan = (_compiled(step, K, S) if mesh is None else None), None
+    run, plan = (jax.jit(steps_call(step, K, S), donate_argnums=0) if mesh is None else None), None
     seeds = [cfg.seed + i for i in range(S)]
     fs = _start(step, cfg, resume)
     clock, start, first_epoch = _Clock(), time.perf_counter(), fs.epoch

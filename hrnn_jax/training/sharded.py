@@ -19,7 +19,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from hrnn_jax import parallel
-from hrnn_jax.training.step import TrainState, TrainStep, scan_steps
+from hrnn_jax.training.step import TrainState, TrainStep, steps_call
 
 
 def state_plan(model, state: TrainState, seeds: int) -> TrainState:
@@ -30,23 +30,13 @@ def state_plan(model, state: TrainState, seeds: int) -> TrainState:
                       parallel.seeds_plan(state.step, seeds))
 
 
-def _steps(step: TrainStep, K: int, S: int) -> Callable:
-    """``run(state, batches [K, ...], rngs [K], active [K])`` before jit (``loop._compiled``'s)."""
-    if K == 1 and S == 1:
-        def run(state, batches, rngs, active):
-            state, metrics = step(state, {k: v[0] for k, v in batches.items()}, rngs[0])
-            return state, {k: v[None] for k, v in metrics.items()}
-        return run
-    run = scan_steps(step, masked=S > 1)
-    return run if S == 1 else jax.vmap(run)
-
-
 def compiled_on(mesh: Mesh, step: TrainStep, K: int, S: int, state: TrainState,
                 batches: dict, rngs, active) -> tuple[Callable, TrainState]:
-    """``(run, plan)``: the K-step call of ``loop.fit`` jitted for ``mesh`` (taking and
-    returning the state stored by ``plan``, windows padded by ``windows_plan``), and the state's
-    plan. ``state``, ``batches``, ``rngs`` and ``active`` give the shapes (one call's)."""
-    fn = _steps(step, K, S)
+    """``(run, plan)``: the K-step call of ``loop.fit`` (``step.steps_call``) jitted for
+    ``mesh`` (taking and returning the state stored by ``plan``, windows padded by
+    ``windows_plan``), and the state's plan. ``state``, ``batches``, ``rngs`` and ``active``
+    give the shapes (one call's)."""
+    fn = steps_call(step, K, S)
     plan = state_plan(step.model, state, S)
     in_plans = (plan, windows_plan(batches, S), parallel.seeds_plan(rngs, S),
                 parallel.seeds_plan(active, S))

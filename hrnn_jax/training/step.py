@@ -346,3 +346,17 @@ def scan_steps(train_step: Callable, masked: bool = False) -> Callable:
         return jax.lax.scan(body, state, (batches, rngs, active))
 
     return run
+
+
+def steps_call(train_step: Callable, k: int, seeds: int) -> Callable:
+    """``run(state, batches [k, ...], rngs [k], active [k]) -> (state, metrics [k])`` before
+    jit: one call of ``fit`` (``training.loop``, and on a mesh ``training.sharded``). One seed
+    and one window per call run the step itself; otherwise :func:`scan_steps`, masked and
+    ``jax.vmap``-ed over a leading seed axis for several seeds."""
+    if k == 1 and seeds == 1:
+        def run(state, batches, rngs, active):
+            state, metrics = train_step(state, {n: v[0] for n, v in batches.items()}, rngs[0])
+            return state, {n: v[None] for n, v in metrics.items()}
+        return run
+    run = scan_steps(train_step, masked=seeds > 1)
+    return run if seeds == 1 else jax.vmap(run)
