@@ -9,9 +9,11 @@ XLA flag and give the real coordinator):
     (the same with --process-id 1)
 
 ``ENCODED_DIR`` is a ``data.preprocess_parquet`` output. Each process reads its share
-(``data.read_share``) and calls ``training.fit`` with it; process 0 prints the epochs and writes
-the trained parameters (``--out``, an ``.npz`` of the parameters' leaves in tree order). Every
-process prints how many events it read. Without the process flags one process reads every group.
+(``data.read_share``) and calls ``training.fit`` with it, then ranks the test events of its own
+users (``evaluation.shares``); process 0 prints the epochs and the metrics of the whole test part
+and writes the trained parameters and the gathered ranks (``--out``, an ``.npz``: ``param_i``,
+the parameters' leaves in tree order, and ``ranks``). Every process prints how many training
+events it read. Without the process flags one process reads every group.
 """
 from __future__ import annotations
 
@@ -20,8 +22,9 @@ import argparse
 import jax
 import numpy as np
 
-from hrnn_jax import data, models, training
+from hrnn_jax import data, evaluation, models, training
 from hrnn_jax.config import ModelConfig, TrainConfig
+from hrnn_jax.evaluation import shares
 from hrnn_jax.parallel import distributed
 
 
@@ -39,7 +42,8 @@ def main(argv=None):
     ap.add_argument("--coordinator", default=None)
     ap.add_argument("--num-processes", type=int, default=None)
     ap.add_argument("--process-id", type=int, default=None)
-    ap.add_argument("--out", default=None, help="write the trained parameters (.npz)")
+    ap.add_argument("--protocol", default="last-session", help="the split of the encoded log")
+    ap.add_argument("--out", default=None, help="write the parameters and ranks (.npz)")
     args = ap.parse_args(argv)
     if args.coordinator is not None:
         distributed.initialize(args.coordinator, args.num_processes, args.process_id)
@@ -53,9 +57,14 @@ def main(argv=None):
                       n_negatives=args.n_negatives, lane_groups=args.lane_groups)
     main_process = distributed.is_main()
     result = training.fit(model, share, cfg, mesh=args.mesh, log=print if main_process else None)
+    ranks = shares.share_ranks(model, result.params, args.encoded, share, protocol=args.protocol)
+    if main_process:
+        metrics = evaluation.metrics_from_ranks(ranks)
+        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if main_process and args.out:
         leaves = jax.tree_util.tree_leaves(result.params)
-        np.savez(args.out, *[np.asarray(a) for a in leaves])
+        np.savez(args.out, ranks=ranks, **{f"param_{i}": np.asarray(a)
+                                           for i, a in enumerate(leaves)})
 
 
 if __name__ == "__main__":

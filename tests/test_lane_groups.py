@@ -1,6 +1,7 @@
 """Lane groups (``data.LaneGroups``) and a process's share of an encoded log
 (``data.read_share``): each group lays out its own users, a share of some groups gives exactly
-those lanes of the whole layout, and ``fit`` on a share equals ``fit`` on the frame."""
+those lanes of the whole layout, ``fit`` on a share equals ``fit`` on the frame, and the shares'
+ranks (``evaluation.shares``) are those of the whole test part."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from hrnn_jax import data, models, training
+from hrnn_jax import data, evaluation, models, training
 from hrnn_jax.config import ConfigError, DataConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
+from hrnn_jax.evaluation import predict, shares
 
 LANED = ("item", "target", "session_start", "user_start", "valid", "user", "evaluate")
 
@@ -135,3 +137,25 @@ def test_fit_on_a_share_equals_fit_on_the_frame(encoded):
     for x, y in zip(jax.tree_util.tree_leaves(a.params), jax.tree_util.tree_leaves(b.params)):
         np.testing.assert_array_equal(x, y)
     assert a.records[-1]["loss"] == b.records[-1]["loss"]
+
+
+@pytest.mark.parametrize("protocol", ["last-session", "users"])
+def test_shares_evaluate_every_test_row_as_the_whole_frame(tmp_path, protocol):
+    synthetic.generate(n_users=40, n_items=50, seed=6).write_parquet(tmp_path / "log.parquet")
+    cfg = DataConfig(min_item_support=1, protocol=protocol, test_fraction=0.3)
+    data.preprocess_parquet(tmp_path / "log.parquet", tmp_path / "enc", cfg, chunk_events=300)
+    prep = data.prepare(data.read_interactions(tmp_path / "log.parquet"), cfg)
+    model = models.build_model("hrnn-init", prep.encoded.n_items, ModelConfig(hidden=8))
+    params = model.init(jax.random.PRNGKey(0))
+    targets = models.lane_targets(model, protocol)
+    whole = predict.model_ranks(model, params, prep.stream, prep.rows, targets=targets)
+    parts = []
+    for i in range(2):  # what each of two processes ranks (gathered in process order)
+        share = data.read_share(tmp_path / "enc", 4, process=(i, 2))
+        stream, rows = shares.share_rows(tmp_path / "enc", share, protocol)
+        parts.append(predict.model_ranks(model, params, stream, rows, targets=targets))
+    assert min(len(p) for p in parts) > 0
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    one = data.read_share(tmp_path / "enc", 4)
+    assert shares.evaluate_share(model, params, tmp_path / "enc", one, protocol=protocol) == \
+        pytest.approx(evaluation.metrics_from_ranks(whole), abs=1e-12)

@@ -2,7 +2,8 @@
 processes with 4 host devices each give the table and metrics of one process with 8, only
 process 0 prints and writes; the mesh and process flags fail as one line. Two processes that
 each read only their share of an encoded log (``data.read_share``,
-``experiments/share_training.py``) train the parameters of one process that reads it all."""
+``experiments/share_training.py``) train the parameters of one process that reads it all, and
+gather the ranks of every test row (``evaluation.shares``)."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ import pytest
 from hrnn_jax import cli, data, models, training
 from hrnn_jax.config import DataConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
+from hrnn_jax.evaluation import predict, shares
 
 RUN = ["--models", "hrnn-init", "--hidden", "8", "--batch-size", "6", "--epochs", "1",
        "--quiet", "--mesh", "data=4,items=2"]
@@ -120,6 +122,12 @@ def test_two_processes_reading_their_shares_train_as_one_reading_all(tmp_path):
     assert not (tmp_path / "p1.npz").exists()
     two = np.load(tmp_path / "p0.npz")
     leaves = jax.tree_util.tree_leaves(one.params)
-    assert len(two.files) == len(leaves)
+    assert len(two.files) == len(leaves) + 1
     for i, a in enumerate(leaves):  # float32 reduction order across processes only
-        np.testing.assert_allclose(two[f"arr_{i}"], a, atol=2e-5, rtol=0)
+        np.testing.assert_allclose(two[f"param_{i}"], a, atol=2e-5, rtol=0)
+    # the gathered ranks are those of one process ranking every row with the same parameters
+    params = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(one.params),
+                                          [two[f"param_{i}"] for i in range(len(leaves))])
+    stream, rows = shares.share_rows(enc, share)
+    np.testing.assert_array_equal(two["ranks"], predict.model_ranks(model, params, stream, rows))
+    assert "recall@5=" in outs[0][0]

@@ -13,6 +13,8 @@ processes talk through gloo (``jax_cpu_collectives_implementation``).
 from __future__ import annotations
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None,
@@ -35,3 +37,17 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 def is_main() -> bool:
     """Whether this is process 0, the one that prints and writes."""
     return jax.process_index() == 0
+
+
+def concat_over_processes(rows: np.ndarray) -> np.ndarray:
+    """Every process's ``rows [n_i, ...]`` concatenated in process order, the same array in
+    every process (``rows`` itself with one process): an all-gather of the lengths, then of the
+    rows padded to the longest. Exact: nothing is summed."""
+    rows = np.asarray(rows)
+    if jax.process_count() == 1:
+        return rows
+    lengths = np.asarray(multihost_utils.process_allgather(np.array([len(rows)]))).ravel()
+    block = np.zeros((int(lengths.max()),) + rows.shape[1:], rows.dtype)
+    block[:len(rows)] = rows
+    every = np.asarray(multihost_utils.process_allgather(block))
+    return np.concatenate([every[p, :n] for p, n in enumerate(lengths)])

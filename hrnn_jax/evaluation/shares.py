@@ -1,0 +1,51 @@
+"""Evaluation from shares of an encoded log (``data.read_share``): each process ranks the test
+events of its own users only, and the ranks are gathered, so every process gets the metrics of
+the whole test part.
+
+    share = data.read_share(out_dir, G, process=(jax.process_index(), jax.process_count()))
+    params = training.fit(model, share, TrainConfig(lane_groups=G), mesh=...).params
+    metrics = evaluation.shares.evaluate_share(model, params, out_dir, share)
+
+A process reads the test events of the users of its groups (the last process also those with
+codes past the training part's, e.g. test-only users under the "users" protocol), joins them to
+its share's training events (``data.combine``) and ranks them with ``predict.model_ranks`` on its
+own devices. A row's rank depends only on its own user's events, so the ranks are those of one
+process ranking every row; they are gathered exactly (integers), in process order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hrnn_jax import data, evaluation
+from hrnn_jax.data.share import Share
+from hrnn_jax.evaluation import predict
+from hrnn_jax.models.contract import Model, lane_targets
+from hrnn_jax.parallel.distributed import concat_over_processes
+
+
+def share_rows(out_dir, share: Share, protocol: str = "last-session"):
+    """``(stream, rows)`` of the share's users: their training and test events combined, and
+    the evaluation rows of their test events (``data.make_eval_rows``, targets of
+    ``protocol``)."""
+    lo = int(share.bounds[share.groups.start])
+    last = share.groups.stop == share.n_groups
+    hi = np.iinfo(np.int32).max if last else int(share.bounds[share.groups.stop])
+    test = data.read_encoded(out_dir, "test", users=(lo, hi))
+    stream = data.combine(share.frame, test)
+    return stream, data.make_eval_rows(stream, data.rows_targets(protocol))
+
+
+def share_ranks(model: Model, params, out_dir, share: Share, *, protocol: str = "last-session",
+                **kw) -> np.ndarray:
+    """The ranks of every process's rows, in process order (``predict.model_ranks``' keywords
+    in ``kw``; its lanes' targets default to the model's under ``protocol``)."""
+    stream, rows = share_rows(out_dir, share, protocol)
+    kw.setdefault("targets", lane_targets(model, protocol))
+    return concat_over_processes(predict.model_ranks(model, params, stream, rows, **kw))
+
+
+def evaluate_share(model: Model, params, out_dir, share: Share, *,
+                   protocol: str = "last-session", ks=(5, 20), **kw) -> dict[str, float]:
+    """Metrics (``evaluation.metrics_from_ranks``) of the whole test part, from the shares."""
+    ranks = share_ranks(model, params, out_dir, share, protocol=protocol, **kw)
+    return evaluation.metrics_from_ranks(ranks, ks)
