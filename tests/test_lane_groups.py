@@ -159,3 +159,17 @@ def test_shares_evaluate_every_test_row_as_the_whole_frame(tmp_path, protocol):
     one = data.read_share(tmp_path / "enc", 4)
     assert shares.evaluate_share(model, params, tmp_path / "enc", one, protocol=protocol) == \
         pytest.approx(evaluation.metrics_from_ranks(whole), abs=1e-12)
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
+def test_a_process_places_its_block_of_lanes_and_only_its_own():
+    from hrnn_jax import parallel
+    from hrnn_jax.parallel.layout import Split
+    mesh = parallel.make_mesh("seeds=2,data=4")
+    a = np.arange(3 * 8 * 2, dtype=np.float32).reshape(3, 8, 2)
+    plan = (Split("seeds", 0, 3), Split("data", 1, 8))  # 3 seeds stored padded to 4
+    whole = parallel.put_part(mesh, a, plan, "data", 0)
+    np.testing.assert_array_equal(whole, parallel.put(mesh, a, plan))
+    assert whole.sharding == parallel.put(mesh, a, plan).sharding
+    with pytest.raises(ValueError, match="holds indices 4..7 along 'data'; its devices need 0"):
+        parallel.put_part(mesh, a[:, 4:], plan, "data", 4)  # one process has every device here

@@ -96,7 +96,7 @@ def test_evaluate_takes_a_mesh_and_gives_the_metrics_of_one_device(log_csv, tmp_
 
 
 SHARE = ["--model", "hrnn-all", "--hidden", "8", "--batch-size", "8", "--window", "4",
-         "--epochs", "2", "--lane-groups", "2", "--mesh", "data=8"]
+         "--epochs", "1", "--lane-groups", "2", "--mesh", "data=8"]
 
 
 @pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
@@ -107,7 +107,7 @@ def test_two_processes_reading_their_shares_train_as_one_reading_all(tmp_path):
     data.preprocess_parquet(tmp_path / "log.parquet", enc, DataConfig(min_item_support=1))
     share = data.read_share(enc, 2)
     model = models.build_model("hrnn-all", share.n_items, ModelConfig(hidden=8))
-    one = training.fit(model, share, TrainConfig(batch_size=8, window=4, epochs=2,
+    one = training.fit(model, share, TrainConfig(batch_size=8, window=4, epochs=1,
                                                  lane_groups=2), mesh="data=8", log=None)
     port, script = _free_port(), os.path.join("experiments", "share_training.py")
     env = {**os.environ, "XLA_FLAGS": f"{FLAG}=4"}

@@ -103,7 +103,8 @@ def put_part(mesh: Mesh, tree, plan: Plan, axis: str, offset: int):
         own = [s for s in splits if s.axis == axis]
         if not own:
             return put(mesh, a, splits)
-        s, host = own[0], np.asarray(a)
+        s = own[0]  # the other split dimensions (a seed axis) are whole here: padded as put's
+        host = np.asarray(pad_host(mesh, a, tuple(o for o in splits if o.axis != axis)))
         if s.size % axis_size(mesh, axis):
             raise ValueError(f"a block of {s.size} along mesh axis {axis!r} must be a multiple "
                              f"of the axis ({axis_size(mesh, axis)}) to come from its processes")
