@@ -31,9 +31,25 @@ def sessionize(df: pl.DataFrame, gap: float = 1800.0) -> pl.DataFrame:
     if not gap > 0:
         raise DataError(f"session gap must be > 0 seconds, got {gap}")
     df = sort_events(df.drop("session", strict=False), "user", "time")
-    new = ((pl.col("user") != pl.col("user").shift(1))
-           | ((pl.col("time") - pl.col("time").shift(1)) > gap)).fill_null(True)
-    return df.with_columns(session=new.cast(pl.Int64).cum_sum() - 1)
+    return df.with_columns(session=session_starts("user", gap).cast(pl.Int64).cum_sum() - 1)
+
+
+def session_starts(user: str, gap: float) -> pl.Expr:
+    """True at the rows that open a session, rows in (user, time) order: a user's first event,
+    or an idle time since the user's previous event strictly greater than ``gap`` seconds
+    (``sessionize``'s rule; ``data.stream`` applies it to its partitions)."""
+    return ((pl.col(user) != pl.col(user).shift(1))
+            | ((pl.col("time") - pl.col("time").shift(1)) > gap)).fill_null(True)
+
+
+def user_rules(user: str, min_session_len: int, min_sessions: int,
+               min_user_events: int) -> tuple[tuple[str, pl.Expr], ...]:
+    """``filter_interactions``' rules after the item support, in its order, as (reason, rows
+    kept): they need only a user's own events (``data.stream`` applies them partition by
+    partition)."""
+    return (("session_length", pl.len().over("session") >= min_session_len),
+            ("user_sessions", pl.col("session").n_unique().over(user) >= min_sessions),
+            ("user_events", pl.len().over(user) >= min_user_events))
 
 
 def dedupe_sessions(df: pl.DataFrame) -> tuple[pl.DataFrame, int]:
@@ -91,9 +107,7 @@ def filter_interactions(df: pl.DataFrame, *, min_item_support: int = 5, min_sess
     report = {"item_support": 0, "session_length": 0, "user_sessions": 0, "user_events": 0}
     n_start = df.height
     rules = (("item_support", pl.len().over("item") >= min_item_support),
-             ("session_length", pl.len().over("session") >= min_session_len),
-             ("user_sessions", pl.col("session").n_unique().over("user") >= min_sessions),
-             ("user_events", pl.len().over("user") >= min_user_events))
+             *user_rules("user", min_session_len, min_sessions, min_user_events))
     changed = True
     while changed and df.height:
         changed = False

@@ -52,7 +52,11 @@ from hrnn_jax.config import DataConfig
 from hrnn_jax.data.errors import DataError, check_file
 from hrnn_jax.data.read import TIME_UNITS
 from hrnn_jax.data.rows import rows_targets
-from hrnn_jax.data.sessions import id_order  # the order of data.encode's codes
+from hrnn_jax.data.sessions import (
+    id_order,  # the order of data.encode's codes
+    session_starts,
+    user_rules,
+)
 
 PARTS = ("train", "test")
 ROW_GROUP = 1 << 17  # rows per row group of the encoded parts
@@ -196,9 +200,8 @@ def _sessions(df: pl.DataFrame, cfg: DataConfig) -> tuple[pl.DataFrame, int]:
     increasing in that order), as ``data.sessionize``; then ``data.dedupe_sessions`` when
     ``cfg.dedupe``. Returns (frame, repeats dropped)."""
     df = df.sort(["_u", "time", "_row"])
-    new = ((pl.col("_u") != pl.col("_u").shift(1))
-           | ((pl.col("time") - pl.col("time").shift(1)) > cfg.session_gap)).fill_null(True)
-    df = df.with_columns(session=new.cast(pl.Int64).cum_sum() - 1)
+    df = df.with_columns(session=session_starts("_u", cfg.session_gap).cast(pl.Int64).cum_sum()
+                         - 1)
     if not cfg.dedupe:
         return df, 0
     kept = df.unique(subset=["session", "_i"], keep="first", maintain_order=True)
@@ -210,9 +213,7 @@ def _filter_once(df: pl.DataFrame, keep_items: np.ndarray, cfg: DataConfig,
     """One round of ``data.filter_interactions``' filters on one partition, in its order; the
     item filter keeps the items of ``keep_items`` (global counts at the round's start). Adds the
     drops to ``report``; returns (frame, rows removed)."""
-    rules = (("session_length", pl.len().over("session") >= cfg.min_session_len),
-             ("user_sessions", pl.col("session").n_unique().over("_u") >= cfg.min_sessions),
-             ("user_events", pl.len().over("_u") >= cfg.min_user_events))
+    rules = user_rules("_u", cfg.min_session_len, cfg.min_sessions, cfg.min_user_events)
     start = df.height
     df = df.filter(pl.Series(keep_items[df["_i"].to_numpy()]))
     report["item_support"] += start - df.height
