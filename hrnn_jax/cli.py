@@ -1,5 +1,7 @@
-"""Command-line interface: ``hrnn-jax compare DATA``, ``hrnn-jax demo`` (and the commands that
-the other modules register here).
+"""Command-line interface: ``hrnn-jax compare DATA``, ``hrnn-jax demo``, ``train``,
+``evaluate`` and ``recommend`` (one model's checkpoint), and ``preprocess`` (a Parquet log larger
+than memory into encoded Parquet, ``data.preprocess_parquet``; ``compare DIR`` of such a directory
+has each process read only its share, ``compare.compare_shares``).
 
 Every setting is a field of ``hrnn_jax.config`` and its flag is generated from it (``--batch-size``
 for ``TrainConfig.batch_size``); ``--config run.toml`` sets fields by section and flags override
@@ -18,6 +20,7 @@ the exit status instead of exiting.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -109,13 +112,17 @@ def check_reference(args) -> None:
                          f"({','.join(args.models)}); add it to --models")
 
 
-def add_config(p: argparse.ArgumentParser, sections, *, skip_data=()) -> None:
-    """``--config`` and the flags of the given config sections."""
+def add_config(p: argparse.ArgumentParser, sections, *, skip_data=(),
+               processes: bool = True) -> None:
+    """``--config``, the flags of the given config sections and (``processes``) those of many
+    processes."""
     p.add_argument("--config", metavar="TOML", default=None,
                    help="settings by section ([data], [model], [train], [eval], [synthetic]); "
                         "flags override them")
     for section in sections:
         conf.add_arguments(p, section, skip=skip_data if section == "data" else ())
+    if not processes:
+        return
     g = p.add_argument_group("many processes (README: Scaling out); none: this process alone, "
                              "or JAX's cluster environment with --num-processes 0")
     g.add_argument("--coordinator", metavar="HOST:PORT", default=None,
@@ -165,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config(d, ("synthetic", "data", "model", "train", "eval"), skip_data=data.READING)
     add_output(d)
     add_checkpoint_commands(sub)
+    add_preprocess_command(sub)
     return parser
 
 
@@ -271,6 +279,8 @@ def load_prepared(args, config: conf.Config) -> data.Prepared:
 
 def run_compare(args, config: conf.Config, out, err) -> int:
     """``compare`` and ``demo``."""
+    if args.command == "compare" and data.is_encoded(args.data):
+        return run_compare_shares(args, config, out, err)
     check_json_path(args.json)
     check_reference(args)
     check_plot_dir(getattr(args, "plot", None))
@@ -303,6 +313,40 @@ def run_compare(args, config: conf.Config, out, err) -> int:
                                               if getattr(args, "reference", None) else {})},
                                "config": config.to_dict()})
     return 0
+
+
+def run_compare_shares(args, config: conf.Config, out, err) -> int:
+    """``compare DIR`` of an encoded log (``preprocess``): each process reads only its share
+    (``compare.compare_shares``)."""
+    given = [f for f in _given_flags(args) if f != "--config"]
+    data_flags = [f for f in given if f in _DATA_FLAGS]
+    toml = conf.load_toml(args.config) if args.config else {}
+    if data_flags or toml.get("data"):
+        raise UsageError(f"{args.data} is an encoded log: its data settings are those it was "
+                         f"preprocessed with; leave out {', '.join(data_flags) or '[data]'}")
+    for flag, value in (("--reference", args.reference), ("--plot", args.plot)):
+        if value is not None:
+            raise UsageError(f"{flag} needs every test row in one process; not available for an "
+                             "encoded log read in shares")
+    cmp.check_shares(args.models, config)
+    check_json_path(args.json)
+    info = data.read_info(args.data)
+    print(summary_line(info), file=out, flush=True)
+    with Reporter(err, enabled=not args.quiet) as reporter:
+        results = cmp.compare_shares(args.data, list(args.models), config,
+                                     log=None if args.quiet else reporter.log,
+                                     progress=None if args.quiet else reporter)
+    print(tables.table(results, config.eval.ks), file=out)
+    if args.json:
+        config = dataclasses.replace(config, data=data.read_data_config(args.data))
+        jsonio.write_json(args.json, {"setting": setting(), "data": info, "models": results,
+                                      "command": {"name": "compare", "models": list(args.models),
+                                                  "data": args.data, "shares": True},
+                                      "config": config.to_dict()})
+    return 0
+
+
+_DATA_FLAGS = {conf.flag_of(f) for f in dataclasses.fields(conf.DataConfig)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -503,8 +547,46 @@ def run_recommend(args, config: conf.Config, out, err) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------
+# preprocess: a Parquet log larger than memory, streamed into encoded Parquet (data.stream)
+# ------------------------------------------------------------------------------------------
+def add_preprocess_command(sub) -> None:
+    p = sub.add_parser(
+        "preprocess", help="sessionise, filter, encode and split a Parquet log larger than "
+                           "memory into encoded Parquet (streaming)",
+        description="The data steps of compare (sessions, the support filters, the codes, the "
+                    "split) on polars' streaming engine, with memory bounded by --chunk-events, "
+                    "not by the log. Writes train.parquet, test.parquet, users.parquet, "
+                    "items.parquet and info.json into DIR, which every process of a "
+                    "multi-process run then reads its share of (README: Scaling out).")
+    p.add_argument("data", metavar="LOG", help="a Parquet file, or a directory of *.parquet "
+                                               "files (rows in file-name order)")
+    p.add_argument("--out", metavar="DIR", required=True,
+                   help="output directory (created; files of the same names are replaced)")
+    p.add_argument("--chunk-events", type=_positive, default=2_000_000, metavar="N",
+                   help="events per user-range partition, the bound on memory (default: "
+                        "2000000)")
+    p.add_argument("--scratch", metavar="DIR", default=None,
+                   help="directory for temporary files (default: inside --out)")
+    add_config(p, ("data",), processes=False)
+
+
+def run_preprocess(args, config: conf.Config, out, err) -> int:
+    """``preprocess``: ``data.preprocess_parquet``; prints the data summary, dropped rows
+    included."""
+    for flag, path in (("--out", args.out), ("--scratch", args.scratch)):
+        if path is not None and os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError(f"{flag}: not a directory: {path}")
+    start = time.perf_counter()
+    info = data.preprocess_parquet(args.data, args.out, config.data,
+                                   chunk_events=args.chunk_events, scratch=args.scratch)
+    print(summary_line(info), file=out)
+    print(f"wrote {args.out} in {time.perf_counter() - start:.1f} s", file=out)
+    return 0
+
+
 COMMANDS = {"compare": run_compare, "demo": run_compare, "train": run_train,
-            "evaluate": run_evaluate, "recommend": run_recommend}
+            "evaluate": run_evaluate, "recommend": run_recommend, "preprocess": run_preprocess}
 
 
 def _join_processes(args) -> bool:

@@ -24,10 +24,10 @@ import jax
 import numpy as np
 
 from hrnn_jax import baselines, data, evaluation, models, training
-from hrnn_jax.config import Config
+from hrnn_jax.config import Config, ConfigError
 from hrnn_jax.data.pipeline import Prepared
 from hrnn_jax.data.rows import rows_targets
-from hrnn_jax.evaluation import predict, significance
+from hrnn_jax.evaluation import predict, shares, significance
 from hrnn_jax.progress import tagged
 
 
@@ -227,28 +227,33 @@ def summarise(prep: Prepared, ranked: dict[str, Ranked], config: Config = Config
             significance.row_sessions(prep.stream, prep.rows), ks)
     results = {}
     for name, r in ranked.items():
-        per_seed = [evaluation.metrics_from_ranks(x, ks) for x in r.ranks]
-        names = [k for k in per_seed[0] if k != "n"]
-        metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in names}
-        seeds = {}
-        if config.train.seeds > 1:
-            values = {k: [float(m[k]) for m in per_seed] for k in names}
-            seeds = {"seeds": len(per_seed), "mean": metrics,
-                     "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-                             for k, v in values.items()},
-                     "per_seed": values}
         results[name] = {
-            **metrics,
-            **seeds,
+            **ranked_metrics(r, config),
             **tests.get(name, {}),
-            "train_seconds": r.train_seconds,
-            "events_per_second": r.events_per_second,
             "breakdown": {
                 "history": evaluation.breakdown_by_history(prep.rows, r.ranks[0], k0),
                 "position": evaluation.breakdown_by_position(prep.rows, r.ranks[0], k0),
             },
         }
     return results
+
+
+def ranked_metrics(r: Ranked, config: Config) -> dict:
+    """The metrics of one model's :class:`Ranked` (their mean over seeds; with several seeds also
+    ``seeds``, ``mean``, ``std`` and ``per_seed``), ``train_seconds`` and ``events_per_second``:
+    :func:`summarise` without the breakdowns and tests."""
+    per_seed = [evaluation.metrics_from_ranks(x, config.eval.ks) for x in r.ranks]
+    names = [k for k in per_seed[0] if k != "n"]
+    metrics = {k: float(np.mean([m[k] for m in per_seed])) for k in names}
+    seeds = {}
+    if config.train.seeds > 1:
+        values = {k: [float(m[k]) for m in per_seed] for k in names}
+        seeds = {"seeds": len(per_seed), "mean": metrics,
+                 "std": {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+                         for k, v in values.items()},
+                 "per_seed": values}
+    return {**metrics, **seeds, "train_seconds": r.train_seconds,
+            "events_per_second": r.events_per_second}
 
 
 def compare(prep: Prepared, names, config: Config = Config(),
@@ -261,3 +266,60 @@ def compare(prep: Prepared, names, config: Config = Config(),
                          f"({', '.join(names)})")
     return summarise(prep, run_models(prep, names, config, log, progress), config,
                      reference=reference)
+
+
+# ------------------------------------------------------------------------------------------
+# From the shares of an encoded log: every process reads only its users
+# ------------------------------------------------------------------------------------------
+def check_shares(names, config: Config) -> None:
+    """ConfigError unless ``names`` and ``config`` can be compared from shares."""
+    others = [n for n in names if not is_neural(n)]
+    if others:
+        raise ConfigError(f"{', '.join(others)}: only neural models train from the shares of "
+                          "an encoded log (the baselines read every user's events in one "
+                          "process); compare them on the log itself")
+    if config.train.patience > 0:
+        raise ConfigError("patience: early stopping holds out validation users from the "
+                          "training part, which no process reads whole from shares; give "
+                          "--patience 0")
+
+
+def compare_shares(out_dir, names, config: Config = Config(),
+                   log: Callable[[str], None] | None = print, progress=None) -> dict:
+    """Train and evaluate neural models on an encoded log (``data.preprocess_parquet``), every
+    process reading only its share (``data.read_share`` with ``config.train.lane_groups``
+    groups) and ranking only its users' test events (``evaluation.shares``). Every process calls
+    it alike (``jax.distributed``; one process reads every group).
+
+    Returns ``{name: metrics}`` as :func:`ranked_metrics` gives them (the metrics of the whole
+    test part in every process). Each process ranks its rows on its default device, whatever the
+    training mesh (a process's rows are not the mesh's). ``config.data`` is replaced by the
+    settings the log was encoded with (``data.read_data_config``: the protocol).
+    ``eval.rank_top_items`` ranks against the items with the most training events, as
+    :func:`candidates`.
+    """
+    check_shares(names, config)
+    config = dataclasses.replace(config, data=data.read_data_config(out_dir))
+    protocol = config.data.protocol
+    share = data.read_share(out_dir, config.train.lane_groups,
+                            process=(jax.process_index(), jax.process_count()))
+    n_users = len(data.read_ids(out_dir)[0])
+    top = config.eval.rank_top_items
+    cands = None if top is None else evaluation.top_items(share.item_counts, top)
+    results = {}
+    for name in names:
+        if log:
+            log(f"== {name}")
+        model = models.build_model(name, share.n_items, config.model, n_users=n_users)
+        train = config_for(name, config).train
+        result = training.fit(model, share, train, log=log, progress=tagged(progress, name),
+                              targets=models.train_lane_targets(model, protocol,
+                                                                train.train_lanes))
+        ranks = np.stack([shares.share_ranks(
+            model, p, out_dir, share, protocol=protocol, batch_size=train.batch_size,
+            ties=config.eval.ties, exclude_seen=config.eval.exclude_seen, candidates=cands)
+            for p in seed_params(result.params, train.seeds)])
+        results[name] = ranked_metrics(Ranked(ranks, result.train_seconds,
+                                              result.events_per_second, tuple(result.records)),
+                                       config)
+    return results

@@ -108,11 +108,16 @@ def test_bad_group_counts_are_named(frame, encoded):
         data.read_share(enc, 2, process=(2, 2))
     model = models.build_model("gru", 60, ModelConfig(hidden=4))
     share = data.read_share(enc, 2)
-    with pytest.raises(ValueError, match="read in 2 lane groups.*lane_groups=1"):
+    with pytest.raises(ConfigError, match="read in 2 lane groups.*lane_groups=1"):
         training.fit(model, share, TrainConfig(epochs=1), log=None)
     some = data.read_share(enc, 2, process=(1, 2))
-    with pytest.raises(ValueError, match="trains on a mesh"):
+    with pytest.raises(ConfigError, match="trains on a mesh"):
         training.fit(model, some, TrainConfig(epochs=1, lane_groups=2), log=None)
+    if len(jax.devices()) >= 8:  # before any lane is laid out: the command line's one line
+        with pytest.raises(ConfigError, match=r"batch_size \(6\) must be a multiple of the "
+                                              r"mesh's data axis \(8\)"):
+            training.fit(model, some, TrainConfig(epochs=1, lane_groups=2, batch_size=6),
+                         mesh="data=8", log=None)
 
 
 def test_shares_partition_the_users_and_count_every_item(encoded):

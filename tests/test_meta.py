@@ -458,8 +458,9 @@ def test_the_train_step_loss_is_the_models_loss_when_items_are_not_ids(item_inpu
     state = step.init_state(jax.random.PRNGKey(0), 3)
     batch = models.lanes_for(model, timed_log(), batch_size=3, window=4, targets="user",
                              seed=2).window(1)
-    _, metrics = step(state, batch, jax.random.PRNGKey(1))
-    _, y, _ = model.apply(state.params, state.carry, batch)
+    # jitted, as fit runs them: one compilation each, not one per operation (test budget)
+    _, metrics = jax.jit(step)(state, batch, jax.random.PRNGKey(1))
+    _, y, _ = jax.jit(model.apply)(state.params, state.carry, batch)
     want = losses.full_cross_entropy(model.scoring_params(state.params), y,
                                      batch["target"])
     np.testing.assert_allclose(metrics["loss"], want, rtol=1e-5)

@@ -3,7 +3,8 @@ processes with 4 host devices each give the table and metrics of one process wit
 process 0 prints and writes; the mesh and process flags fail as one line. Two processes that
 each read only their share of an encoded log (``data.read_share``,
 ``experiments/share_training.py``) train the parameters of one process that reads it all, and
-gather the ranks of every test row (``evaluation.shares``)."""
+gather the ranks of every test row (``evaluation.shares``); through the command line
+(``hrnn-jax compare DIR`` of an encoded log) they print the table of one process with 8 devices."""
 from __future__ import annotations
 
 import json
@@ -45,21 +46,27 @@ def _table(text: str) -> list[str]:
             if line.split() and line.split()[0] == "hrnn-init"]
 
 
+def _two_processes(argv, tmp_path) -> list[tuple[str, str]]:
+    """``hrnn-jax ARGV --json tmp_path/p{i}.json`` in two local processes of 4 host devices
+    each: their (stdout, stderr), both exited 0 and only process 0 printed and wrote."""
+    port = _free_port()
+    env = {**os.environ, "XLA_FLAGS": f"{FLAG}=4"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "hrnn_jax", *argv, "--json", str(tmp_path / f"p{i}.json"),
+         "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert outs[1][0] == "" and not (tmp_path / "p1.json").exists()  # only process 0 speaks
+    return outs
+
+
 @pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
 def test_two_processes_give_the_metrics_of_one_with_eight_devices(log_csv, tmp_path, capsys):
     ref = tmp_path / "one.json"
     assert cli.main(["compare", str(log_csv), *RUN, "--json", str(ref)]) == 0
     one_table = _table(capsys.readouterr().out)
-    port = _free_port()
-    env = {**os.environ, "XLA_FLAGS": f"{FLAG}=4"}
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "hrnn_jax", "compare", str(log_csv), *RUN,
-         "--json", str(tmp_path / f"p{i}.json"), "--coordinator", f"localhost:{port}",
-         "--num-processes", "2", "--process-id", str(i)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
-    assert outs[1][0] == "" and not (tmp_path / "p1.json").exists()  # only process 0 speaks
+    outs = _two_processes(["compare", str(log_csv), *RUN], tmp_path)
     assert _table(outs[0][0]) == one_table and len(one_table) == 1
     one, two = json.loads(ref.read_text()), json.loads((tmp_path / "p0.json").read_text())
     for k, v in one["models"]["hrnn-init"].items():
@@ -131,3 +138,22 @@ def test_two_processes_reading_their_shares_train_as_one_reading_all(tmp_path):
     stream, rows = shares.share_rows(enc, share)
     np.testing.assert_array_equal(two["ranks"], predict.model_ranks(model, params, stream, rows))
     assert "recall@5=" in outs[0][0]
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
+def test_two_processes_compare_an_encoded_log_as_one_with_eight_devices(log_csv, tmp_path,
+                                                                         capsys):
+    log = tmp_path / "log.parquet"
+    data.read_interactions(log_csv).select("user", "item", "time").write_parquet(log)
+    enc = tmp_path / "enc"
+    assert cli.main(["preprocess", str(log), "--out", str(enc), "--min-item-support", "1"]) == 0
+    run = ["--models", "hrnn-init", "--hidden", "8", "--batch-size", "8", "--epochs", "1",
+           "--quiet", "--mesh", "data=8", "--lane-groups", "2"]
+    assert cli.main(["compare", str(enc), *run, "--json", str(tmp_path / "one.json")]) == 0
+    one_table = _table(capsys.readouterr().out)
+    outs = _two_processes(["compare", str(enc), *run], tmp_path)
+    assert _table(outs[0][0]) == one_table and len(one_table) == 1
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "p0"))
+    for k, v in one["models"]["hrnn-init"].items():
+        if "@" in k:
+            assert two["models"]["hrnn-init"][k] == pytest.approx(v, abs=1e-4), k

@@ -1,6 +1,7 @@
 """Streaming preprocessing of a Parquet log (``data.preprocess_parquet``): the same parts, codes,
 sessions, split and dropped-row report as ``data.prepare``, slices of users, and bad inputs."""
 import datetime as dt
+import json
 
 import numpy as np
 import polars as pl
@@ -173,3 +174,36 @@ def test_no_test_events(tmp_path):
     log = pl.DataFrame({"user": [1] * 6, "item": [1, 2, 1, 2, 1, 2],
                         "time": [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]})  # one session: all train
     bad(tmp_path, log, DataConfig(min_item_support=1), match="left no test events")
+
+
+def test_the_preprocess_command_writes_what_the_api_writes(tmp_path, capsys):
+    """``hrnn-jax preprocess``: the files and info of ``preprocess_parquet`` with the same data
+    flags, the summary with the dropped rows printed; bad input is one line and status 2."""
+    from hrnn_jax import cli
+
+    path = tmp_path / "log.parquet"
+    rough_log(seed=3).write_parquet(path)
+    cfg = DataConfig(min_item_support=3, protocol="leave-one-out")
+    ref = data.preprocess_parquet(path, tmp_path / "api", cfg, chunk_events=50)
+    out = tmp_path / "cli"
+    argv = ["preprocess", str(path), "--out", str(out), "--chunk-events", "50",
+            "--min-item-support", "3", "--protocol", "leave-one-out"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert cli.summary_line(ref) in printed and "dropped rows: " in printed
+    assert json.loads((out / "info.json").read_text()) == json.loads(
+        (tmp_path / "api" / "info.json").read_text())
+    for part in ("train", "test", "users", "items"):
+        assert pl.read_parquet(out / f"{part}.parquet").equals(
+            pl.read_parquet(tmp_path / "api" / f"{part}.parquet")), part
+    (tmp_path / "a_file").write_text("x")
+    for argv, message in [
+            ([str(path), "--out", str(tmp_path / "a_file")], "--out: not a directory"),
+            ([str(tmp_path / "none.parquet"), "--out", str(out)], "not found"),
+            ([str(path), "--out", str(out), "--format", "steam"], "does not support"),
+            ([str(path), "--out", str(out), "--chunk-events", "0"], "positive integer"),
+            ([str(path)], "--out")]:
+        assert cli.main(["preprocess", *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("hrnn-jax: error: ") and message in err, (argv, err)
+        assert len(err.strip().splitlines()) == 1, err

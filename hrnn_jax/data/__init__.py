@@ -58,7 +58,15 @@ from hrnn_jax.data.splits import (
                                 split_users,
                                 validation_split,
 )
-from hrnn_jax.data.stream import preprocess_parquet, read_encoded, read_ids, scan_log
+from hrnn_jax.data.stream import (
+    is_encoded,
+    preprocess_parquet,
+    read_data_config,
+    read_encoded,
+    read_ids,
+    read_info,
+    scan_log,
+)
 
 __all__ = [
     'Catalogue', 'DataError', 'EXTRA_FIELDS', 'Encoded', 'EvalRows', 'FIELDS', 'ItemFeatures',
@@ -71,5 +79,5 @@ __all__ = [
     'read_log', 'read_steam', 'restrict_items', 'rows_targets', 'sessionize', 'sort_events',
     'split', 'split_last_session', 'split_leave_one_out', 'split_temporal', 'split_users',
     'summary', 'validation_split', 'preprocess_parquet', 'read_encoded', 'read_ids', 'read_share',
-    'scan_log',
+    'scan_log', 'is_encoded', 'read_data_config', 'read_info',
 ]

@@ -35,11 +35,13 @@ option): ``format="steam"``, ``columns``, ``event_col``, ``value_col``, ``max_va
 Output directory: ``train.parquet`` and ``test.parquet`` (the encoded schema: ``user`` Int32,
 ``item`` Int32 1..N, ``time`` Float64, ``session`` Int32; sorted by user then time, in row groups
 of ``ROW_GROUP`` rows whose statistics let a reader skip other users), ``users.parquet`` (``user``
-code, raw ``user_id``), ``items.parquet`` (``item`` code 1..N, raw ``item_id``) and ``info.json``
-(``info`` as ``data.prepare`` reports it).
+code, raw ``user_id``), ``items.parquet`` (``item`` code 1..N, raw ``item_id``), ``info.json``
+(``info`` as ``data.prepare`` reports it) and ``data_config.json`` (the ``DataConfig`` it was
+encoded with, :func:`read_data_config`: the protocol that evaluation from the parts follows).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -48,7 +50,7 @@ import tempfile
 import numpy as np
 import polars as pl
 
-from hrnn_jax.config import DataConfig
+from hrnn_jax.config import ConfigError, DataConfig, make
 from hrnn_jax.data.errors import DataError, check_file
 from hrnn_jax.data.read import TIME_UNITS
 from hrnn_jax.data.rows import rows_targets
@@ -59,6 +61,7 @@ from hrnn_jax.data.sessions import (
 )
 
 PARTS = ("train", "test")
+CONFIG_FILE = "data_config.json"
 ROW_GROUP = 1 << 17  # rows per row group of the encoded parts
 _FILTERS = ("item_support", "session_length", "user_sessions", "user_events")
 _SCHEMA = {"user": pl.Int32, "item": pl.Int32, "time": pl.Float64, "session": pl.Int32}
@@ -409,7 +412,7 @@ def preprocess_parquet(source, out_dir, config: DataConfig = DataConfig(), *,
 
     Returns:
       ``info``: the same dictionary as ``data.prepare(read_interactions(source), config).info``
-      (also written to ``out_dir/info.json``).
+      (also written to ``out_dir/info.json``; ``config`` to ``out_dir/data_config.json``).
 
     Raises:
       DataError: bad input (missing columns, wrong dtypes, null/NaN times, null ids, no rows),
@@ -443,7 +446,36 @@ def preprocess_parquet(source, out_dir, config: DataConfig = DataConfig(), *,
     info = _info(item_n, sizes, repeats, report, tally, config, int(known.sum()))
     with open(os.path.join(out, "info.json"), "w") as fh:
         json.dump(info, fh, indent=2)
+    with open(os.path.join(out, CONFIG_FILE), "w") as fh:
+        json.dump(dataclasses.asdict(config), fh, indent=2)
     return info
+
+
+def is_encoded(path) -> bool:
+    """True if ``path`` is a directory written by :func:`preprocess_parquet` (it holds
+    ``info.json`` and ``train.parquet``)."""
+    path = os.fspath(path)
+    return all(os.path.isfile(os.path.join(path, name)) for name in ("info.json", "train.parquet"))
+
+
+def read_info(out_dir) -> dict:
+    """The ``info`` of a :func:`preprocess_parquet` output (its ``info.json``)."""
+    with open(check_file(os.path.join(os.fspath(out_dir), "info.json"), "data summary")) as fh:
+        return json.load(fh)
+
+
+def read_data_config(out_dir) -> DataConfig:
+    """The ``DataConfig`` a :func:`preprocess_parquet` output was encoded with."""
+    path = os.path.join(os.fspath(out_dir), CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise DataError(f"{out_dir} has no {CONFIG_FILE}: it was written by an older "
+                        "preprocess_parquet; preprocess the log again")
+    with open(path) as fh:
+        values = json.load(fh)
+    try:
+        return make(DataConfig, values, where="data")
+    except ConfigError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 def read_encoded(out_dir, part: str = "train", users=None) -> pl.DataFrame:

@@ -21,7 +21,7 @@ import optax
 import polars as pl
 
 from hrnn_jax import parallel
-from hrnn_jax.config import TrainConfig
+from hrnn_jax.config import ConfigError, TrainConfig
 from hrnn_jax.data.lanes import LaneGroups, Targets
 from hrnn_jax.data.share import Share
 from hrnn_jax.models.contract import Model, check_ids, lane_targets, lanes_for
@@ -172,17 +172,22 @@ def _lane_groups(config: TrainConfig, train: pl.DataFrame | Share, mesh):
     """``(frame, groups, part)``: the events to lay out, their lane groups (a number, or a
     share's :class:`LaneGroups`) and, for a share of only some groups (which exchange their
     closing lists with the other processes' and train on a mesh only), ``(first lane of this
-    process, B)``, else None."""
+    process, B)``, else None. ConfigError for a share that does not fit the settings."""
     if not isinstance(train, Share):
         return train, config.lane_groups, None
     if train.n_groups != config.lane_groups:
-        raise ValueError(f"the share was read in {train.n_groups} lane groups, the "
-                         f"configuration has lane_groups={config.lane_groups}: make them equal")
+        raise ConfigError(f"the share was read in {train.n_groups} lane groups, the "
+                          f"configuration has lane_groups={config.lane_groups}: make them equal")
     if len(train.groups) == train.n_groups:
         return train.frame, LaneGroups(train.n_groups, train.bounds, train.groups), None
     if mesh is None:
-        raise ValueError("a share of some of the lane groups (data.read_share under many "
-                         "processes) trains on a mesh over every process's devices: give mesh")
+        raise ConfigError("a share of some of the lane groups (data.read_share under many "
+                          "processes) trains on a mesh over every process's devices: give mesh")
+    lanes = parallel.axis_size(mesh, "data")
+    if config.batch_size % lanes:
+        raise ConfigError(f"batch_size ({config.batch_size}) must be a multiple of the mesh's "
+                          f"data axis ({lanes}) when each process reads its share: each "
+                          "process's lanes are its devices' slices")
     groups = LaneGroups(train.n_groups, train.bounds, train.groups, sharded.exchange_closing)
     first = train.groups.start * config.batch_size // train.n_groups
     return train.frame, groups, (first, config.batch_size)
