@@ -1,5 +1,10 @@
 """Training from shares of an encoded log: every process reads only its lane groups' users.
 
+The command line does this for any neural models (``hrnn-jax compare ENCODED_DIR --lane-groups
+G``, README "Scaling out"); this script shows the API calls for one model and also writes the
+trained parameters and the gathered ranks, which ``tests/test_processes.py`` compares with one
+process reading every group.
+
 One command per process (here two on one machine, 4 host devices each; on a cluster drop the
 XLA flag and give the real coordinator):
 

@@ -277,7 +277,8 @@ def check_shares(names, config: Config) -> None:
     if others:
         raise ConfigError(f"{', '.join(others)}: only neural models train from the shares of "
                           "an encoded log (the baselines read every user's events in one "
-                          "process); compare them on the log itself")
+                          "process); leave them out (e.g. --models gru,hrnn-init) and compare "
+                          "them on the log itself")
     if config.train.patience > 0:
         raise ConfigError("patience: early stopping holds out validation users from the "
                           "training part, which no process reads whole from shares; give "
