@@ -154,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read an interaction log, sessionise, filter, split, train "
                                    "and evaluate the chosen models, print a table.")
     c.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
-    c.add_argument("--models", type=_models, default=_models(DEFAULT_MODELS),
+    c.add_argument("--models", type=_models, default=None,
                    help=f"comma list from {', '.join(cmp.model_names())} "
-                        f"(default: {DEFAULT_MODELS}, Quadrana et al.'s comparison)")
+                        f"(default: {DEFAULT_MODELS}, Quadrana et al.'s comparison; for an "
+                        "encoded log, those of them that run from shares)")
     add_reference(c)
     add_config(c, ("data", "model", "train", "eval"))
     add_output(c)
@@ -279,7 +280,11 @@ def load_prepared(args, config: conf.Config) -> data.Prepared:
 
 def run_compare(args, config: conf.Config, out, err) -> int:
     """``compare`` and ``demo``."""
-    if args.command == "compare" and data.is_encoded(args.data):
+    shares = args.command == "compare" and data.is_encoded(args.data)
+    if args.models is None:
+        args.models = tuple(n for n in _models(DEFAULT_MODELS)
+                            if not shares or cmp.runs_from_shares(n, config))
+    if shares:
         return run_compare_shares(args, config, out, err)
     check_json_path(args.json)
     check_reference(args)

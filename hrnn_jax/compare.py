@@ -28,6 +28,7 @@ from hrnn_jax.config import Config, ConfigError
 from hrnn_jax.data.pipeline import Prepared
 from hrnn_jax.data.rows import rows_targets
 from hrnn_jax.evaluation import predict, shares, significance
+from hrnn_jax.parallel.distributed import concat_over_processes
 from hrnn_jax.progress import tagged
 
 
@@ -271,14 +272,21 @@ def compare(prep: Prepared, names, config: Config = Config(),
 # ------------------------------------------------------------------------------------------
 # From the shares of an encoded log: every process reads only its users
 # ------------------------------------------------------------------------------------------
+def runs_from_shares(name: str, config: Config = Config()) -> bool:
+    """True for the models :func:`compare_shares` runs: the neural ones and the baselines fitted
+    from the per-item counts alone (``baselines.CountBaseline``: POP, PPOP)."""
+    return is_neural(name) or isinstance(baselines.build_baseline(name, config),
+                                         baselines.CountBaseline)
+
+
 def check_shares(names, config: Config) -> None:
     """ConfigError unless ``names`` and ``config`` can be compared from shares."""
-    others = [n for n in names if not is_neural(n)]
+    others = [n for n in names if not runs_from_shares(n, config)]
     if others:
-        raise ConfigError(f"{', '.join(others)}: only neural models train from the shares of "
-                          "an encoded log (the baselines read every user's events in one "
-                          "process); leave them out (e.g. --models gru,hrnn-init) and compare "
-                          "them on the log itself")
+        raise ConfigError(f"{', '.join(others)}: these baselines read every user's events in "
+                          "one process, which no process does from the shares of an encoded "
+                          "log; leave them out (the neural models, pop and ppop run) and "
+                          "compare them on the log itself")
     if config.train.patience > 0:
         raise ConfigError("patience: early stopping holds out validation users from the "
                           "training part, which no process reads whole from shares; give "
@@ -287,10 +295,12 @@ def check_shares(names, config: Config) -> None:
 
 def compare_shares(out_dir, names, config: Config = Config(),
                    log: Callable[[str], None] | None = print, progress=None) -> dict:
-    """Train and evaluate neural models on an encoded log (``data.preprocess_parquet``), every
-    process reading only its share (``data.read_share`` with ``config.train.lane_groups``
-    groups) and ranking only its users' test events (``evaluation.shares``). Every process calls
-    it alike (``jax.distributed``; one process reads every group).
+    """Train and evaluate models on an encoded log (``data.preprocess_parquet``), every process
+    reading only its share (``data.read_share`` with ``config.train.lane_groups`` groups) and
+    ranking only its users' test events (``evaluation.shares``). Every process calls it alike
+    (``jax.distributed``; one process reads every group). The neural models train on the
+    share; POP and PPOP are fitted from the per-item counts of the whole training part
+    (:func:`runs_from_shares`); the other baselines are refused (ConfigError).
 
     Returns ``{name: metrics}`` as :func:`ranked_metrics` gives them (the metrics of the whole
     test part in every process). Each process ranks its rows on its default device, whatever the
@@ -301,26 +311,44 @@ def compare_shares(out_dir, names, config: Config = Config(),
     """
     check_shares(names, config)
     config = dataclasses.replace(config, data=data.read_data_config(out_dir))
-    protocol = config.data.protocol
     share = data.read_share(out_dir, config.train.lane_groups,
                             process=(jax.process_index(), jax.process_count()))
-    n_users = len(data.read_ids(out_dir)[0])
     top = config.eval.rank_top_items
     cands = None if top is None else evaluation.top_items(share.item_counts, top)
     results = {}
     for name in names:
         if log:
             log(f"== {name}")
-        model = models.build_model(name, share.n_items, config.model, n_users=n_users)
-        train = config_for(name, config).train
-        result = training.fit(model, share, train, log=log, progress=tagged(progress, name),
-                              targets=models.train_lane_targets(model, protocol,
-                                                                train.train_lanes))
-        ranks = np.stack([shares.share_ranks(
-            model, p, out_dir, share, protocol=protocol, batch_size=train.batch_size,
-            ties=config.eval.ties, exclude_seen=config.eval.exclude_seen, candidates=cands)
-            for p in seed_params(result.params, train.seeds)])
-        results[name] = ranked_metrics(Ranked(ranks, result.train_seconds,
-                                              result.events_per_second, tuple(result.records)),
-                                       config)
+        run = _neural_share if is_neural(name) else _baseline_share
+        ranked = run(name, out_dir, share, config, cands, log, tagged(progress, name))
+        results[name] = ranked_metrics(ranked, config)
     return results
+
+
+def _neural_share(name, out_dir, share, config: Config, cands, log, progress) -> Ranked:
+    """A neural model trained on the share and its ranks gathered from every process."""
+    protocol = config.data.protocol
+    n_users = len(data.read_ids(out_dir)[0])
+    model = models.build_model(name, share.n_items, config.model, n_users=n_users)
+    train = config_for(name, config).train
+    result = training.fit(model, share, train, log=log, progress=progress,
+                          targets=models.train_lane_targets(model, protocol, train.train_lanes))
+    ranks = np.stack([shares.share_ranks(
+        model, p, out_dir, share, protocol=protocol, batch_size=train.batch_size,
+        ties=config.eval.ties, exclude_seen=config.eval.exclude_seen, candidates=cands)
+        for p in seed_params(result.params, train.seeds)])
+    return Ranked(ranks, result.train_seconds, result.events_per_second, tuple(result.records))
+
+
+def _baseline_share(name, out_dir, share, config: Config, cands, log, progress) -> Ranked:
+    """A :class:`~hrnn_jax.baselines.CountBaseline` fitted from the share's per-item counts (of
+    the whole training part), its ranks gathered from every process."""
+    start = time.perf_counter()
+    model = baselines.build_baseline(name, config).fit_counts(share.item_counts)
+    seconds = time.perf_counter() - start
+    _, rows = shares.share_rows(out_dir, share, config.data.protocol)
+    ranks = evaluation.rank_chunks(lambda idx: model.score(rows, idx), rows,
+                                   ties=config.eval.ties, exclude_seen=config.eval.exclude_seen,
+                                   progress=progress, candidates=cands)
+    events = int(share.item_counts.sum())
+    return Ranked(concat_over_processes(ranks)[None], seconds, events / seconds if seconds else 0.0)

@@ -27,22 +27,26 @@ def logs(tmp_path_factory):
     return root / "log.parquet", root / "enc"
 
 
-def _rows(text: str) -> list[str]:
-    """The table's rows, the timing columns dropped."""
-    return [" ".join(line.split()[:9]) for line in text.splitlines()
-            if line.split() and line.split()[0] in ("gru", "hrnn-init")]
+def _rows(text: str) -> dict[str, str]:
+    """The table's rows by model, the timing columns dropped."""
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("model "))
+    return {line.split()[0]: " ".join(line.split()[1:9]) for line in lines[head + 1:]
+            if line.split()}
 
 
 def test_one_process_compares_as_compare_on_the_log(logs, tmp_path, capsys):
+    """The default models that run from shares (all of Quadrana et al.'s comparison but
+    Item-KNN), and the table of compare on the log for those of them it runs here."""
     log, enc = logs
-    models = ["--models", "gru,hrnn-init"]
-    assert cli.main(["compare", str(log), *models, *RUN, "--min-item-support", "1",
-                     "--protocol", "leave-one-out", "--json", str(tmp_path / "log.json")]) == 0
+    assert cli.main(["compare", str(log), "--models", "pop,ppop,gru,hrnn-init", *RUN,
+                     "--min-item-support", "1", "--protocol", "leave-one-out", "--json",
+                     str(tmp_path / "log.json")]) == 0
     want = capsys.readouterr().out
-    assert cli.main(["compare", str(enc), *models, *RUN, "--json",
-                     str(tmp_path / "enc.json")]) == 0
+    assert cli.main(["compare", str(enc), *RUN, "--json", str(tmp_path / "enc.json")]) == 0
     got = capsys.readouterr().out
-    assert _rows(got) == _rows(want) and len(_rows(got)) == 2
+    assert list(_rows(got)) == ["pop", "ppop", "gru", "concat", "hrnn-init", "hrnn-all"]
+    assert {m: _rows(got)[m] for m in _rows(want)} == _rows(want)
     assert got.splitlines()[0] == want.splitlines()[0]  # the data summary
     saved = json.loads((tmp_path / "enc.json").read_text())
     assert saved["config"]["data"]["protocol"] == "leave-one-out"  # the encoding's settings
@@ -52,8 +56,8 @@ def test_one_process_compares_as_compare_on_the_log(logs, tmp_path, capsys):
 def test_the_encodings_settings_are_kept_and_others_refused(logs, tmp_path, capsys):
     _, enc = logs
     assert data.read_data_config(enc) == DataConfig(min_item_support=1, protocol="leave-one-out")
-    with pytest.raises(ConfigError, match="pop: only neural models"):
-        compare_shares(enc, ["gru", "pop"], Config())
+    with pytest.raises(ConfigError, match="itemknn, fpmc: these baselines read every user"):
+        compare_shares(enc, ["gru", "pop", "itemknn", "fpmc"], Config())
     with pytest.raises(ConfigError, match="patience"):
         compare_shares(enc, ["gru"], Config(train=TrainConfig(patience=2)))
     toml = tmp_path / "run.toml"
@@ -63,7 +67,7 @@ def test_the_encodings_settings_are_kept_and_others_refused(logs, tmp_path, caps
             (["--models", "gru", "--config", str(toml)], "leave out [data]"),
             (["--models", "gru,hrnn-init", "--reference", "gru"], "--reference needs every"),
             (["--models", "gru", "--plot", str(tmp_path)], "--plot needs every"),
-            (["--models", "gru,itemknn"], "itemknn: only neural models"),
+            (["--models", "gru,itemknn"], "itemknn: these baselines read every user's events"),
             (["--models", "gru", "--lane-groups", "4", "--batch-size", "6"],
              "lane_groups (4) must divide batch_size")]:
         assert cli.main(["compare", str(enc), *argv]) == 2, argv

@@ -40,10 +40,10 @@ def log_csv(tmp_path_factory):
     return path
 
 
-def _table(text: str) -> list[str]:
-    """The metric rows of a compare table (the timing columns dropped)."""
+def _table(text: str, names=("hrnn-init",)) -> list[str]:
+    """The metric rows of a compare table's models ``names`` (the timing columns dropped)."""
     return [" ".join(line.split()[:9]) for line in text.splitlines()
-            if line.split() and line.split()[0] == "hrnn-init"]
+            if line.split() and line.split()[0] in names]
 
 
 def _two_processes(argv, tmp_path) -> list[tuple[str, str]]:
@@ -147,13 +147,14 @@ def test_two_processes_compare_an_encoded_log_as_one_with_eight_devices(log_csv,
     data.read_interactions(log_csv).select("user", "item", "time").write_parquet(log)
     enc = tmp_path / "enc"
     assert cli.main(["preprocess", str(log), "--out", str(enc), "--min-item-support", "1"]) == 0
-    run = ["--models", "hrnn-init", "--hidden", "8", "--batch-size", "8", "--epochs", "1",
-           "--quiet", "--mesh", "data=8", "--lane-groups", "2"]
+    run = ["--models", "pop,ppop,hrnn-init", "--hidden", "8", "--batch-size", "8", "--epochs",
+           "1", "--quiet", "--mesh", "data=8", "--lane-groups", "2"]
     assert cli.main(["compare", str(enc), *run, "--json", str(tmp_path / "one.json")]) == 0
-    one_table = _table(capsys.readouterr().out)
+    one_table = _table(capsys.readouterr().out, ("pop", "ppop", "hrnn-init"))
     outs = _two_processes(["compare", str(enc), *run], tmp_path)
-    assert _table(outs[0][0]) == one_table and len(one_table) == 1
+    assert _table(outs[0][0], ("pop", "ppop", "hrnn-init")) == one_table and len(one_table) == 3
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "p0"))
-    for k, v in one["models"]["hrnn-init"].items():
-        if "@" in k:
-            assert two["models"]["hrnn-init"][k] == pytest.approx(v, abs=1e-4), k
+    for name in ("pop", "ppop", "hrnn-init"):
+        for k, v in one["models"][name].items():
+            if "@" in k:
+                assert two["models"][name][k] == pytest.approx(v, abs=1e-4), (name, k)

@@ -13,6 +13,7 @@ from hrnn_jax.baselines.factorisation import (
 )
 from hrnn_jax.baselines.knn import DAY, DecayItemKNN, ItemKNN
 from hrnn_jax.baselines.popularity import (
+                                           CountBaseline,
                                            PersonalPop,
                                            Pop,
                                            finish_scores,
@@ -23,7 +24,8 @@ from hrnn_jax.baselines.popularity import (
 from hrnn_jax.baselines.registry import baseline_names, build_baseline, register_baseline
 
 __all__ = [
-    'DAY', 'DecayItemKNN', 'FMC', 'FPMC', 'ItemKNN', 'MF', 'PersonalPop', 'Pop', 'SeqMF',
+    'CountBaseline', 'DAY', 'DecayItemKNN', 'FMC', 'FPMC', 'ItemKNN', 'MF', 'PersonalPop', 'Pop',
+    'SeqMF',
     'baseline_names', 'bpr_batches', 'bpr_fit', 'bpr_initial', 'bpr_negatives', 'build_baseline',
     'finish_scores', 'item_counts', 'popularity_tiebreak', 'previous_items', 'register_baseline',
     'train_events'

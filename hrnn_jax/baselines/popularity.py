@@ -55,14 +55,26 @@ def finish_scores(scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-class Pop:
+class CountBaseline:
+    """A baseline whose fit needs only the training events per item: ``fit_counts(counts)``
+    with ``counts`` int ``[N+1]`` (0 at padding). It can then be fitted from the per-item table
+    of an encoded log, without every user's events in one process (``compare.compare_shares``);
+    ``fit(train, n_items)`` is ``fit_counts`` of the frame's counts."""
+
+    def fit(self, train: pl.DataFrame, n_items: int):
+        return self.fit_counts(item_counts(train_events(train, n_items), n_items))
+
+    def fit_counts(self, counts: np.ndarray):
+        raise NotImplementedError
+
+
+class Pop(CountBaseline):
     """Global popularity: the score of item j is its number of training events (same for all
     rows)."""
 
-    def fit(self, train: pl.DataFrame, n_items: int) -> "Pop":
-        train = train_events(train, n_items)
-        self.n_items = n_items
-        self.counts = item_counts(train, n_items)                      # [N+1]
+    def fit_counts(self, counts: np.ndarray) -> "Pop":
+        self.n_items = len(counts) - 1
+        self.counts = np.asarray(counts, dtype=np.int64)                 # [N+1]
         return self
 
     def score(self, rows: EvalRows, index: np.ndarray) -> np.ndarray:
@@ -70,7 +82,7 @@ class Pop:
         return finish_scores(np.repeat(self.counts[None, :].astype(np.float32), len(index), axis=0))
 
 
-class PersonalPop:
+class PersonalPop(CountBaseline):
     """Personal popularity (PPOP): the item the user interacted with most often.
 
     The score of item j for a row is the number of the user's events on j before the target event
@@ -79,10 +91,9 @@ class PersonalPop:
     popularity only orders items with equal personal counts (items the user never touched included).
     """
 
-    def fit(self, train: pl.DataFrame, n_items: int) -> "PersonalPop":
-        train = train_events(train, n_items)
-        self.n_items = n_items
-        self.tiebreak = popularity_tiebreak(item_counts(train, n_items))  # float64 [N+1], in [0, 1)
+    def fit_counts(self, counts: np.ndarray) -> "PersonalPop":
+        self.n_items = len(counts) - 1
+        self.tiebreak = popularity_tiebreak(np.asarray(counts))  # float64 [N+1], in [0, 1)
         return self
 
     def score(self, rows: EvalRows, index: np.ndarray) -> np.ndarray:
