@@ -153,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare models on an interaction log (CSV/TSV/Parquet)",
                        description="Read an interaction log, sessionise, filter, split, train "
                                    "and evaluate the chosen models, print a table.")
-    c.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
+    c.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat; "
+                                                "or a preprocess output directory, of which each "
+                                                "process reads only its share")
     c.add_argument("--models", type=_models, default=None,
                    help=f"comma list from {', '.join(cmp.model_names())} "
                         f"(default: {DEFAULT_MODELS}, Quadrana et al.'s comparison; for an "
@@ -562,8 +564,9 @@ def add_preprocess_command(sub) -> None:
         description="The data steps of compare (sessions, the support filters, the codes, the "
                     "split) on polars' streaming engine, with memory bounded by --chunk-events, "
                     "not by the log. Writes train.parquet, test.parquet, users.parquet, "
-                    "items.parquet and info.json into DIR, which every process of a "
-                    "multi-process run then reads its share of (README: Scaling out).")
+                    "items.parquet, info.json and data_config.json into DIR, of which each "
+                    "process of `compare DIR` then reads only its share (README: Scaling "
+                    "out).")
     p.add_argument("data", metavar="LOG", help="a Parquet file, or a directory of *.parquet "
                                                "files (rows in file-name order)")
     p.add_argument("--out", metavar="DIR", required=True,
