@@ -283,6 +283,10 @@ def load_prepared(args, config: conf.Config) -> data.Prepared:
 def run_compare(args, config: conf.Config, out, err) -> int:
     """``compare`` and ``demo``."""
     shares = args.command == "compare" and data.is_encoded(args.data)
+    if args.command == "compare" and not shares and os.path.isdir(args.data):
+        raise UsageError(f"{args.data} is a directory but not an encoded log (hrnn-jax preprocess "
+                         "writes one, with info.json and train.parquet); give a log file or "
+                         "such a directory")
     if args.models is None:
         args.models = tuple(n for n in _models(DEFAULT_MODELS)
                             if not shares or cmp.runs_from_shares(n, config))
@@ -337,6 +341,7 @@ def run_compare_shares(args, config: conf.Config, out, err) -> int:
                              "encoded log read in shares")
     cmp.check_shares(args.models, config)
     check_json_path(args.json)
+    data.read_data_config(args.data)  # an encoding without its settings: before any output
     info = data.read_info(args.data)
     print(summary_line(info), file=out, flush=True)
     with Reporter(err, enabled=not args.quiet) as reporter:

@@ -292,7 +292,7 @@ def bad_files(tmp_path_factory, log_frame):
     (["compare", "{d}/empty.csv"], "empty file"),
     (["compare", "{d}/inf_time.csv"], "time column 'time' has 1 value(s) that are not finite"),
     (["compare", "{d}/twice.csv"], "names column(s) ['item'] more than once"),
-    (["compare", "{d}/a_directory.csv"], "a_directory.csv is a directory, not a file"),
+    (["compare", "{d}/a_directory.csv"], "a_directory.csv is a directory but not an encoded log"),
     (["compare", "{d}/ok.csv", "--epoch", "3"], "unrecognized arguments: --epoch"),
     (["compare", "{d}/ok.csv", "--k", "5"], "unrecognized arguments: --k"),
     (["compare", "{d}/ok.csv", "--models", "pop,lstm"], "lstm"),

@@ -76,7 +76,7 @@ def test_the_encodings_settings_are_kept_and_others_refused(logs, tmp_path, caps
         assert len(err.strip().splitlines()) == 1
 
 
-def test_an_encoding_without_its_settings_is_named(logs, tmp_path):
+def test_an_encoding_without_its_settings_is_named(logs, tmp_path, capsys):
     _, enc = logs
     old = tmp_path / "old"
     old.mkdir()
@@ -86,3 +86,9 @@ def test_an_encoding_without_its_settings_is_named(logs, tmp_path):
     assert data.is_encoded(old) and not data.is_encoded(enc / "train.parquet")
     with pytest.raises(data.DataError, match="no data_config.json.*preprocess the log again"):
         compare_shares(old, ["gru"])
+    assert cli.main(["compare", str(old), "--models", "gru"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "no data_config.json" in err  # named before any output
+    (old / "info.json").unlink()  # a directory that is not an encoded log
+    assert cli.main(["compare", str(old), "--models", "gru"]) == 2
+    assert "is a directory but not an encoded log" in capsys.readouterr().err
