@@ -329,8 +329,7 @@ def run_compare(args, config: conf.Config, out, err) -> int:
 def run_compare_shares(args, config: conf.Config, out, err) -> int:
     """``compare DIR`` of an encoded log (``preprocess``): each process reads only its share
     (``compare.compare_shares``)."""
-    given = [f for f in _given_flags(args) if f != "--config"]
-    data_flags = [f for f in given if f in _DATA_FLAGS]
+    data_flags = [f for f in _given_flags(args) if f in _DATA_FLAGS]
     toml = conf.load_toml(args.config) if args.config else {}
     if data_flags or toml.get("data"):
         raise UsageError(f"{args.data} is an encoded log: its data settings are those it was "
@@ -341,7 +340,7 @@ def run_compare_shares(args, config: conf.Config, out, err) -> int:
                              "encoded log read in shares")
     cmp.check_shares(args.models, config)
     check_json_path(args.json)
-    data.read_data_config(args.data)  # an encoding without its settings: before any output
+    encoding = data.read_data_config(args.data)  # a missing one named before any output
     info = data.read_info(args.data)
     print(summary_line(info), file=out, flush=True)
     with Reporter(err, enabled=not args.quiet) as reporter:
@@ -350,7 +349,7 @@ def run_compare_shares(args, config: conf.Config, out, err) -> int:
                                      progress=None if args.quiet else reporter)
     print(tables.table(results, config.eval.ks), file=out)
     if args.json:
-        config = dataclasses.replace(config, data=data.read_data_config(args.data))
+        config = dataclasses.replace(config, data=encoding)
         jsonio.write_json(args.json, {"setting": setting(), "data": info, "models": results,
                                       "command": {"name": "compare", "models": list(args.models),
                                                   "data": args.data, "shares": True},

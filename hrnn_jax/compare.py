@@ -315,38 +315,44 @@ def compare_shares(out_dir, names, config: Config = Config(),
                             process=(jax.process_index(), jax.process_count()))
     top = config.eval.rank_top_items
     cands = None if top is None else evaluation.top_items(share.item_counts, top)
+    rows = shares.share_rows(out_dir, share, config.data.protocol)  # (stream, rows), read once
+    n_users = len(data.read_ids(out_dir)[0]) if any(map(is_neural, names)) else 0
     results = {}
     for name in names:
         if log:
             log(f"== {name}")
-        run = _neural_share if is_neural(name) else _baseline_share
-        ranked = run(name, out_dir, share, config, cands, log, tagged(progress, name))
+        if is_neural(name):
+            ranked = _neural_share(name, out_dir, share, rows, n_users, config, cands, log,
+                                   tagged(progress, name))
+        else:
+            ranked = _baseline_share(name, share, rows[1], config, cands, tagged(progress, name))
         results[name] = ranked_metrics(ranked, config)
     return results
 
 
-def _neural_share(name, out_dir, share, config: Config, cands, log, progress) -> Ranked:
-    """A neural model trained on the share and its ranks gathered from every process."""
+def _neural_share(name, out_dir, share, rows, n_users: int, config: Config, cands, log,
+                  progress) -> Ranked:
+    """A neural model trained on the share and its ranks gathered from every process;
+    ``rows``: the share's ``(stream, rows)`` (``evaluation.shares.share_rows``)."""
     protocol = config.data.protocol
-    n_users = len(data.read_ids(out_dir)[0])
     model = models.build_model(name, share.n_items, config.model, n_users=n_users)
     train = config_for(name, config).train
     result = training.fit(model, share, train, log=log, progress=progress,
                           targets=models.train_lane_targets(model, protocol, train.train_lanes))
     ranks = np.stack([shares.share_ranks(
-        model, p, out_dir, share, protocol=protocol, batch_size=train.batch_size,
+        model, p, out_dir, share, protocol=protocol, rows=rows, batch_size=train.batch_size,
         ties=config.eval.ties, exclude_seen=config.eval.exclude_seen, candidates=cands)
         for p in seed_params(result.params, train.seeds)])
     return Ranked(ranks, result.train_seconds, result.events_per_second, tuple(result.records))
 
 
-def _baseline_share(name, out_dir, share, config: Config, cands, log, progress) -> Ranked:
+def _baseline_share(name, share, rows, config: Config, cands, progress) -> Ranked:
     """A :class:`~hrnn_jax.baselines.CountBaseline` fitted from the share's per-item counts (of
-    the whole training part), its ranks gathered from every process."""
+    the whole training part), its ranks of the share's evaluation ``rows`` gathered from every
+    process."""
     start = time.perf_counter()
     model = baselines.build_baseline(name, config).fit_counts(share.item_counts)
     seconds = time.perf_counter() - start
-    _, rows = shares.share_rows(out_dir, share, config.data.protocol)
     ranks = evaluation.rank_chunks(lambda idx: model.score(rows, idx), rows,
                                    ties=config.eval.ties, exclude_seen=config.eval.exclude_seen,
                                    progress=progress, candidates=cands)

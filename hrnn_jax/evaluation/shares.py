@@ -36,10 +36,12 @@ def share_rows(out_dir, share: Share, protocol: str = "last-session"):
 
 
 def share_ranks(model: Model, params, out_dir, share: Share, *, protocol: str = "last-session",
-                **kw) -> np.ndarray:
+                rows=None, **kw) -> np.ndarray:
     """The ranks of every process's rows, in process order (``predict.model_ranks``' keywords
-    in ``kw``; its lanes' targets default to the model's under ``protocol``)."""
-    stream, rows = share_rows(out_dir, share, protocol)
+    in ``kw``; its lanes' targets default to the model's under ``protocol``). ``rows``:
+    :func:`share_rows`' ``(stream, rows)`` when the caller has them already (read here when
+    None)."""
+    stream, rows = share_rows(out_dir, share, protocol) if rows is None else rows
     kw.setdefault("targets", lane_targets(model, protocol))
     return concat_over_processes(predict.model_ranks(model, params, stream, rows, **kw))
 
