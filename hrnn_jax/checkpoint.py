@@ -35,6 +35,12 @@ or the one given to :func:`load`; any other (adamw's state where adam's is expec
 CheckpointError, never a silent substitute. Without the transformation of a run that had its own,
 the model loads for ``recommend`` and ``evaluate`` but cannot resume.
 
+A model trained on an encoded log (``train`` of a ``data.preprocess_parquet`` directory: each
+process reads only its share, and only process 0 saves) refers to that directory instead of
+holding its data: the meta's ``source`` is its path, and the save has no ``train`` arrays and no
+raw ids (``load`` reads the ids from the directory, and fails when it is gone or its
+``info.json`` differs from the saved data summary).
+
 A save after every epoch lets an interrupted run continue (``train(..., resume=load(DIR))``, the
 CLI's ``--resume``) bit for bit; the final save adds the users' states, which ``recommend`` needs.
 """
@@ -56,7 +62,7 @@ import polars as pl
 
 from hrnn_jax import compare, data, jsonio, models, training
 from hrnn_jax.config import Config, ConfigError
-from hrnn_jax.evaluation import predict
+from hrnn_jax.evaluation import predict, shares
 from hrnn_jax.models.spec import SpecError, from_spec, to_spec
 from hrnn_jax.trained import TRAIN_DTYPES, CheckpointError, Trained, prepare_log, train_columns
 from hrnn_jax.training import optim
@@ -77,7 +83,10 @@ def train(source, model: str | models.Model, config: Config = Config(), *,
     """Train one neural model on ``source`` as ``compare`` does, saving it to ``out``.
 
     Args:
-      source: the log: a path, a frame or a ``data.Prepared`` (of ``config.data``).
+      source: the log: a path, a frame or a ``data.Prepared`` (of ``config.data``); or the
+        directory of an encoded log (``data.preprocess_parquet``), read in shares with
+        ``config.train.lane_groups`` groups (every process of a run calls ``train`` alike, only
+        one with ``out``; ``config.data`` is replaced by the encoding's; no early stopping).
       model: a registered name (``models.model_names()``), or a model built by hand
         (``hrnn_jax.models.Model``: any composition of the library's parts, or your own).
       config: every setting; ``train.seeds`` must be 1 (one model is saved).
@@ -98,6 +107,10 @@ def train(source, model: str | models.Model, config: Config = Config(), *,
         raise ConfigError(f"seeds: train saves one model, got seeds={config.train.seeds}")
     if out is not None:
         check_out(out)
+    if _encoded_dir(source):
+        return _train_shares(os.path.abspath(os.fspath(source)), name, model, config,
+                             optimizer=optimizer, out=out, resume=resume, log=log,
+                             progress=progress)
     prep = prepare_log(source, config.data)
     if isinstance(model, str):  # the named model's own training settings (GRU4Rec+'s loss)
         config = compare.config_for(model, config)
@@ -123,6 +136,53 @@ def train(source, model: str | models.Model, config: Config = Config(), *,
     done = dataclasses.replace(base, state=result.state)
     users = predict.final_states(built, done.params, prep.train, n_users=prep.encoded.n_users,
                                  batch_size=config.train.batch_size, targets=done.targets)
+    done = dataclasses.replace(done, users=users)
+    if out is not None:
+        save(out, done)
+    return done
+
+
+def _encoded_dir(source) -> bool:
+    """``source`` is a directory of ``data.preprocess_parquet`` (read in shares)."""
+    return isinstance(source, (str, os.PathLike)) and data.is_encoded(source)
+
+
+def _train_shares(out_dir: str, name: str, model, config: Config, *, optimizer, out, resume,
+                  log, progress) -> Trained:
+    """:func:`train` on the encoded log ``out_dir``: each process reads its share
+    (``data.read_share`` with ``config.train.lane_groups``), the model trains on the mesh as
+    ``compare.compare_shares``' do, and the users' states are stepped share by share and
+    gathered. The checkpoint refers to ``out_dir`` for the ids and the training events
+    (``Trained.source``) instead of holding them."""
+    compare.check_shares([], config)
+    config = dataclasses.replace(config, data=data.read_data_config(out_dir))  # the encoding's
+    if isinstance(model, str):
+        config = compare.config_for(model, config)
+    share = data.read_share(out_dir, config.train.lane_groups,
+                            process=(jax.process_index(), jax.process_count()))
+    user_ids, item_ids = data.read_ids(out_dir)
+    built = models.build_model(model, share.n_items, config.model, n_users=len(user_ids)) \
+        if isinstance(model, str) else model
+    if out is not None:
+        _spec(built)
+    if resume is not None:
+        _check_resume(resume, built, config, optimizer)
+        resume.check_source(out_dir)
+    base = Trained(name, built, config, data.Encoded(None, user_ids, item_ids), None,
+                   share.item_counts, None, data.read_info(out_dir), optimizer, source=out_dir)
+
+    def on_epoch(fs: training.FitState) -> None:
+        save(out, dataclasses.replace(base, state=fs))
+
+    t = config.train
+    result = training.fit(built, share, t, optimizer=optimizer, log=log, progress=progress,
+                          targets=models.train_lane_targets(built, config.data.protocol,
+                                                            t.train_lanes),
+                          resume=None if resume is None else resume.state,
+                          on_epoch=None if out is None else on_epoch)
+    done = dataclasses.replace(base, state=result.state)
+    users = shares.share_final_states(built, done.params, share, len(user_ids),
+                                      batch_size=t.batch_size, targets=done.targets)
     done = dataclasses.replace(done, users=users)
     if out is not None:
         save(out, done)
@@ -192,7 +252,16 @@ def check_out(directory) -> None:
 
 
 def _checkpointer():
-    return ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    """An orbax checkpointer of this process alone: in a run of many processes only process 0
+    saves (``train``'s caller gives the others no ``out``), and each process loads by itself,
+    so orbax's barriers across processes would wait for processes that never come."""
+    alone = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                               active_processes={jax.process_index()})
+    handler = ocp.CompositeCheckpointHandler(
+        composite_options=ocp.CompositeOptions(multiprocessing_options=alone),
+        arrays=ocp.PyTreeCheckpointHandler(multiprocessing_options=alone),
+        meta=ocp.JsonCheckpointHandler(multiprocessing_options=alone))
+    return ocp.Checkpointer(handler, multiprocessing_options=alone)
 
 
 def _key(entry) -> str:
@@ -245,10 +314,10 @@ def _arrays(trained: Trained) -> dict:
             ts.opt_state))}
     if fs.best_params is not None:
         fit["best_params"] = fs.best_params
-    tree = {"fit": fit,
-            "train": {c: trained.encoded.events[c].to_numpy().astype(TRAIN_DTYPES[c])
-                      for c in train_columns(trained.model)},
-            "popularity": np.asarray(trained.popularity, np.int64)}
+    tree = {"fit": fit, "popularity": np.asarray(trained.popularity, np.int64)}
+    if trained.source is None:
+        tree["train"] = {c: trained.encoded.events[c].to_numpy().astype(TRAIN_DTYPES[c])
+                         for c in train_columns(trained.model)}
     if trained.users is not None:
         tree["users"] = trained.users
     return tree
@@ -266,7 +335,15 @@ def _meta_of(trained: Trained) -> dict:
             "epoch": int(fs.epoch), "records": jsonio.to_jsonable(list(fs.records)),
             "best": [float(b) for b in fs.best], "bad": int(fs.bad),
             "best_params": fs.best_params is not None, "complete": trained.complete,
-            "data": trained.info, "events": trained.encoded.events.height,
+            "data": trained.info, "source": trained.source, **_ids_of(trained)}
+
+
+def _ids_of(trained: Trained) -> dict:
+    """The meta's ``events`` and raw ids: none for a model of an encoded log (they are in its
+    ``source``)."""
+    if trained.source is not None:
+        return {"events": int(np.sum(trained.popularity))}
+    return {"events": trained.encoded.events.height,
             "user_ids": [str(u) for u in trained.encoded.user_ids],
             "item_ids": [None] + [str(i) for i in trained.encoded.item_ids[1:]]}
 
@@ -332,9 +409,10 @@ def _meta(path: str) -> dict:
     return meta
 
 
-def _abstract(meta: dict, model, config: Config) -> dict:
-    """Shapes and dtypes of the arrays of a save (``_arrays``)."""
-    E, U, N1 = meta["events"], len(meta["user_ids"]), len(meta["item_ids"])
+def _abstract(meta: dict, model, config: Config, U: int, N1: int) -> dict:
+    """Shapes and dtypes of the arrays of a save (``_arrays``) of ``U`` users and ``N1 - 1``
+    items."""
+    E = meta["events"]
     params = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     fit = {"params": params,
            "carry": jax.eval_shape(lambda: model.init_carry(config.train.batch_size)),
@@ -344,10 +422,10 @@ def _abstract(meta: dict, model, config: Config) -> dict:
                    for i, (shape, dtype) in enumerate(meta["opt_leaves"])}}
     if meta["best_params"]:
         fit["best_params"] = params
-    abstract = {"fit": fit,
-                "train": {c: jax.ShapeDtypeStruct((E,), TRAIN_DTYPES[c])
-                          for c in train_columns(model)},
-                "popularity": jax.ShapeDtypeStruct((N1,), np.int64)}
+    abstract = {"fit": fit, "popularity": jax.ShapeDtypeStruct((N1,), np.int64)}
+    if meta.get("source") is None:
+        abstract["train"] = {c: jax.ShapeDtypeStruct((E,), TRAIN_DTYPES[c])
+                             for c in train_columns(model)}
     if meta["complete"]:
         abstract["users"] = {
             "carry": jax.eval_shape(lambda: model.init_carry(U)),
@@ -407,7 +485,8 @@ def load(directory, *, optimizer: optax.GradientTransformation | None = None) ->
         model = from_spec(meta["spec"])
     except (SpecError, TypeError, ValueError) as err:
         raise CheckpointError(f"cannot rebuild the model of {path}: {data.one_line(err)}") from None
-    abstract = _abstract(meta, model, config)
+    encoded = _encoded_ids(meta, path)
+    abstract = _abstract(meta, model, config, encoded.n_users, encoded.n_items + 1)
     nested = _nested(abstract)
     restore = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), nested)
     _ignore_closed_loop()  # before the restore: a failing read reports from orbax's threads
@@ -424,8 +503,25 @@ def load(directory, *, optimizer: optax.GradientTransformation | None = None) ->
         training.TrainState(fit["params"], opt_state, fit["carry"], fit["step"]), fit["rng"],
         meta["epoch"], tuple(meta["records"]), np.array(meta["best"], np.float64),
         fit.get("best_params"), meta["bad"])
-    encoded = data.Encoded(pl.DataFrame({c: tree["train"][c] for c in train_columns(model)}),
-                           np.array(meta["user_ids"], dtype=object),
-                           np.array(meta["item_ids"], dtype=object))
+    if "train" in tree:
+        encoded = dataclasses.replace(encoded, events=pl.DataFrame(
+            {c: tree["train"][c] for c in train_columns(model)}))
     return Trained(meta["model"], model, config, encoded, state, tree["popularity"],
-                   tree.get("users"), meta["data"], optimizer)
+                   tree.get("users"), meta["data"], optimizer, source=meta.get("source"))
+
+
+def _encoded_ids(meta: dict, path: str) -> data.Encoded:
+    """The raw ids of a save (events None): from the meta, or from the encoded log the model
+    was trained on (CheckpointError when it is gone or has changed since)."""
+    source = meta.get("source")
+    if source is None:
+        return data.Encoded(None, np.array(meta["user_ids"], dtype=object),
+                            np.array(meta["item_ids"], dtype=object))
+    if not data.is_encoded(source):
+        raise CheckpointError(f"{path} was trained on the encoded log {source}, which is not "
+                              "there any more; the checkpoint reads its ids and training events "
+                              "from it")
+    if jsonio.to_jsonable(data.read_info(source)) != meta["data"]:
+        raise CheckpointError(f"the encoded log {source} has changed since {path} was trained "
+                              "on it (its info.json differs)")
+    return data.Encoded(None, *data.read_ids(source))

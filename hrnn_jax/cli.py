@@ -1,7 +1,8 @@
 """Command-line interface: ``hrnn-jax compare DATA``, ``hrnn-jax demo``, ``train``,
 ``evaluate`` and ``recommend`` (one model's checkpoint), and ``preprocess`` (a Parquet log larger
-than memory into encoded Parquet, ``data.preprocess_parquet``; ``compare DIR`` of such a directory
-has each process read only its share, ``compare.compare_shares``).
+than memory into encoded Parquet, ``data.preprocess_parquet``; ``compare DIR`` and ``train DIR`` of
+such a directory have each process read only its share, ``compare.compare_shares`` and
+``checkpoint.train``).
 
 Every setting is a field of ``hrnn_jax.config`` and its flag is generated from it (``--batch-size``
 for ``TrainConfig.batch_size``); ``--config run.toml`` sets fields by section and flags override
@@ -282,11 +283,7 @@ def load_prepared(args, config: conf.Config) -> data.Prepared:
 
 def run_compare(args, config: conf.Config, out, err) -> int:
     """``compare`` and ``demo``."""
-    shares = args.command == "compare" and data.is_encoded(args.data)
-    if args.command == "compare" and not shares and os.path.isdir(args.data):
-        raise UsageError(f"{args.data} is a directory but not an encoded log (hrnn-jax preprocess "
-                         "writes one, with info.json and train.parquet); give a log file or "
-                         "such a directory")
+    shares = args.command == "compare" and reads_shares(args.data)
     if args.models is None:
         args.models = tuple(n for n in _models(DEFAULT_MODELS)
                             if not shares or cmp.runs_from_shares(n, config))
@@ -326,14 +323,32 @@ def run_compare(args, config: conf.Config, out, err) -> int:
     return 0
 
 
-def run_compare_shares(args, config: conf.Config, out, err) -> int:
-    """``compare DIR`` of an encoded log (``preprocess``): each process reads only its share
-    (``compare.compare_shares``)."""
+def reads_shares(path: str) -> bool:
+    """``path`` is an encoded log (``preprocess``), read in shares; UsageError for a directory
+    that is not one."""
+    if data.is_encoded(path):
+        return True
+    if os.path.isdir(path):
+        raise UsageError(f"{path} is a directory but not an encoded log (hrnn-jax preprocess "
+                         "writes one, with info.json and train.parquet); give a log file or "
+                         "such a directory")
+    return False
+
+
+def check_encoded_flags(args) -> None:
+    """UsageError for data settings given with an encoded log ``args.data``: its settings are
+    those it was preprocessed with."""
     data_flags = [f for f in _given_flags(args) if f in _DATA_FLAGS]
     toml = conf.load_toml(args.config) if args.config else {}
     if data_flags or toml.get("data"):
         raise UsageError(f"{args.data} is an encoded log: its data settings are those it was "
                          f"preprocessed with; leave out {', '.join(data_flags) or '[data]'}")
+
+
+def run_compare_shares(args, config: conf.Config, out, err) -> int:
+    """``compare DIR`` of an encoded log (``preprocess``): each process reads only its share
+    (``compare.compare_shares``)."""
+    check_encoded_flags(args)
     for flag, value in (("--reference", args.reference), ("--plot", args.plot)):
         if value is not None:
             raise UsageError(f"{flag} needs every test row in one process; not available for an "
@@ -384,7 +399,8 @@ def add_checkpoint_commands(sub) -> None:
                        description="Train one neural model on an interaction log as compare "
                                    "does and save it in a checkpoint directory (after every "
                                    "epoch and at the end) for evaluate, recommend and --resume.")
-    t.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat")
+    t.add_argument("data", metavar="DATA", help="interaction log: .csv, .tsv, .parquet, .dat, or "
+                   "the directory of an encoded log (hrnn-jax preprocess), read in shares")
     t.add_argument("--model", type=_neural_model, default=None,
                    help=f"the model, one of {', '.join(models.model_names())} "
                         "(required unless --resume)")
@@ -403,7 +419,8 @@ def add_checkpoint_commands(sub) -> None:
                                    "trained on (read with the saved data settings); eval flags "
                                    "override the saved ones.")
     e.add_argument("checkpoint", metavar="DIR", help="checkpoint directory (train --out)")
-    e.add_argument("data", metavar="DATA", help="the interaction log the model was trained on")
+    e.add_argument("data", metavar="DATA", help="the interaction log (or encoded log directory) "
+                   "the model was trained on")
     add_config(e, ("eval",))
     e.add_argument("--mesh", dest="eval_mesh", metavar="AXIS=SIZE,...", default=None,
                    help="evaluate on this device mesh, e.g. data=4,items=2, or none for one "
@@ -475,10 +492,15 @@ def run_train(args, config: conf.Config, out, err) -> int:
         raise UsageError("train needs --model NAME and --out DIR (or --resume DIR)")
     checkpoint.check_out(directory)
     with precision.matmul_precision(config.train.precision):
-        prep = prepare_log(args.data, config.data)
-        print(summary_line(prep.info), file=out, flush=True)
+        if reads_shares(args.data):  # each process reads its share (checkpoint.train)
+            check_encoded_flags(args)
+            source, info = args.data, data.read_info(args.data)
+        else:
+            source = prepare_log(args.data, config.data)
+            info = source.info
+        print(summary_line(info), file=out, flush=True)
         with Reporter(err, enabled=not args.quiet) as reporter:
-            trained = checkpoint.train(prep, name if previous is None else previous.model,
+            trained = checkpoint.train(source, name if previous is None else previous.model,
                                        config, out=directory if distributed.is_main() else None,
                                        resume=previous,
                                        log=reporter.log, progress=reporter)
@@ -504,13 +526,22 @@ def run_evaluate(args, config: conf.Config, out, err) -> int:
     except ValueError as exc:
         raise UsageError(f"--mesh: {exc}") from None
     with precision.matmul_precision(config.train.precision):
-        prep = trained.prepare_log(args.data)
-        print(summary_line(prep.info), file=out, flush=True)
-        metrics = trained.evaluate(prep, config.eval, mesh=config.train.mesh)
+        if trained.source is not None:  # a model of an encoded log, evaluated from shares
+            if args.eval_mesh is not None:
+                raise UsageError("--mesh: a model of an encoded log is evaluated from shares, "
+                                 "each process on its own device")
+            trained.check_source(args.data)
+            info = data.read_info(args.data)
+            source, mesh = args.data, None
+        else:
+            source = trained.prepare_log(args.data)
+            info, mesh = source.info, config.train.mesh
+        print(summary_line(info), file=out, flush=True)
+        metrics = trained.evaluate(source, config.eval, mesh=mesh)
     print(tables.table({trained.name: metrics}, config.eval.ks), file=out)
     if args.json:
-        info = {k: prep.info[k] for k in ("users", "items", "sessions", "events", "train_events",
-                                          "test_events", "dropped", "catalogue")}
+        info = {k: info[k] for k in ("users", "items", "sessions", "events", "train_events",
+                                     "test_events", "dropped", "catalogue") if k in info}
         jsonio.write_json(args.json, {"setting": setting(), "data": info,
                                "models": {trained.name: metrics},
                                "command": {"name": "evaluate", "checkpoint": args.checkpoint,

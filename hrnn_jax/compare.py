@@ -313,10 +313,9 @@ def compare_shares(out_dir, names, config: Config = Config(),
     config = dataclasses.replace(config, data=data.read_data_config(out_dir))
     share = data.read_share(out_dir, config.train.lane_groups,
                             process=(jax.process_index(), jax.process_count()))
-    top = config.eval.rank_top_items
-    cands = None if top is None else evaluation.top_items(share.item_counts, top)
+    cands = share_candidates(share, config)
     rows = shares.share_rows(out_dir, share, config.data.protocol)  # (stream, rows), read once
-    n_users = len(data.read_ids(out_dir)[0]) if any(map(is_neural, names)) else 0
+    n_users = data.count_users(out_dir)
     results = {}
     for name in names:
         if log:
@@ -339,11 +338,27 @@ def _neural_share(name, out_dir, share, rows, n_users: int, config: Config, cand
     train = config_for(name, config).train
     result = training.fit(model, share, train, log=log, progress=progress,
                           targets=models.train_lane_targets(model, protocol, train.train_lanes))
-    ranks = np.stack([shares.share_ranks(
-        model, p, out_dir, share, protocol=protocol, rows=rows, batch_size=train.batch_size,
-        ties=config.eval.ties, exclude_seen=config.eval.exclude_seen, candidates=cands)
-        for p in seed_params(result.params, train.seeds)])
+    ranks = np.stack([share_model_ranks(model, p, out_dir, share, config, rows=rows,
+                                        candidates=cands)
+                      for p in seed_params(result.params, train.seeds)])
     return Ranked(ranks, result.train_seconds, result.events_per_second, tuple(result.records))
+
+
+def share_candidates(share, config: Config) -> np.ndarray | None:
+    """:func:`candidates` from a share's per-item counts (of the whole training part)."""
+    top = config.eval.rank_top_items
+    return None if top is None else evaluation.top_items(share.item_counts, top)
+
+
+def share_model_ranks(model: models.Model, params, out_dir, share, config: Config, *, rows=None,
+                      candidates=None) -> np.ndarray:
+    """Ranks of every test row of an encoded log under ``params`` of one seed, each process
+    ranking its share's rows (``evaluation.shares.share_ranks``) with ``config``'s evaluation
+    settings; ``candidates``: :func:`share_candidates`."""
+    return shares.share_ranks(model, params, out_dir, share, protocol=config.data.protocol,
+                              rows=rows, batch_size=config.train.batch_size,
+                              ties=config.eval.ties, exclude_seen=config.eval.exclude_seen,
+                              candidates=candidates)
 
 
 def _baseline_share(name, share, rows, config: Config, cands, progress) -> Ranked:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from functools import cached_property, partial
 from typing import Any, Callable
@@ -20,7 +21,7 @@ import optax
 import polars as pl
 
 from hrnn_jax import compare, data, evaluation, training
-from hrnn_jax.config import Config, DataConfig, EvalConfig
+from hrnn_jax.config import Config, ConfigError, DataConfig, EvalConfig
 from hrnn_jax.evaluation import predict
 from hrnn_jax.models.contract import field_columns, lane_targets
 from hrnn_jax.models.layers import score_items
@@ -68,14 +69,17 @@ class Trained:
     name: the model's name (its registry name, or its class's for a model built by hand);
     model: the model (``hrnn_jax.models.Model``); config: the
     :class:`~hrnn_jax.config.Config` it was trained with; encoded: the id maps (``user_ids``,
-    ``item_ids``) and, as ``events``, the training part (user, item, session codes); state: the
+    ``item_ids``) and, as ``events``, the training part (user, item, session codes; None for a
+    model of an encoded log, whose ``source`` holds them); state: the
     :class:`~hrnn_jax.training.FitState` after the last completed epoch (``train_state.opt_state``
     None when the optimiser could not be restored: then it recommends and evaluates but does not
     resume); popularity: training events per item code ``[N+1]``; users:
     :func:`hrnn_jax.evaluation.predict.final_states` of the training part (None for a run that
     did not finish); info: the data summary of ``data.prepare``; optimizer: the optax
     transformation it was trained with when it was not the configuration's (None: the
-    configuration's).
+    configuration's); source: the encoded log (``data.preprocess_parquet``'s directory) the model
+    was trained on in shares (``checkpoint.train`` of such a directory), read for a user's
+    training events and evaluated from shares (None: a model of a log, with ``encoded.events``).
     """
 
     name: str
@@ -87,6 +91,7 @@ class Trained:
     users: dict | None
     info: dict
     optimizer: optax.GradientTransformation | None = None
+    source: str | None = None
 
     @cached_property
     def params(self):
@@ -113,12 +118,20 @@ class Trained:
     def prepare_log(self, source) -> data.Prepared:
         """``source`` (a path, a frame or a ``data.Prepared``) prepared with the saved data
         settings; DataError unless its training part is the one this model was trained on."""
+        self._check_of_log()
         prep = prepare_log(source, self.config.data)
         self.check_log(prep)
         return prep
 
+    def _check_of_log(self) -> None:
+        """CheckpointError for a model of an encoded log (it takes its directory, not a log)."""
+        if self.source is not None:
+            raise CheckpointError(f"this model was trained on the encoded log {self.source}; "
+                                  "give that directory, not a log")
+
     def check_log(self, prep: data.Prepared) -> None:
         """CheckpointError unless ``prep``'s ids and training events are the saved ones."""
+        self._check_of_log()
         enc, train = prep.encoded, self.encoded.events
         problem = None
         if prep.train.height != train.height:
@@ -142,11 +155,45 @@ class Trained:
         the log it was trained on): ``{"recall@5": ..., "mrr@5": ..., ...}``. ``eval``: the
         ranking settings (default: the saved ones). ``mesh``: a device mesh to evaluate on
         (``hrnn_jax.parallel.make_mesh``; default: the saved ``train.mesh``)."""
-        prep = self.prepare_log(source)
         config = dataclasses.replace(self.config, eval=eval or self.config.eval)
+        if self.source is not None:
+            return self._evaluate_shares(source, config, mesh)
+        prep = self.prepare_log(source)
         ranks = compare.evaluate_neural(self.model, self.params, prep, config, mesh=mesh)
         metrics = evaluation.metrics_from_ranks(ranks, config.eval.ks)
         return {k: v for k, v in metrics.items() if k != "n"}
+
+    def check_source(self, directory) -> None:
+        """CheckpointError unless ``directory`` is the encoded log this model was trained on."""
+        if self.source is None:
+            raise CheckpointError("this model was trained on a log, not an encoded log; give "
+                                  "the log")
+        if not (data.is_encoded(directory) and os.path.samefile(directory, self.source)):
+            raise CheckpointError(f"this model was trained on the encoded log {self.source}, not "
+                                  f"{directory}; give that directory")
+
+    def _evaluate_shares(self, directory, config: Config, mesh) -> dict[str, float]:
+        """:meth:`evaluate` of a model of an encoded log: each process ranks its share's test
+        rows on its default device, as ``compare.compare_shares`` does."""
+        self.check_source(directory)
+        if mesh is not None:
+            raise ConfigError("a model of an encoded log is evaluated from shares, each process "
+                              "on its default device; give no mesh")
+        share = data.read_share(self.source, config.train.lane_groups,
+                                process=(jax.process_index(), jax.process_count()))
+        ranks = compare.share_model_ranks(self.model, self.params, self.source, share, config,
+                                          candidates=compare.share_candidates(share, config))
+        metrics = evaluation.metrics_from_ranks(ranks, config.eval.ks)
+        return {k: v for k, v in metrics.items() if k != "n"}
+
+    def user_events(self, code: int) -> pl.DataFrame:
+        """The training events of user code ``code`` (from ``source`` for a model of an encoded
+        log)."""
+        if self.source is not None:
+            return data.read_encoded(self.source, "train", users=(code, code + 1))
+        ev = self.encoded.events
+        lo, hi = np.searchsorted(ev["user"].to_numpy(), [code, code + 1])
+        return ev[lo:hi]
 
     # -- recommendation ---------------------------------------------------------------------
     def recommend(self, user=None, *, session=None, history=None, gap: float | None = None,
@@ -261,17 +308,12 @@ class Trained:
         if code is None:
             raise data.DataError(f"user {user} is not in the checkpoint; a gap needs a user's "
                                  "training history")
-        ev = self.encoded.events
-        user_col = ev["user"].to_numpy()
-        lo, hi = np.searchsorted(user_col, [code, code + 1])
-        y = predict.states_by_gap(self.model, self.params, ev[lo:hi], [float(gap)])
+        y = predict.states_by_gap(self.model, self.params, self.user_events(code), [float(gap)])
         seen = [self._training_items(code)] if exclude_seen else None
         return self._frame([str(user)], *self._top(y, seen, k))
 
     def _training_items(self, code: int) -> np.ndarray:
-        user = self.encoded.events["user"].to_numpy()
-        lo, hi = np.searchsorted(user, [code, code + 1])
-        return self.encoded.events["item"].to_numpy()[lo:hi]
+        return self.user_events(code)["item"].to_numpy()
 
     def _continue(self, codes: np.ndarray, sessions: list[np.ndarray]) -> np.ndarray:
         """Outputs ``[R, H]`` after stepping each session from its user's stored carry (a new

@@ -17,8 +17,8 @@ import jax
 import numpy as np
 import pytest
 
-from hrnn_jax import cli, data, models, training
-from hrnn_jax.config import DataConfig, ModelConfig, TrainConfig
+from hrnn_jax import checkpoint, cli, data, models, training
+from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
 from hrnn_jax.evaluation import predict, shares
 
@@ -46,13 +46,15 @@ def _table(text: str, names=("hrnn-init",)) -> list[str]:
             if line.split() and line.split()[0] in names]
 
 
-def _two_processes(argv, tmp_path) -> list[tuple[str, str]]:
-    """``hrnn-jax ARGV --json tmp_path/p{i}.json`` in two local processes of 4 host devices
-    each: their (stdout, stderr), both exited 0 and only process 0 printed and wrote."""
+def _two_processes(argv, tmp_path, *, json_out: bool = True) -> list[tuple[str, str]]:
+    """``hrnn-jax ARGV --json tmp_path/p{i}.json`` (without ``--json`` unless ``json_out``) in
+    two local processes of 4 host devices each: their (stdout, stderr), both exited 0 and only
+    process 0 printed and wrote."""
     port = _free_port()
     env = {**os.environ, "XLA_FLAGS": f"{FLAG}=4"}
+    written = ["--json", str(tmp_path / "p{i}.json")] if json_out else []
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "hrnn_jax", *argv, "--json", str(tmp_path / f"p{i}.json"),
+        [sys.executable, "-m", "hrnn_jax", *argv, *[w.format(i=i) for w in written],
          "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
@@ -158,3 +160,28 @@ def test_two_processes_compare_an_encoded_log_as_one_with_eight_devices(log_csv,
         for k, v in one["models"][name].items():
             if "@" in k:
                 assert two["models"][name][k] == pytest.approx(v, abs=1e-4), (name, k)
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
+def test_two_processes_train_a_checkpoint_of_an_encoded_log_as_one_with_eight_devices(
+        log_csv, tmp_path, capsys):
+    """``train DIR`` in two processes: only process 0 saves; the checkpoint holds the parameters
+    and users' states of one process with 8 devices, and evaluates to its metrics."""
+    log = tmp_path / "log.parquet"
+    data.read_interactions(log_csv).select("user", "item", "time").write_parquet(log)
+    enc, ck = tmp_path / "enc", tmp_path / "ck"
+    assert cli.main(["preprocess", str(log), "--out", str(enc), "--min-item-support", "1"]) == 0
+    outs = _two_processes(["train", str(enc), "--model", "hrnn-init", "--out", str(ck),
+                           "--hidden", "8", "--batch-size", "8", "--epochs", "1", "--quiet",
+                           "--mesh", "data=8", "--lane-groups", "2"], tmp_path, json_out=False)
+    assert f"saved {ck}" in outs[0][0]
+    saved = checkpoint.load(ck)
+    config = Config(model=ModelConfig(hidden=8),
+                    train=TrainConfig(batch_size=8, epochs=1, mesh="data=8", lane_groups=2))
+    one = checkpoint.train(str(enc), "hrnn-init", config, log=None)
+    for a, b in ((saved.params, one.params), (saved.users, one.users)):
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_allclose(np.asarray(x, np.float64), np.asarray(y, np.float64),
+                                       atol=2e-5)
+    got, want = saved.evaluate(enc), one.evaluate(enc)
+    assert got == pytest.approx(want, abs=1e-4)

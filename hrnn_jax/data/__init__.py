@@ -59,6 +59,7 @@ from hrnn_jax.data.splits import (
                                 validation_split,
 )
 from hrnn_jax.data.stream import (
+    count_users,
     is_encoded,
     preprocess_parquet,
     read_data_config,
@@ -79,5 +80,5 @@ __all__ = [
     'read_log', 'read_steam', 'restrict_items', 'rows_targets', 'sessionize', 'sort_events',
     'split', 'split_last_session', 'split_leave_one_out', 'split_temporal', 'split_users',
     'summary', 'validation_split', 'preprocess_parquet', 'read_encoded', 'read_ids', 'read_share',
-    'scan_log', 'is_encoded', 'read_data_config', 'read_info',
+    'scan_log', 'count_users', 'is_encoded', 'read_data_config', 'read_info',
 ]

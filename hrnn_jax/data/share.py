@@ -46,6 +46,11 @@ class Share:
     def n_items(self) -> int:
         return len(self.item_counts) - 1
 
+    @property
+    def users(self) -> tuple[int, int]:
+        """``(lo, hi)``: the share holds the training events of user codes lo <= user < hi."""
+        return int(self.bounds[self.groups.start]), int(self.bounds[self.groups.stop])
+
 
 def _counts(path: str, col: str, size: int | None = None) -> np.ndarray:
     """Events per code of ``col`` over the whole Parquet file (a streaming aggregation)."""

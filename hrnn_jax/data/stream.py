@@ -499,6 +499,13 @@ def read_encoded(out_dir, part: str = "train", users=None) -> pl.DataFrame:
     return lf.collect()
 
 
+def count_users(out_dir) -> int:
+    """The number of user codes of a ``preprocess_parquet`` output (its ``users.parquet``'s rows,
+    read from the file's metadata, not its ids)."""
+    path = check_file(os.path.join(os.fspath(out_dir), "users.parquet"), "user ids")
+    return int(pl.scan_parquet(path).select(pl.len()).collect().item())
+
+
 def read_ids(out_dir) -> tuple[np.ndarray, np.ndarray]:
     """(user ids, item ids) of a ``preprocess_parquet`` output, as ``data.Encoded`` holds them:
     raw id of user code u at position u; of item code i at position i, None at 0 (padding)."""

@@ -14,6 +14,7 @@ process ranking every row; they are gathered exactly (integers), in process orde
 """
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from hrnn_jax import data, evaluation
@@ -27,9 +28,9 @@ def share_rows(out_dir, share: Share, protocol: str = "last-session"):
     """``(stream, rows)`` of the share's users: their training and test events combined, and
     the evaluation rows of their test events (``data.make_eval_rows``, targets of
     ``protocol``)."""
-    lo = int(share.bounds[share.groups.start])
-    last = share.groups.stop == share.n_groups
-    hi = np.iinfo(np.int32).max if last else int(share.bounds[share.groups.stop])
+    lo, hi = share.users
+    if share.groups.stop == share.n_groups:
+        hi = np.iinfo(np.int32).max
     test = data.read_encoded(out_dir, "test", users=(lo, hi))
     stream = data.combine(share.frame, test)
     return stream, data.make_eval_rows(stream, data.rows_targets(protocol))
@@ -44,6 +45,22 @@ def share_ranks(model: Model, params, out_dir, share: Share, *, protocol: str = 
     stream, rows = share_rows(out_dir, share, protocol) if rows is None else rows
     kw.setdefault("targets", lane_targets(model, protocol))
     return concat_over_processes(predict.model_ranks(model, params, stream, rows, **kw))
+
+
+def share_final_states(model: Model, params, share: Share, n_users: int, *,
+                       batch_size: int = predict.LANES, targets=None) -> dict:
+    """``predict.final_states`` of every user of the encoded log, ``[n_users]`` rows in every
+    process: each process steps only its share's users (a user's state depends on its own
+    events alone), and the rows are gathered exactly in process order. Users past the training
+    part's codes (no training events) get zeros and ``fresh``, as ``final_states`` gives them."""
+    lo, hi = share.users
+    mine = predict.final_states(model, params, share.frame, n_users=hi, batch_size=batch_size,
+                                targets=targets)
+    rows = jax.tree_util.tree_map(lambda a: concat_over_processes(a[lo:hi]), mine)
+    rest = {"carry": model.init_carry(n_users - len(rows["fresh"])),
+            "output": np.zeros((n_users - len(rows["fresh"]), model.output_width), np.float32),
+            "fresh": np.ones(n_users - len(rows["fresh"]), bool)}
+    return jax.tree_util.tree_map(lambda a, b: np.concatenate([a, np.asarray(b)]), rows, rest)
 
 
 def evaluate_share(model: Model, params, out_dir, share: Share, *,
