@@ -522,9 +522,12 @@ def run_evaluate(args, config: conf.Config, out, err) -> int:
         values["train"]["mesh"] = None if args.eval_mesh.lower() == "none" else args.eval_mesh
     config = conf.Config.from_dict({**values, "eval": {**values["eval"], **toml, **flags}})
     try:
-        parallel.make_mesh(config.train.mesh)
+        if trained.source is None:  # a model of an encoded log is evaluated from shares
+            parallel.make_mesh(config.train.mesh)
     except ValueError as exc:
-        raise UsageError(f"--mesh: {exc}") from None
+        which = "--mesh" if args.eval_mesh is not None else \
+            "the checkpoint's mesh (--mesh none evaluates on one device)"
+        raise UsageError(f"{which}: {exc}") from None
     with precision.matmul_precision(config.train.precision):
         if trained.source is not None:  # a model of an encoded log, evaluated from shares
             if args.eval_mesh is not None:

@@ -26,6 +26,7 @@ from hrnn_jax.evaluation import predict
 from hrnn_jax.models.contract import field_columns, lane_targets
 from hrnn_jax.models.layers import score_items
 
+SAVED_MESH = "saved"  # Trained.evaluate's default: the mesh the model was trained on
 CHUNK = 256  # requests scored (and sessions stepped) per call
 TRAIN_DTYPES = {"user": np.int32, "item": np.int32, "session": np.int32, "time": np.float64,
                 "value": np.float64, "event_code": np.int32}
@@ -150,12 +151,16 @@ class Trained:
 
     # -- evaluation -------------------------------------------------------------------------
     def evaluate(self, source, eval: EvalConfig | None = None, *,
-                 mesh=None) -> dict[str, float]:
+                 mesh=SAVED_MESH) -> dict[str, float]:
         """The metrics of ``compare`` for this model on ``source`` (a path, frame or Prepared:
         the log it was trained on): ``{"recall@5": ..., "mrr@5": ..., ...}``. ``eval``: the
         ranking settings (default: the saved ones). ``mesh``: a device mesh to evaluate on
-        (``hrnn_jax.parallel.make_mesh``; default: the saved ``train.mesh``)."""
-        config = dataclasses.replace(self.config, eval=eval or self.config.eval)
+        (``hrnn_jax.parallel.make_mesh``), None for one device; default (``SAVED_MESH``): the
+        saved ``train.mesh``. A model of an encoded log (``source``) ranks from shares, each
+        process on its default device, and takes no mesh."""
+        mesh = self.config.train.mesh if mesh is SAVED_MESH else mesh
+        config = dataclasses.replace(self.config, eval=eval or self.config.eval,
+                                     train=dataclasses.replace(self.config.train, mesh=None))
         if self.source is not None:
             return self._evaluate_shares(source, config, mesh)
         prep = self.prepare_log(source)
@@ -176,7 +181,7 @@ class Trained:
         """:meth:`evaluate` of a model of an encoded log: each process ranks its share's test
         rows on its default device, as ``compare.compare_shares`` does."""
         self.check_source(directory)
-        if mesh is not None:
+        if mesh is not None and mesh != self.config.train.mesh:
             raise ConfigError("a model of an encoded log is evaluated from shares, each process "
                               "on its default device; give no mesh")
         share = data.read_share(self.source, config.train.lane_groups,
@@ -284,7 +289,8 @@ class Trained:
             y[part] = self._continue(codes[part], [items[r] for r in part])
         seen = None
         if exclude_seen:
-            seen = [np.concatenate([self._training_items(c) if c >= 0 else np.zeros(0, np.int32),
+            known = self._training_items(codes[codes >= 0])
+            seen = [np.concatenate([known.get(int(c), np.zeros(0, np.int32)),
                                     items.get(r, np.zeros(0, np.int32))])
                     for r, c in enumerate(codes)]
         return self._frame(users, *self._top(y, seen, k))
@@ -309,11 +315,19 @@ class Trained:
             raise data.DataError(f"user {user} is not in the checkpoint; a gap needs a user's "
                                  "training history")
         y = predict.states_by_gap(self.model, self.params, self.user_events(code), [float(gap)])
-        seen = [self._training_items(code)] if exclude_seen else None
+        seen = [self._training_items([code])[code]] if exclude_seen else None
         return self._frame([str(user)], *self._top(y, seen, k))
 
-    def _training_items(self, code: int) -> np.ndarray:
-        return self.user_events(code)["item"].to_numpy()
+    def _training_items(self, codes) -> dict[int, np.ndarray]:
+        """The training items of each user code of ``codes`` (read at once)."""
+        codes = np.unique(np.asarray(codes, np.int64))
+        if self.source is not None:
+            ev = data.read_encoded(self.source, "train", users=codes)
+        else:
+            ev = self.encoded.events.filter(pl.col("user").is_in(codes.tolist()))
+        user, item = ev["user"].to_numpy(), ev["item"].to_numpy()  # sorted by user
+        bounds = np.searchsorted(user, np.stack([codes, codes + 1]))
+        return {int(c): item[lo:hi] for c, lo, hi in zip(codes, *bounds)}
 
     def _continue(self, codes: np.ndarray, sessions: list[np.ndarray]) -> np.ndarray:
         """Outputs ``[R, H]`` after stepping each session from its user's stored carry (a new

@@ -7,6 +7,7 @@ gather the ranks of every test row (``evaluation.shares``); through the command 
 (``hrnn-jax compare DIR`` of an encoded log) they print the table of one process with 8 devices."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -102,6 +103,13 @@ def test_evaluate_takes_a_mesh_and_gives_the_metrics_of_one_device(log_csv, tmp_
     assert tables[0] == tables[1] == tables[2] and len(tables[0]) == 1
     assert cli.main(["evaluate", str(ckpt), str(log_csv), "--mesh", "data=64"]) == 2
     assert "--mesh: mesh {'data': 64} needs 64 devices" in capsys.readouterr().err
+    trained = checkpoint.load(ckpt)  # a saved mesh this process cannot make: None is one device
+    values = trained.config.to_dict()
+    values["train"]["mesh"] = "data=64"
+    away = dataclasses.replace(trained, config=Config.from_dict(values))
+    assert away.evaluate(log_csv, mesh=None) == trained.evaluate(log_csv)
+    with pytest.raises(ValueError, match="needs 64 devices"):
+        away.evaluate(log_csv)
 
 
 SHARE = ["--model", "hrnn-all", "--hidden", "8", "--batch-size", "8", "--window", "4",

@@ -68,6 +68,12 @@ def test_a_checkpoint_of_the_encoding_recommends_as_one_of_the_log(trained):
         session = list(on_log.encoded.item_ids[[3, 9]])
         assert loaded.recommend(user, session=session, k=5).equals(
             on_log.recommend(user, session=session, k=5))
+    users = list(on_log.encoded.user_ids[[35, 0, 7, 0]])  # many users: their items read at once
+    many = loaded.recommend_many(users, k=4, exclude_seen=True)
+    assert many.equals(on_log.recommend_many(users, k=4, exclude_seen=True))
+    for user in set(users):
+        assert many.filter(many["user"] == str(user)).head(4)["item"].to_list() == \
+            on_log.recommend(user, k=4, exclude_seen=True)["item"].to_list()
     code = 7  # the training items read from the directory are the user's own
     items = on_log.encoded.events.filter(on_log.encoded.events["user"] == code)["item"]
     assert np.array_equal(loaded.user_events(code)["item"].to_numpy(), items.to_numpy())
