@@ -113,14 +113,17 @@ def rank_in_blocks(score_rows: Callable[[jax.Array], jax.Array], targets, n_cols
         first = j * block
         start = jnp.minimum(first, n_cols - block)
         cols = start + jnp.arange(block, dtype=jnp.int32)
-        counted = ((cols >= first) & (cols > 0))[None, :] & (cols[None, :] != targets[:, None])
+        counted = ((cols >= first) & (cols > 0))[None, :]
         if outside is not None:
             counted = counted & ~jax.lax.dynamic_slice_in_dim(outside, start, block)[None, :]
         if seen is not None:
             counted = counted & ~block_seen(seen, start, block)
         s = score_rows(cols)
-        masks = {"above": counted & (s > t[:, None]), "equal": counted & (s == t[:, None]),
-                 "counted": counted}
+        # the target's own column scores exactly t, so it is never above: only equal and
+        # counted leave it out by name
+        other = cols[None, :] != targets[:, None]
+        masks = {"above": counted & (s > t[:, None]),
+                 "equal": counted & other & (s == t[:, None]), "counted": counted & other}
         return tuple(a + row_count(masks[name]) for a, name in zip(acc, counts))
 
     zeros = tuple(jnp.zeros(targets.shape, jnp.int32) for _ in counts)
