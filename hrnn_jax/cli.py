@@ -491,6 +491,8 @@ def run_train(args, config: conf.Config, out, err) -> int:
     elif name is None or directory is None:
         raise UsageError("train needs --model NAME and --out DIR (or --resume DIR)")
     checkpoint.check_out(directory)
+    if previous is not None and previous.source is not None:
+        previous.check_source(args.data)  # before any reading
     with precision.matmul_precision(config.train.precision):
         if reads_shares(args.data):  # each process reads its share (checkpoint.train)
             check_encoded_flags(args)

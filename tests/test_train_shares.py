@@ -143,10 +143,13 @@ def test_the_command_line_trains_evaluates_and_recommends_from_the_encoding(logs
     assert [row.split()[:9] for row in got] == [row.split()[:9] for row in table] and got
     assert cli.main(["recommend", str(ck), "--user", "5", "--top-k", "3"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    assert cli.main(["train", str(enc), "--resume", str(ck), "--epochs", "2", "--quiet"]) == 0
+    assert "trained gru: 2 of 2 epochs" in capsys.readouterr().out
     for argv, message in (
             (["train", str(enc), "--model", "gru", "--out", str(tmp_path / "x"),
               "--protocol", "users"], "encoded log: its data settings"),
             (["evaluate", str(ck), str(log)], "give that directory"),
+            (["train", str(log), "--resume", str(ck), "--epochs", "2"], "give that directory"),
             (["evaluate", str(ck), str(enc), "--mesh", "data=2"], "evaluated from shares")):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
