@@ -534,7 +534,7 @@ def run_evaluate(args, config: conf.Config, out, err) -> int:
         if trained.source is not None:  # a model of an encoded log, evaluated from shares
             if args.eval_mesh is not None:
                 raise UsageError("--mesh: a model of an encoded log is evaluated from shares, "
-                                 "each process on its own device")
+                                 "each process on its own devices of the saved mesh")
             trained.check_source(args.data)
             info = data.read_info(args.data)
             source, mesh = args.data, None

@@ -23,7 +23,7 @@ from typing import Callable, NamedTuple
 import jax
 import numpy as np
 
-from hrnn_jax import baselines, data, evaluation, models, training
+from hrnn_jax import baselines, data, evaluation, models, parallel, training
 from hrnn_jax.config import Config, ConfigError
 from hrnn_jax.data.pipeline import Prepared
 from hrnn_jax.data.rows import rows_targets
@@ -303,9 +303,9 @@ def compare_shares(out_dir, names, config: Config = Config(),
     (:func:`runs_from_shares`); the other baselines are refused (ConfigError).
 
     Returns ``{name: metrics}`` as :func:`ranked_metrics` gives them (the metrics of the whole
-    test part in every process). Each process ranks its rows on its default device, whatever the
-    training mesh (a process's rows are not the mesh's). ``config.data`` is replaced by the
-    settings the log was encoded with (``data.read_data_config``: the protocol).
+    test part in every process). Each process ranks its rows on its own devices of the training
+    mesh (``parallel.local_mesh``: a process's rows are not the mesh's). ``config.data`` is
+    replaced by the settings the log was encoded with (``data.read_data_config``: the protocol).
     ``eval.rank_top_items`` ranks against the items with the most training events, as
     :func:`candidates`.
     """
@@ -339,7 +339,7 @@ def _neural_share(name, out_dir, share, rows, n_users: int, config: Config, cand
     result = training.fit(model, share, train, log=log, progress=progress,
                           targets=models.train_lane_targets(model, protocol, train.train_lanes))
     ranks = np.stack([share_model_ranks(model, p, out_dir, share, config, rows=rows,
-                                        candidates=cands)
+                                        candidates=cands, mesh=train.mesh)
                       for p in seed_params(result.params, train.seeds)])
     return Ranked(ranks, result.train_seconds, result.events_per_second, tuple(result.records))
 
@@ -351,14 +351,15 @@ def share_candidates(share, config: Config) -> np.ndarray | None:
 
 
 def share_model_ranks(model: models.Model, params, out_dir, share, config: Config, *, rows=None,
-                      candidates=None) -> np.ndarray:
+                      candidates=None, mesh=None) -> np.ndarray:
     """Ranks of every test row of an encoded log under ``params`` of one seed, each process
     ranking its share's rows (``evaluation.shares.share_ranks``) with ``config``'s evaluation
-    settings; ``candidates``: :func:`share_candidates`."""
+    settings; ``candidates``: :func:`share_candidates`. ``mesh``: the training mesh; each
+    process ranks on its own devices of it (``parallel.local_mesh``; one device without)."""
     return shares.share_ranks(model, params, out_dir, share, protocol=config.data.protocol,
                               rows=rows, batch_size=config.train.batch_size,
                               ties=config.eval.ties, exclude_seen=config.eval.exclude_seen,
-                              candidates=candidates)
+                              candidates=candidates, mesh=parallel.local_mesh(mesh))
 
 
 def _baseline_share(name, share, rows, config: Config, cands, progress) -> Ranked:

@@ -157,7 +157,7 @@ class Trained:
         ranking settings (default: the saved ones). ``mesh``: a device mesh to evaluate on
         (``hrnn_jax.parallel.make_mesh``), None for one device; default (``SAVED_MESH``): the
         saved ``train.mesh``. A model of an encoded log (``source``) ranks from shares, each
-        process on its default device, and takes no mesh."""
+        process on its own devices of the saved mesh, and takes no other."""
         mesh = self.config.train.mesh if mesh is SAVED_MESH else mesh
         config = dataclasses.replace(self.config, eval=eval or self.config.eval,
                                      train=dataclasses.replace(self.config.train, mesh=None))
@@ -179,15 +179,16 @@ class Trained:
 
     def _evaluate_shares(self, directory, config: Config, mesh) -> dict[str, float]:
         """:meth:`evaluate` of a model of an encoded log: each process ranks its share's test
-        rows on its default device, as ``compare.compare_shares`` does."""
+        rows on its own devices of the saved mesh, as ``compare.compare_shares`` does."""
         self.check_source(directory)
         if mesh is not None and mesh != self.config.train.mesh:
             raise ConfigError("a model of an encoded log is evaluated from shares, each process "
-                              "on its default device; give no mesh")
+                              "on its own devices of the saved mesh; give no mesh")
         share = data.read_share(self.source, config.train.lane_groups,
                                 process=(jax.process_index(), jax.process_count()))
         ranks = compare.share_model_ranks(self.model, self.params, self.source, share, config,
-                                          candidates=compare.share_candidates(share, config))
+                                          candidates=compare.share_candidates(share, config),
+                                          mesh=mesh)
         metrics = evaluation.metrics_from_ranks(ranks, config.eval.ks)
         return {k: v for k, v in metrics.items() if k != "n"}
 

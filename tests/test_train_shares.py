@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from hrnn_jax import checkpoint, cli
+from hrnn_jax import checkpoint, cli, compare, data, parallel
 from hrnn_jax.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
 from hrnn_jax.trained import CheckpointError
@@ -154,3 +154,20 @@ def test_the_command_line_trains_evaluates_and_recommends_from_the_encoding(logs
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
+def test_each_process_ranks_its_share_on_its_own_devices_as_on_one(logs, trained):
+    """``parallel.local_mesh``: the process's devices, the training mesh's ``items`` kept where
+    it divides them; ranking a share on it gives the ranks of one device."""
+    _, enc = logs
+    on_log = trained[0]
+    assert parallel.local_mesh(None) is None
+    assert dict(parallel.local_mesh("data=4,items=2").shape) == {"data": 4, "items": 2}
+    assert dict(parallel.local_mesh("data=2,items=3").shape) == {"data": 8, "items": 1}
+    share = data.read_share(enc, 1)
+    config = Config(data=data.read_data_config(enc), train=TrainConfig(batch_size=6))
+    ranks = [compare.share_model_ranks(on_log.model, on_log.params, enc, share, config, mesh=m)
+             for m in (None, "data=4,items=2", "data=8")]
+    assert len(ranks[0]) > 100
+    assert np.array_equal(ranks[0], ranks[1]) and np.array_equal(ranks[0], ranks[2])

@@ -2,7 +2,15 @@
 exact scores over a sharded catalogue (``ranking``) and many processes (``distributed``). See the
 README's "Scaling out"."""
 from hrnn_jax.parallel.layout import Split, fetch, jit_on, pad_host, put, put_part
-from hrnn_jax.parallel.mesh import AXES, MeshSpec, axis_size, describe, make_mesh, parse_mesh
+from hrnn_jax.parallel.mesh import (
+    AXES,
+    MeshSpec,
+    axis_size,
+    describe,
+    local_mesh,
+    make_mesh,
+    parse_mesh,
+)
 from hrnn_jax.parallel.plans import (
     batch_plan,
     lanes_plan,
@@ -12,5 +20,5 @@ from hrnn_jax.parallel.plans import (
 )
 
 __all__ = ["AXES", "MeshSpec", "Split", "axis_size", "batch_plan", "describe", "fetch",
-           "jit_on", "lanes_plan", "make_mesh", "opt_state_plan", "pad_host", "params_plan",
-           "parse_mesh", "put", "put_part", "seeds_plan"]
+           "jit_on", "lanes_plan", "local_mesh", "make_mesh", "opt_state_plan", "pad_host",
+           "params_plan", "parse_mesh", "put", "put_part", "seeds_plan"]

@@ -88,6 +88,23 @@ def check_mesh(mesh: Mesh) -> Mesh:
     return mesh
 
 
+def local_mesh(spec: MeshSpec) -> Mesh | None:
+    """A mesh of this process's own devices, for work each process does alone (ranking the rows
+    of its share of an encoded log): None (one device) without ``spec`` or with one local
+    device; else every local device, over ``items`` as many as ``spec``'s ``items`` axis when
+    that divides them, the rest over ``data``."""
+    n = jax.local_device_count()
+    if spec is None or n == 1:
+        return None
+    if isinstance(spec, Mesh):
+        items = axis_size(check_mesh(spec), "items")
+    else:  # the sizes alone: the whole mesh need not be made here
+        items = int((parse_mesh(spec) if isinstance(spec, str) else dict(spec)).get("items", 1))
+    items = items if n % items == 0 else 1
+    grid = np.array(jax.local_devices(), dtype=object).reshape(n // items, items)
+    return Mesh(grid, ("data", "items"), axis_types=(AxisType.Auto,) * 2)
+
+
 def axis_size(mesh: Mesh | None, name: str) -> int:
     """The size of axis ``name`` (1 when there is no mesh or no such axis)."""
     if mesh is None or name not in mesh.axis_names:
