@@ -115,28 +115,44 @@ def train(source, model: str | models.Model, config: Config = Config(), *,
     if isinstance(model, str):  # the named model's own training settings (GRU4Rec+'s loss)
         config = compare.config_for(model, config)
     built = compare.model_for(model, prep, config) if isinstance(model, str) else model
-    if out is not None:
-        _spec(built)  # a model that cannot be saved fails before training
+    _check_start(built, config, out, resume, optimizer)
     if resume is not None:
-        _check_resume(resume, built, config, optimizer)
         resume.check_log(prep)
     counts = np.bincount(prep.train["item"].to_numpy(), minlength=prep.encoded.n_items + 1)
     base = Trained(name, built, config,
                    data.Encoded(prep.train.select(train_columns(built)),
                                 prep.encoded.user_ids, prep.encoded.item_ids),
                    None, counts.astype(np.int64), None, jsonio.to_jsonable(prep.info), optimizer)
+    fit_kw = dict(log=log, progress=progress, optimizer=optimizer,
+                  resume=None if resume is None else resume.state)
+    return _fit_and_save(
+        base, out, lambda on_epoch: compare.fit_neural(built, prep, config, on_epoch=on_epoch,
+                                                       **fit_kw),
+        lambda params: predict.final_states(built, params, prep.train,
+                                            n_users=prep.encoded.n_users,
+                                            batch_size=config.train.batch_size,
+                                            targets=base.targets))
 
+
+def _check_start(built, config: Config, out, resume: Trained | None, optimizer) -> None:
+    """Before training: a model that cannot be saved (with ``out``), and a ``resume`` that does
+    not continue this run, fail."""
+    if out is not None:
+        _spec(built)
+    if resume is not None:
+        _check_resume(resume, built, config, optimizer)
+
+
+def _fit_and_save(base: Trained, out, fit: Callable, final_states: Callable) -> Trained:
+    """``base`` trained by ``fit(on_epoch)`` (its FitResult; ``on_epoch`` None without
+    ``out``), saved to ``out`` after every epoch and, with every user's state
+    ``final_states(params)``, at the end."""
     def on_epoch(fs: training.FitState) -> None:  # before fit's next step reuses the arrays
         save(out, dataclasses.replace(base, state=fs))
 
-    result = compare.fit_neural(built, prep, config, log=log, progress=progress,
-                                optimizer=optimizer,
-                                resume=None if resume is None else resume.state,
-                                on_epoch=None if out is None else on_epoch)
+    result = fit(None if out is None else on_epoch)
     done = dataclasses.replace(base, state=result.state)
-    users = predict.final_states(built, done.params, prep.train, n_users=prep.encoded.n_users,
-                                 batch_size=config.train.batch_size, targets=done.targets)
-    done = dataclasses.replace(done, users=users)
+    done = dataclasses.replace(done, users=final_states(done.params))
     if out is not None:
         save(out, done)
     return done
@@ -163,30 +179,19 @@ def _train_shares(out_dir: str, name: str, model, config: Config, *, optimizer, 
     user_ids, item_ids = data.read_ids(out_dir)
     built = models.build_model(model, share.n_items, config.model, n_users=len(user_ids)) \
         if isinstance(model, str) else model
-    if out is not None:
-        _spec(built)
+    _check_start(built, config, out, resume, optimizer)
     if resume is not None:
-        _check_resume(resume, built, config, optimizer)
         resume.check_source(out_dir)
     base = Trained(name, built, config, data.Encoded(None, user_ids, item_ids), None,
                    share.item_counts, None, data.read_info(out_dir), optimizer, source=out_dir)
-
-    def on_epoch(fs: training.FitState) -> None:
-        save(out, dataclasses.replace(base, state=fs))
-
-    t = config.train
-    result = training.fit(built, share, t, optimizer=optimizer, log=log, progress=progress,
-                          targets=models.train_lane_targets(built, config.data.protocol,
-                                                            t.train_lanes),
-                          resume=None if resume is None else resume.state,
-                          on_epoch=None if out is None else on_epoch)
-    done = dataclasses.replace(base, state=result.state)
-    users = shares.share_final_states(built, done.params, share, len(user_ids),
-                                      batch_size=t.batch_size, targets=done.targets)
-    done = dataclasses.replace(done, users=users)
-    if out is not None:
-        save(out, done)
-    return done
+    fit_kw = dict(log=log, progress=progress, optimizer=optimizer,
+                  resume=None if resume is None else resume.state)
+    return _fit_and_save(
+        base, out, lambda on_epoch: compare.fit_share(built, share, config, on_epoch=on_epoch,
+                                                      **fit_kw),
+        lambda params: shares.share_final_states(built, params, share, len(user_ids),
+                                                 batch_size=config.train.batch_size,
+                                                 targets=base.targets))
 
 
 def _model_name(model) -> str:

@@ -333,15 +333,22 @@ def _neural_share(name, out_dir, share, rows, n_users: int, config: Config, cand
                   progress) -> Ranked:
     """A neural model trained on the share and its ranks gathered from every process;
     ``rows``: the share's ``(stream, rows)`` (``evaluation.shares.share_rows``)."""
-    protocol = config.data.protocol
     model = models.build_model(name, share.n_items, config.model, n_users=n_users)
-    train = config_for(name, config).train
-    result = training.fit(model, share, train, log=log, progress=progress,
-                          targets=models.train_lane_targets(model, protocol, train.train_lanes))
+    own = config_for(name, config)
+    train = own.train
+    result = fit_share(model, share, own, log=log, progress=progress)
     ranks = np.stack([share_model_ranks(model, p, out_dir, share, config, rows=rows,
                                         candidates=cands, mesh=train.mesh)
                       for p in seed_params(result.params, train.seeds)])
     return Ranked(ranks, result.train_seconds, result.events_per_second, tuple(result.records))
+
+
+def fit_share(model: models.Model, share, config: Config, **kw):
+    """:func:`fit_neural` for a process's share of an encoded log (``data.read_share``): its
+    FitResult; ``kw``: ``training.fit``'s (log, progress, optimizer, resume, on_epoch)."""
+    t = config.train
+    return training.fit(model, share, t, targets=models.train_lane_targets(
+        model, config.data.protocol, t.train_lanes), **kw)
 
 
 def share_candidates(share, config: Config) -> np.ndarray | None:

@@ -158,13 +158,15 @@ class Trained:
         (``hrnn_jax.parallel.make_mesh``), None for one device; default (``SAVED_MESH``): the
         saved ``train.mesh``. A model of an encoded log (``source``) ranks from shares, each
         process on its own devices of the saved mesh, and takes no other."""
-        mesh = self.config.train.mesh if mesh is SAVED_MESH else mesh
+        saved = isinstance(mesh, str) and mesh == SAVED_MESH
+        mesh = self.config.train.mesh if saved else mesh
         config = dataclasses.replace(self.config, eval=eval or self.config.eval,
                                      train=dataclasses.replace(self.config.train, mesh=None))
         if self.source is not None:
-            return self._evaluate_shares(source, config, mesh)
-        prep = self.prepare_log(source)
-        ranks = compare.evaluate_neural(self.model, self.params, prep, config, mesh=mesh)
+            ranks = self._share_ranks(source, config, mesh)
+        else:
+            ranks = compare.evaluate_neural(self.model, self.params, self.prepare_log(source),
+                                            config, mesh=mesh)
         metrics = evaluation.metrics_from_ranks(ranks, config.eval.ks)
         return {k: v for k, v in metrics.items() if k != "n"}
 
@@ -177,20 +179,18 @@ class Trained:
             raise CheckpointError(f"this model was trained on the encoded log {self.source}, not "
                                   f"{directory}; give that directory")
 
-    def _evaluate_shares(self, directory, config: Config, mesh) -> dict[str, float]:
-        """:meth:`evaluate` of a model of an encoded log: each process ranks its share's test
-        rows on its own devices of the saved mesh, as ``compare.compare_shares`` does."""
+    def _share_ranks(self, directory, config: Config, mesh) -> np.ndarray:
+        """:meth:`evaluate`'s ranks for a model of an encoded log: each process ranks its share's
+        test rows on its own devices of the saved mesh, as ``compare.compare_shares`` does."""
         self.check_source(directory)
         if mesh is not None and mesh != self.config.train.mesh:
             raise ConfigError("a model of an encoded log is evaluated from shares, each process "
                               "on its own devices of the saved mesh; give no mesh")
         share = data.read_share(self.source, config.train.lane_groups,
                                 process=(jax.process_index(), jax.process_count()))
-        ranks = compare.share_model_ranks(self.model, self.params, self.source, share, config,
-                                          candidates=compare.share_candidates(share, config),
-                                          mesh=mesh)
-        metrics = evaluation.metrics_from_ranks(ranks, config.eval.ks)
-        return {k: v for k, v in metrics.items() if k != "n"}
+        return compare.share_model_ranks(self.model, self.params, self.source, share, config,
+                                         candidates=compare.share_candidates(share, config),
+                                         mesh=mesh)
 
     def user_events(self, code: int) -> pl.DataFrame:
         """The training events of user code ``code`` (from ``source`` for a model of an encoded

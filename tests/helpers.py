@@ -84,3 +84,16 @@ def load_experiment(script: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def encoded_log(root: pathlib.Path, *flags: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """A 36-user synthetic Parquet log ``root/log.parquet`` and its encoding ``root/enc``
+    (``hrnn-jax preprocess`` with ``--min-item-support 1`` and ``flags``)."""
+    from hrnn_jax import cli
+    from hrnn_jax.data import synthetic
+
+    log, enc = root / "log.parquet", root / "enc"
+    synthetic.generate(n_users=36, n_items=70, sessions_per_user=(3, 4), seed=3).write_parquet(log)
+    assert cli.main(["preprocess", str(log), "--out", str(enc), "--min-item-support", "1",
+                     *flags]) == 0
+    return log, enc

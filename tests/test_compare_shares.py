@@ -11,7 +11,7 @@ import pytest
 from hrnn_jax import cli, data
 from hrnn_jax.compare import compare_shares
 from hrnn_jax.config import Config, ConfigError, DataConfig, TrainConfig
-from hrnn_jax.data import synthetic
+from tests.helpers import encoded_log
 
 RUN = ["--hidden", "8", "--batch-size", "6", "--epochs", "1", "--quiet"]
 
@@ -19,12 +19,7 @@ RUN = ["--hidden", "8", "--batch-size", "6", "--epochs", "1", "--quiet"]
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
     """A Parquet log and its encoding under the leave-one-out protocol."""
-    root = tmp_path_factory.mktemp("shares")
-    synthetic.generate(n_users=36, n_items=70, sessions_per_user=(3, 4), seed=3).write_parquet(
-        root / "log.parquet")
-    assert cli.main(["preprocess", str(root / "log.parquet"), "--out", str(root / "enc"),
-                     "--min-item-support", "1", "--protocol", "leave-one-out"]) == 0
-    return root / "log.parquet", root / "enc"
+    return encoded_log(tmp_path_factory.mktemp("shares"), "--protocol", "leave-one-out")
 
 
 def _rows(text: str) -> dict[str, str]:

@@ -15,8 +15,8 @@ import pytest
 
 from hrnn_jax import checkpoint, cli, compare, data, parallel
 from hrnn_jax.config import Config, ConfigError, DataConfig, ModelConfig, TrainConfig
-from hrnn_jax.data import synthetic
 from hrnn_jax.trained import CheckpointError
+from tests.helpers import encoded_log
 
 CONFIG = Config(data=DataConfig(min_item_support=1), model=ModelConfig(hidden=8),
                 train=TrainConfig(batch_size=6, epochs=2))
@@ -26,12 +26,7 @@ RUN = ["--hidden", "8", "--batch-size", "6", "--epochs", "1", "--quiet"]
 @pytest.fixture(scope="module")
 def logs(tmp_path_factory):
     """A Parquet log and its encoding (last-session protocol)."""
-    root = tmp_path_factory.mktemp("train_shares")
-    synthetic.generate(n_users=36, n_items=70, sessions_per_user=(3, 4), seed=3).write_parquet(
-        root / "log.parquet")
-    assert cli.main(["preprocess", str(root / "log.parquet"), "--out", str(root / "enc"),
-                     "--min-item-support", "1"]) == 0
-    return root / "log.parquet", root / "enc"
+    return encoded_log(tmp_path_factory.mktemp("train_shares"))
 
 
 def _same(a, b) -> bool:
