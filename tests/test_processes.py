@@ -116,6 +116,7 @@ SHARE = ["--model", "hrnn-all", "--hidden", "8", "--batch-size", "8", "--window"
          "--epochs", "1", "--lane-groups", "2", "--mesh", "data=8"]
 
 
+@pytest.mark.slow  # about 30 s: two fresh processes compiling
 @pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
 def test_two_processes_reading_their_shares_train_as_one_reading_all(tmp_path):
     synthetic.generate(n_users=30, n_items=40, sessions_per_user=(2, 3), seed=8).write_parquet(
@@ -150,6 +151,7 @@ def test_two_processes_reading_their_shares_train_as_one_reading_all(tmp_path):
     assert "recall@5=" in outs[0][0]
 
 
+@pytest.mark.slow  # about 30 s: two fresh processes compiling
 @pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
 def test_two_processes_compare_an_encoded_log_as_one_with_eight_devices(log_csv, tmp_path,
                                                                          capsys):
@@ -170,6 +172,7 @@ def test_two_processes_compare_an_encoded_log_as_one_with_eight_devices(log_csv,
                 assert two["models"][name][k] == pytest.approx(v, abs=1e-4), (name, k)
 
 
+@pytest.mark.slow  # about 30 s: two fresh processes compiling
 @pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 host devices")
 def test_two_processes_train_a_checkpoint_of_an_encoded_log_as_one_with_eight_devices(
         log_csv, tmp_path, capsys):
