@@ -11,7 +11,10 @@ Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with i
   first call with the compilation left out), the train step's memory (XLA's own accounting of
   arguments + outputs + temporaries) and ``ratio_to_gru``: cost per event relative to the session
   GRU (> 1 is slower; ``in turns``: the same ratio measured by :func:`interleaved_ratios`,
-  which a noisy machine disturbs less; with ``--models``, relative to the first model named, e.g.
+  which a noisy machine disturbs less; ``arith.``: the ratio of the matrix-product FLOPs per
+  event of the same train steps, counted by :func:`dot_flops`, the cost a model could not go
+  below with the same products at the same speed; with ``--models``, relative to the first
+  model named, e.g.
   ``--models gru,hcrnn-3-bi`` for HCRNN-3+Bi beside GRU4Rec). ``--gru-reset`` sets where every
   GRU's reset gate acts (``ModelConfig.gru_reset``); ``both`` measures each model in both forms
   in the same run (rows ``NAME``, the default form, and ``NAME/after``), the ratios against the
@@ -34,12 +37,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import resource
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jex_core
 
 from hrnn_jax import cpu, data, evaluation, models, precision, training
 from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
@@ -230,7 +235,8 @@ def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: i
     every model runs its own train step on its own lanes, pass after pass; each window keeps its
     fastest call and the costs are their sums over the training events. A slow spell of this
     shared machine then falls on every model alike, where the separate ``fit`` runs of the
-    events/s column can catch one model only."""
+    events/s column can catch one model only. Returns ``(time ratios, arithmetic ratios)``: the
+    second from the matrix-product FLOPs of the same windows (:func:`dot_flops`)."""
     runs = {}
     for name in names:
         model = models.build_model(name, prep.encoded.n_items, cfg.model)
@@ -243,8 +249,10 @@ def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: i
         state = step.init_state(jax.random.PRNGKey(0), cfg.train.batch_size)
         state, _ = fn(state, batches[0], jax.random.PRNGKey(0))  # compile
         events = sum(int((b["target"] > 0).sum()) for b in batches)
+        flops = dot_flops(jax.make_jaxpr(step)(state, batches[0], jax.random.PRNGKey(0)).jaxpr)
         runs[name] = {"fn": fn, "state": state, "batches": batches, "events": events,
-                      "best": np.full(len(batches), np.inf)}
+                      "best": np.full(len(batches), np.inf),
+                      "flops": flops * len(batches) / events}
     for _ in range(passes):
         for w in range(max(len(r["batches"]) for r in runs.values())):
             for r in runs.values():
@@ -254,7 +262,41 @@ def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: i
                     jax.block_until_ready(r["state"])
                     r["best"][w] = min(r["best"][w], time.perf_counter() - start)
     cost = {name: r["best"].sum() / r["events"] for name, r in runs.items()}
-    return {name: c / cost[names[0]] for name, c in cost.items()}
+    first = runs[names[0]]["flops"]
+    return ({name: c / cost[names[0]] for name, c in cost.items()},
+            {name: r["flops"] / first for name, r in runs.items()})
+
+
+def dot_flops(jaxpr) -> float:
+    """FLOPs of the matrix products (``dot_general``) of a jaxpr: 2 per multiply-add, a scan's
+    body times its length, a conditional's costliest branch, any other nested jaxpr (a while
+    loop's body: once) as it stands. The elementwise work is left out."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs, out = eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape
+            total += 2.0 * math.prod(out) * math.prod(lhs[d] for d in contract)
+            continue
+        inner = [dot_flops(j) for j in _jaxprs(eqn.params)]
+        if name == "cond":
+            total += max(inner, default=0.0)
+        else:
+            total += (eqn.params["length"] if name == "scan" else 1) * sum(inner)
+    return total
+
+
+def _jaxprs(params: dict) -> list:
+    """The jaxprs among an equation's parameters (a tuple of them: a conditional's branches)."""
+    found = []
+    for p in params.values():
+        for q in p if isinstance(p, tuple) else (p,):
+            if isinstance(q, jex_core.ClosedJaxpr):
+                q = q.jaxpr
+            if isinstance(q, jex_core.Jaxpr):
+                found.append(q)
+    return found
 
 
 def run(args, sections):
@@ -272,14 +314,16 @@ def run(args, sections):
     if "models" in sections:
         out["models"] = models_section(args, prep, cfg)
         gru = next(iter(out["models"].values()))["events_per_second"]
-        turns = interleaved_ratios(args.models.split(","), prep, cfg)
-        print(f"{'model':<18}{'events/s':>12}{'ratio_to_gru':>14}{'in turns':>10}"
+        turns, arith = interleaved_ratios(args.models.split(","), prep, cfg)
+        print(f"{'model':<18}{'events/s':>12}{'ratio_to_gru':>14}{'in turns':>10}{'arith.':>8}"
               f"{'step MB':>10}")
         for name, r in out["models"].items():
             r["ratio_to_gru"] = gru / r["events_per_second"]
             r["ratio_in_turns"] = turns.get(name, float("nan"))
+            r["ratio_of_dot_flops"] = arith.get(name, float("nan"))
             print(f"{name:<18}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
-                  f"{r['ratio_in_turns']:>10.2f}{r['step_memory_mb']:>10.1f}{t}")
+                  f"{r['ratio_in_turns']:>10.2f}{r['ratio_of_dot_flops']:>8.2f}"
+                  f"{r['step_memory_mb']:>10.1f}{t}")
 
     if "seeds" in sections:
         out["seeds"] = seeds_timing(prep, cfg)

@@ -1,0 +1,69 @@
+"""``experiments/bench_throughput.py``'s arithmetic column: ``dot_flops`` counts 2 m n k per
+matrix product, a scan's body times its length, a conditional's costliest branch, and on the
+benchmark's train steps it gives the ratio the matrix products alone imply (HRNN's user level on
+its K closing slots against the session GRU)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from tests.helpers import load_experiment
+
+bench = load_experiment("bench_throughput")
+
+
+def _flops(fn, *args) -> float:
+    return bench.dot_flops(jax.make_jaxpr(fn)(*args).jaxpr)
+
+
+def test_dot_flops_counts_products_scans_and_branches():
+    a, b = jnp.ones((3, 4)), jnp.ones((4, 5))
+    assert _flops(lambda x, y: x @ y, a, b) == 2 * 3 * 4 * 5
+    assert _flops(lambda x, y: jnp.einsum("bij,bjk->bik", x, y), jnp.ones((2, 3, 4)),
+                  jnp.ones((2, 4, 5))) == 2 * 2 * 3 * 4 * 5
+
+    def scanned(x, y):
+        return jax.lax.scan(lambda c, _: (c, (x @ y).sum()), 0.0, None, length=7)[1]
+    assert _flops(scanned, a, b) == 7 * 2 * 3 * 4 * 5
+    assert _flops(jax.jit(scanned), a, b) == 7 * 2 * 3 * 4 * 5  # through a nested jit
+
+    def branch(x, y, p):
+        return jax.lax.cond(p, lambda: (x @ y).sum(), lambda: (x @ y @ y.T).sum())
+    assert _flops(branch, a, b, True) == 2 * 3 * 4 * 5 + 2 * 3 * 5 * 4
+    # the gradient's products are counted too: forward plus two products backward
+    assert _flops(jax.grad(lambda x, y: (x @ y).sum(), argnums=(0, 1)), a, b) == 3 * 2 * 3 * 4 * 5
+
+
+def _window_flops(name, prep, cfg):
+    """Dot FLOPs of one training window of model ``name``, and its closing slots K."""
+    from hrnn_jax import models, training
+    model = models.build_model(name, prep.encoded.n_items, cfg.model)
+    step = training.train_step_for(model, prep.train, cfg.train)
+    lanes = models.lanes_for(model, prep.train, batch_size=cfg.train.batch_size,
+                             window=cfg.train.window, seed=0,
+                             targets=models.lane_targets(model, prep.protocol))
+    batch = lanes.window(0)
+    state = step.init_state(jax.random.PRNGKey(0), cfg.train.batch_size)
+    jaxpr = jax.make_jaxpr(step)(state, batch, jax.random.PRNGKey(0)).jaxpr
+    return bench.dot_flops(jaxpr), batch.get("closing", jnp.zeros((0, 0))).shape[1]
+
+
+def test_the_counts_are_the_hand_counts_of_the_benchmarks_models():
+    """Per window of L steps, B lanes, H = U units: the session GRU's recurrent products (B H 3H)
+    and TOP1's in-batch scores (B B H); HRNN Init adds, on its K closing slots, the user GRU's
+    input and recurrent products (H 3U, U 3U) and Eq. 4's W_init (U H); HRNN All also W_c's
+    U 2H (Eq. 5, on the r and z gates) and, once per window outside the scan, W_c c of the B
+    sessions in progress (forward and the weight's gradient). Each product costs three times
+    its forward FLOPs with the backward pass (two products)."""
+    from hrnn_jax.config import Config, ModelConfig, TrainConfig
+    B, L, H = 50, 20, 100
+    prep = bench.prepared(150, 200)
+    cfg = Config(model=ModelConfig(hidden=H), train=TrainConfig(batch_size=B, window=L,
+                                                                loss="top1"))
+    gru, _ = _window_flops("gru", prep, cfg)
+    assert gru == 3 * 2 * L * (B * H * 3 * H + B * B * H)
+    init, K = _window_flops("hrnn-init", prep, cfg)
+    assert K > 0 and init - gru == 3 * 2 * L * K * (H * 3 * H + H * 3 * H + H * H)
+    all_, K_all = _window_flops("hrnn-all", prep, cfg)
+    assert K_all == K
+    assert all_ - init == 3 * 2 * L * K * H * 2 * H + 2 * 2 * B * H * 2 * H
