@@ -4,7 +4,7 @@
 #   bash experiments/device_check.sh tests   # the default test suite at the default matmul
 #                                            # precision, then at "highest"
 #   bash experiments/device_check.sh bench   # bench_throughput (default and highest precision)
-#                                            # and bench_scale
+#   bash experiments/device_check.sh scale   # bench_scale
 #
 # Each part writes its logs and JSON files to $OUT (default: ./device_out) and fits in about ten
 # minutes on a 16-core machine with one GPU (each command has its own time limit, so a part always
@@ -39,19 +39,21 @@ run() {  # run NAME SECONDS COMMAND...: the command's output in $out/NAME.txt, i
 case $part in
   tests)
     run tests_default 280 python3 -m pytest -q -n 16 -p no:cacheprovider
-    JAX_DEFAULT_MATMUL_PRECISION=highest run tests_highest 280 \
+    run tests_highest 280 env JAX_DEFAULT_MATMUL_PRECISION=highest \
       python3 -m pytest -q -n 16 -p no:cacheprovider
     ;;
   bench)
-    run bench_default 200 python3 experiments/bench_throughput.py --json "$out/bench_default.json"
-    run bench_highest 150 python3 experiments/bench_throughput.py --precision highest \
+    run bench_default 300 python3 experiments/bench_throughput.py --json "$out/bench_default.json"
+    run bench_highest 240 python3 experiments/bench_throughput.py --precision highest \
       --sections models,eval --json "$out/bench_highest.json"
+    ;;
+  scale)
     # one GPU: the devices section at 1 device (its other counts are host devices sharing cores)
-    run bench_scale 220 python3 experiments/bench_scale.py --devices-counts 1 \
+    run bench_scale 540 python3 experiments/bench_scale.py --devices-counts 1 \
       --json "$out/scale.json"
     ;;
   *)
-    echo "usage: bash experiments/device_check.sh tests|bench" >&2
+    echo "usage: bash experiments/device_check.sh tests|bench|scale" >&2
     exit 2
     ;;
 esac
