@@ -12,9 +12,9 @@ Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with i
   arguments + outputs + temporaries) and ``ratio_to_gru``: cost per event relative to the session
   GRU (> 1 is slower; ``in turns``: the same ratio measured by :func:`interleaved_ratios`,
   which a noisy machine disturbs less; ``arith.``: the ratio of the matrix-product FLOPs per
-  event of the same train steps, counted by :func:`dot_flops`, the cost a model could not go
-  below with the same products at the same speed; with ``--models``, relative to the first
-  model named, e.g.
+  event of the same train steps, counted by :func:`dot_flops`, what the products alone imply
+  (elementwise work, the loss's and the optimiser's included, left out); with ``--models``,
+  relative to the first model named, e.g.
   ``--models gru,hcrnn-3-bi`` for HCRNN-3+Bi beside GRU4Rec). ``--gru-reset`` sets where every
   GRU's reset gate acts (``ModelConfig.gru_reset``); ``both`` measures each model in both forms
   in the same run (rows ``NAME``, the default form, and ``NAME/after``), the ratios against the
