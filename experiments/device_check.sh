@@ -11,11 +11,12 @@
 # returns what it has). The devices JAX sees are written first ($out/devices.txt).
 #
 # Python packages: the machine's python3 must have jax with its GPU plugin, flax, optax, chex,
-# orbax-checkpoint, scipy, rich and pytest (with pytest-xdist). A package it lacks (polars, say)
-# can travel as wheels in ./.whl (ignored by git), downloaded on a machine with the registries:
+# orbax-checkpoint, scipy, rich and pytest (with pytest-xdist). A package it lacks can travel as
+# wheels in ./.whl (ignored by git; the device tool carries it when asked), downloaded on a machine
+# with the registries, and is installed from there to /tmp/site below. The image seen in 2026-11
+# lacked polars: polars 2.x is two wheels, 0.9 MB and 54 MB, within the 64 MiB a call carries:
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#       --platform manylinux_2_17_x86_64 -d .whl polars
-# and is installed from there to /tmp/site below.
+#       --platform manylinux_2_17_x86_64 -d .whl polars polars-runtime-32
 set -u
 part=${1:-tests}
 out=${OUT:-device_out}
