@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-from hrnn_jax import cpu, data, evaluation, models, precision, training
+from hrnn_jax import compare, cpu, data, evaluation, models, precision, training
 from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
 from hrnn_jax.evaluation import predict
@@ -74,7 +74,7 @@ def prepared(users: int, items: int, seed: int = 0):
 
 
 def fit_speed(name, prep, cfg, epochs):
-    model = models.build_model(name, prep.encoded.n_items, cfg.model)
+    model = compare.model_for(name, prep, cfg)
     train_cfg = dataclasses.replace(cfg.train, epochs=epochs, seed=0)
     result = training.fit(model, prep.train, train_cfg,
                           targets=models.lane_targets(model, prep.protocol), log=None)
@@ -239,7 +239,7 @@ def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: i
     second from the matrix-product FLOPs of the same windows (:func:`dot_flops`)."""
     runs = {}
     for name in names:
-        model = models.build_model(name, prep.encoded.n_items, cfg.model)
+        model = compare.model_for(name, prep, cfg)
         step = training.train_step_for(model, prep.train, cfg.train)
         lanes = models.lanes_for(model, prep.train, batch_size=cfg.train.batch_size,
                                  window=cfg.train.window, seed=0,
@@ -315,13 +315,13 @@ def run(args, sections):
         out["models"] = models_section(args, prep, cfg)
         gru = next(iter(out["models"].values()))["events_per_second"]
         turns, arith = interleaved_ratios(args.models.split(","), prep, cfg)
-        print(f"{'model':<18}{'events/s':>12}{'ratio_to_gru':>14}{'in turns':>10}{'arith.':>8}"
+        print(f"{'model':<22}{'events/s':>12}{'ratio_to_gru':>14}{'in turns':>10}{'arith.':>8}"
               f"{'step MB':>10}")
         for name, r in out["models"].items():
             r["ratio_to_gru"] = gru / r["events_per_second"]
             r["ratio_in_turns"] = turns.get(name, float("nan"))
             r["ratio_of_dot_flops"] = arith.get(name, float("nan"))
-            print(f"{name:<18}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
+            print(f"{name:<22}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
                   f"{r['ratio_in_turns']:>10.2f}{r['ratio_of_dot_flops']:>8.2f}"
                   f"{r['step_memory_mb']:>10.1f}{t}")
 
