@@ -67,3 +67,16 @@ def test_the_counts_are_the_hand_counts_of_the_benchmarks_models():
     all_, K_all = _window_flops("hrnn-all", prep, cfg)
     assert K_all == K
     assert all_ - init == 3 * 2 * L * K * H * 2 * H + 2 * 2 * B * H * 2 * H
+
+
+def test_the_benchmark_builds_models_that_need_the_users():
+    """``--models`` takes every registered model: the user-based GRUs are built with the log's
+    users, as ``compare`` builds them; their user input adds products (arith. above 1)."""
+    from hrnn_jax.config import Config, ModelConfig, TrainConfig
+    prep = bench.prepared(60, 80)
+    cfg = Config(model=ModelConfig(hidden=16), train=TrainConfig(batch_size=8, window=4,
+                                                                 loss="top1"))
+    turns, arith = bench.interleaved_ratios(["gru", "user-gru-linear"], prep, cfg, windows=1,
+                                            passes=1)
+    assert set(turns) == set(arith) == {"gru", "user-gru-linear"}
+    assert arith["user-gru-linear"] > 1.0
