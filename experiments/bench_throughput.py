@@ -239,20 +239,14 @@ def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: i
     second from the matrix-product FLOPs of the same windows (:func:`dot_flops`)."""
     runs = {}
     for name in names:
-        model = compare.model_for(name, prep, cfg)
-        step = training.train_step_for(model, prep.train, cfg.train)
-        lanes = models.lanes_for(model, prep.train, batch_size=cfg.train.batch_size,
-                                 window=cfg.train.window, seed=0,
-                                 targets=models.lane_targets(model, prep.protocol))
-        batches = [lanes.window(w) for w in range(min(windows, len(lanes)))]
+        step, batches = step_and_windows(name, prep, cfg, windows)
         fn = jax.jit(step, donate_argnums=0)
         state = step.init_state(jax.random.PRNGKey(0), cfg.train.batch_size)
         state, _ = fn(state, batches[0], jax.random.PRNGKey(0))  # compile
         events = sum(int((b["target"] > 0).sum()) for b in batches)
-        flops = dot_flops(jax.make_jaxpr(step)(state, batches[0], jax.random.PRNGKey(0)).jaxpr)
         runs[name] = {"fn": fn, "state": state, "batches": batches, "events": events,
                       "best": np.full(len(batches), np.inf),
-                      "flops": flops * len(batches) / events}
+                      "flops": window_dot_flops(step, batches[0]) * len(batches) / events}
     for _ in range(passes):
         for w in range(max(len(r["batches"]) for r in runs.values())):
             for r in runs.values():
@@ -265,6 +259,23 @@ def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: i
     first = runs[names[0]]["flops"]
     return ({name: c / cost[names[0]] for name, c in cost.items()},
             {name: r["flops"] / first for name, r in runs.items()})
+
+
+def step_and_windows(name: str, prep, cfg, windows: int):
+    """Model ``name``'s train step (built as ``compare`` builds it) and its first ``windows``
+    training windows."""
+    model = compare.model_for(name, prep, cfg)
+    step = training.train_step_for(model, prep.train, cfg.train)
+    lanes = models.lanes_for(model, prep.train, batch_size=cfg.train.batch_size,
+                             window=cfg.train.window, seed=0,
+                             targets=models.lane_targets(model, prep.protocol))
+    return step, [lanes.window(w) for w in range(min(windows, len(lanes)))]
+
+
+def window_dot_flops(step, batch) -> float:
+    """:func:`dot_flops` of one call of ``step`` on ``batch`` (forward and backward)."""
+    state = step.init_state(jax.random.PRNGKey(0), batch["item"].shape[0])
+    return dot_flops(jax.make_jaxpr(step)(state, batch, jax.random.PRNGKey(0)).jaxpr)
 
 
 def dot_flops(jaxpr) -> float:

@@ -36,16 +36,8 @@ def test_dot_flops_counts_products_scans_and_branches():
 
 def _window_flops(name, prep, cfg):
     """Dot FLOPs of one training window of model ``name``, and its closing slots K."""
-    from hrnn_jax import models, training
-    model = models.build_model(name, prep.encoded.n_items, cfg.model)
-    step = training.train_step_for(model, prep.train, cfg.train)
-    lanes = models.lanes_for(model, prep.train, batch_size=cfg.train.batch_size,
-                             window=cfg.train.window, seed=0,
-                             targets=models.lane_targets(model, prep.protocol))
-    batch = lanes.window(0)
-    state = step.init_state(jax.random.PRNGKey(0), cfg.train.batch_size)
-    jaxpr = jax.make_jaxpr(step)(state, batch, jax.random.PRNGKey(0)).jaxpr
-    return bench.dot_flops(jaxpr), batch.get("closing", jnp.zeros((0, 0))).shape[1]
+    step, (batch,) = bench.step_and_windows(name, prep, cfg, 1)
+    return bench.window_dot_flops(step, batch), batch.get("closing", jnp.zeros((0, 0))).shape[1]
 
 
 def test_the_counts_are_the_hand_counts_of_the_benchmarks_models():
