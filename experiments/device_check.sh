@@ -26,6 +26,8 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+# 16 test workers share one GPU: none may take the default 75% of its memory at start
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 python3 -c "import jax; print(jax.__version__, jax.devices())" > "$out/devices.txt" 2>&1
 cat "$out/devices.txt"
 
