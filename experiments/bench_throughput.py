@@ -4,8 +4,11 @@
         [--default-malloc] [--sections models,seeds,catalogue,eval]
         [--precision default|high|highest] [--deterministic]
         [--models gru,concat,hrnn-init,hrnn-all] [--gru-reset after|before|both]
+        [--loss top1|bpr|ce|full-ce|bpr-max|top1-max]
 
-Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with in-batch negatives):
+Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with in-batch negatives;
+``--loss`` another loss, e.g. ``ce``, GRU4Rec's cross-entropy over the in-batch candidates, or
+``full-ce``, a softmax over the whole catalogue):
 
 * per model (session GRU, RNN Concat, HRNN Init, HRNN All): training events/s (``training.fit``,
   first call with the compilation left out), the train step's memory (XLA's own accounting of
@@ -18,7 +21,9 @@ Prints, at the paper's sizes (100 hidden units, batch 50, window 20, TOP1 with i
   ``--models gru,hcrnn-3-bi`` for HCRNN-3+Bi beside GRU4Rec). ``--gru-reset`` sets where every
   GRU's reset gate acts (``ModelConfig.gru_reset``); ``both`` measures each model in both forms
   in the same run (rows ``NAME``, the default form, and ``NAME/after``), the ratios against the
-  first model's default form;
+  first model's default form. ``MFLOP/ev`` is the products' FLOPs per training event and
+  ``GFLOP/s`` their rate in the timed turns, printed beside the rate of one large float32 product
+  on the same device: how far the step is from being bound by its arithmetic;
 * the wall time of one train step for 1 seed and for 8 seeds in one ``jax.vmap``-ed step, with
   the step's scratch memory and page faults per call;
 * session-GRU training events/s at 1k, 10k and 100k items (row-sparse table updates);
@@ -40,6 +45,7 @@ import json
 import math
 import resource
 import time
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -50,7 +56,7 @@ from hrnn_jax import compare, cpu, data, evaluation, models, precision, training
 from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
 from hrnn_jax.data import synthetic
 from hrnn_jax.evaluation import predict
-from hrnn_jax.training import optim
+from hrnn_jax.training import losses, optim
 
 MODELS = ("gru", "concat", "hrnn-init", "hrnn-all")
 SECTIONS = ("models", "seeds", "catalogue", "eval")
@@ -200,6 +206,8 @@ def main(argv=None):
                     default=ModelConfig().gru_reset,
                     help="where the GRUs' reset gate acts (ModelConfig.gru_reset); both: each "
                          "model in both forms")
+    ap.add_argument("--loss", choices=typing.get_args(losses.Loss), default="top1",
+                    help="the training loss of every section (TrainConfig.loss)")
     ap.add_argument("--sections", default=",".join(SECTIONS),
                     help=f"comma list from {','.join(SECTIONS)} (default: all)")
     ap.add_argument("--precision", choices=precision.MATMUL_PRECISIONS, default="default",
@@ -235,8 +243,9 @@ def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: i
     every model runs its own train step on its own lanes, pass after pass; each window keeps its
     fastest call and the costs are their sums over the training events. A slow spell of this
     shared machine then falls on every model alike, where the separate ``fit`` runs of the
-    events/s column can catch one model only. Returns ``(time ratios, arithmetic ratios)``: the
-    second from the matrix-product FLOPs of the same windows (:func:`dot_flops`)."""
+    events/s column can catch one model only. Returns, per model, ``in_turns`` (the time ratio),
+    ``arith`` (the ratio of the matrix-product FLOPs of the same windows, :func:`dot_flops`),
+    ``flops_per_event`` and ``events_per_second`` (of the timed windows' fastest calls)."""
     runs = {}
     for name in names:
         step, batches = step_and_windows(name, prep, cfg, windows)
@@ -256,9 +265,24 @@ def interleaved_ratios(names: list[str], prep, cfg, windows: int = 30, passes: i
                     jax.block_until_ready(r["state"])
                     r["best"][w] = min(r["best"][w], time.perf_counter() - start)
     cost = {name: r["best"].sum() / r["events"] for name, r in runs.items()}
-    first = runs[names[0]]["flops"]
-    return ({name: c / cost[names[0]] for name, c in cost.items()},
-            {name: r["flops"] / first for name, r in runs.items()})
+    first = runs[names[0]]
+    return {name: {"in_turns": cost[name] / cost[names[0]], "arith": r["flops"] / first["flops"],
+                   "flops_per_event": r["flops"], "events_per_second": 1.0 / cost[name]}
+            for name, r in runs.items()}
+
+
+def gemm_flops_per_second(m: int = 4096, k: int = 100, n: int = 20_000, calls: int = 10) -> float:
+    """FLOP/s of one large float32 product ``[m, k] @ [k, n]`` on the default device (its
+    fastest of ``calls``): what the device's products reach where nothing else limits them."""
+    a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+    product = jax.jit(jnp.matmul)
+    product(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(calls):
+        start = time.perf_counter()
+        product(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * m * k * n / best
 
 
 def step_and_windows(name: str, prep, cfg, windows: int):
@@ -314,7 +338,7 @@ def run(args, sections):
     args.keep_freed_memory = False if args.default_malloc else cpu.keep_freed_memory()
     print(f"keep_freed_memory: {args.keep_freed_memory}")
     cfg = Config(model=ModelConfig(hidden=100),
-                 train=TrainConfig(batch_size=50, window=20, loss="top1"))
+                 train=TrainConfig(batch_size=50, window=20, loss=args.loss))
     env = setting()
     t = tag(env)
     out = {"setting": env, "models": {}, "seeds": {}, "catalogue": {}, "config": vars(args)}
@@ -325,16 +349,23 @@ def run(args, sections):
     if "models" in sections:
         out["models"] = models_section(args, prep, cfg)
         gru = next(iter(out["models"].values()))["events_per_second"]
-        turns, arith = interleaved_ratios(args.models.split(","), prep, cfg)
+        turns = interleaved_ratios(args.models.split(","), prep, cfg)
         print(f"{'model':<22}{'events/s':>12}{'ratio_to_gru':>14}{'in turns':>10}{'arith.':>8}"
-              f"{'step MB':>10}")
+              f"{'MFLOP/ev':>10}{'GFLOP/s':>9}{'step MB':>10}")
         for name, r in out["models"].items():
+            x = turns.get(name, dict.fromkeys(("in_turns", "arith", "flops_per_event",
+                                               "events_per_second"), float("nan")))
             r["ratio_to_gru"] = gru / r["events_per_second"]
-            r["ratio_in_turns"] = turns.get(name, float("nan"))
-            r["ratio_of_dot_flops"] = arith.get(name, float("nan"))
+            r["ratio_in_turns"], r["ratio_of_dot_flops"] = x["in_turns"], x["arith"]
+            r["dot_flops_per_event"] = x["flops_per_event"]
+            r["dot_flops_per_second"] = x["flops_per_event"] * x["events_per_second"]
             print(f"{name:<22}{r['events_per_second']:>12.0f}{r['ratio_to_gru']:>14.2f}"
                   f"{r['ratio_in_turns']:>10.2f}{r['ratio_of_dot_flops']:>8.2f}"
+                  f"{r['dot_flops_per_event'] / 1e6:>10.3f}{r['dot_flops_per_second'] / 1e9:>9.1f}"
                   f"{r['step_memory_mb']:>10.1f}{t}")
+        out["gemm_flops_per_second"] = gemm_flops_per_second()
+        print(f"one float32 product [4096, 100] @ [100, 20000]: "
+              f"{out['gemm_flops_per_second'] / 1e9:.1f} GFLOP/s{t}")
 
     if "seeds" in sections:
         out["seeds"] = seeds_timing(prep, cfg)

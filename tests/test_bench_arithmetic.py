@@ -68,7 +68,18 @@ def test_the_benchmark_builds_models_that_need_the_users():
     prep = bench.prepared(60, 80)
     cfg = Config(model=ModelConfig(hidden=16), train=TrainConfig(batch_size=8, window=4,
                                                                  loss="top1"))
-    turns, arith = bench.interleaved_ratios(["gru", "user-gru-linear"], prep, cfg, windows=1,
-                                            passes=1)
-    assert set(turns) == set(arith) == {"gru", "user-gru-linear"}
-    assert arith["user-gru-linear"] > 1.0
+    ratios = bench.interleaved_ratios(["gru", "user-gru-linear"], prep, cfg, windows=1,
+                                      passes=1)
+    assert set(ratios) == {"gru", "user-gru-linear"}
+    assert ratios["gru"]["in_turns"] == ratios["gru"]["arith"] == 1.0
+    assert ratios["user-gru-linear"]["arith"] > 1.0
+    # the absolute count behind the ratio: the GRU's window (hand count above) per event
+    step, (batch,) = bench.step_and_windows("gru", prep, cfg, 1)
+    events = int((batch["target"] > 0).sum())
+    assert ratios["gru"]["flops_per_event"] == bench.window_dot_flops(step, batch) / events
+    assert ratios["gru"]["events_per_second"] > 0
+
+
+def test_the_reference_product_reports_its_rate():
+    """The rate the ``GFLOP/s`` column is read against: 2 m k n FLOPs over the fastest call."""
+    assert bench.gemm_flops_per_second(64, 8, 128, calls=2) > 0
