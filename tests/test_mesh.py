@@ -91,10 +91,11 @@ OTHER_MODELS = [name for name in models.model_names() if name not in
                 {"gru", "hrnn-init", "hrnn-all", "user-gru-linear", "hcrnn-3-bi"}]
 QUIET_LEARNING_RATE = 0.01
 QUIET_PARAM_ATOL = 1e-6
+DEFAULT_OTHERS = {"hrnn-meta", "narm"}  # item features, a session attention; the rest: -m slow
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", OTHER_MODELS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in DEFAULT_OTHERS else
+                                               pytest.mark.slow) for n in OTHER_MODELS])
 def test_every_other_model_of_the_registry_trains_and_ranks_on_a_mesh_as_one_device(name):
     ref, ref_metrics = _one_device(name, 1, QUIET_LEARNING_RATE)
     fit, metrics = _fit_and_rank(name, "data=2,items=2", 1, QUIET_LEARNING_RATE)
