@@ -109,6 +109,45 @@ def test_segment_sum_matches_a_loop():
     assert segment_sum(jnp.zeros((0, 3)), jnp.zeros((0,), jnp.int32), 4).shape == (4, 3)
 
 
+@pytest.mark.parametrize("num_segments", [10, 2**24])  # packed keys; too wide for them
+def test_stable_order_is_a_stable_argsort_for_the_ids_in_range(num_segments):
+    rng = np.random.default_rng(2)
+    ids = rng.integers(0, 10, 300).astype(np.int32)  # many ties: stability shows
+    ids[:7] = [-4, -1, num_segments, num_segments + 3, -4, 2**31 - 1, -2**31]
+    order, sid = jax.jit(precision.stable_order, static_argnums=1)(jnp.asarray(ids), num_segments)
+    want = np.argsort(ids, kind="stable")
+    in_range = (ids[want] >= 0) & (ids[want] < num_segments)
+    # the rows in range at the positions and in the order of a stable argsort ...
+    np.testing.assert_array_equal(np.asarray(order)[in_range], want[in_range])
+    np.testing.assert_array_equal(np.asarray(sid)[in_range], ids[want][in_range])
+    # ... the others before them (below the range, read as -1) or after them (num_segments)
+    below, above = (ids < 0).sum(), (ids >= num_segments).sum()
+    np.testing.assert_array_equal(np.asarray(sid)[:below], -1)
+    np.testing.assert_array_equal(np.asarray(sid)[len(ids) - above:], num_segments)
+    assert sorted(np.asarray(order).tolist()) == list(range(len(ids)))  # a permutation
+
+
+def test_segment_sum_is_bit_for_bit_the_sums_of_a_stable_argsort():
+    """The packed-key sort changes no bit of the sums: the reference sorts by a stable argsort
+    and sums with the same segmented tree."""
+    def reference(data, ids, num_segments):
+        order = jnp.argsort(ids, stable=True)
+        sid, x = ids[order], data[order]
+        first = jnp.concatenate([jnp.ones((1,), bool), sid[1:] != sid[:-1]])
+        sums, _ = jax.lax.associative_scan(
+            lambda a, b: (jnp.where(b[1][:, None], b[0], a[0] + b[0]), a[1] | b[1]), (x, first))
+        last = jnp.clip(jnp.searchsorted(sid, jnp.arange(num_segments), side="right") - 1, 0,
+                        len(ids) - 1)
+        return jnp.where((sid[last] == jnp.arange(num_segments))[:, None], sums[last], 0.0)
+    rng = np.random.default_rng(3)
+    ids = jnp.asarray(rng.integers(-2, 60, 2000), jnp.int32)
+    scale = 10.0 ** rng.uniform(-3, 3, (2000, 1))
+    data = jnp.asarray(rng.normal(size=(2000, 5)) * scale, jnp.float32)
+    got = jax.jit(precision.segment_sum, static_argnums=2)(data, ids, 50)
+    want = jax.jit(reference, static_argnums=2)(data, ids, 50)
+    np.testing.assert_array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
+
+
 def test_take_rows_gradient_equals_autodiff_of_a_gather_without_scatter():
     rng = np.random.default_rng(1)
     table = jnp.asarray(rng.normal(size=(9, 4)), jnp.float32)
