@@ -127,6 +127,16 @@ def test_stable_order_is_a_stable_argsort_for_the_ids_in_range(num_segments):
     assert sorted(np.asarray(order).tolist()) == list(range(len(ids)))  # a permutation
 
 
+@pytest.mark.parametrize("n", [40, 3000])  # every pair compared; a binary search
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_search_sorted_is_searchsorted(n, side):
+    rng = np.random.default_rng(4)
+    a = np.sort(rng.integers(0, n // 2, n)).astype(np.int32)  # ties
+    v = rng.integers(-3, n // 2 + 3, n).astype(np.int32)  # below, between and above
+    got = jax.jit(precision.search_sorted, static_argnums=2)(jnp.asarray(a), jnp.asarray(v), side)
+    np.testing.assert_array_equal(np.asarray(got), np.searchsorted(a, v, side=side))
+
+
 def test_segment_sum_is_bit_for_bit_the_sums_of_a_stable_argsort():
     """The packed-key sort changes no bit of the sums: the reference sorts by a stable argsort
     and sums with the same segmented tree."""
@@ -146,6 +156,29 @@ def test_segment_sum_is_bit_for_bit_the_sums_of_a_stable_argsort():
     got = jax.jit(precision.segment_sum, static_argnums=2)(data, ids, 50)
     want = jax.jit(reference, static_argnums=2)(data, ids, 50)
     np.testing.assert_array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
+
+
+def test_take_rows_of_several_tables_is_take_rows_of_each_bit_for_bit():
+    rng = np.random.default_rng(5)
+    out = jnp.asarray(rng.normal(size=(30, 7)), jnp.float32)
+    bias = jnp.asarray(rng.normal(size=(30,)), jnp.float32)
+    ids = jnp.asarray(rng.integers(0, 30, (6, 9)))  # repeats: sums of several rows
+    w, v = (jnp.asarray(rng.normal(size=s) * 10.0 ** rng.uniform(-3, 3, s), jnp.float32)
+            for s in [(6, 9, 7), (6, 9)])
+
+    def together(o, b):
+        o_t, b_t = precision.take_rows_of((o, b), ids)
+        return (o_t * w).sum() + (b_t * v).sum()
+
+    def apart(o, b):
+        return (precision.take_rows(o, ids) * w).sum() + (precision.take_rows(b, ids) * v).sum()
+    got = jax.jit(jax.grad(together, argnums=(0, 1)))(out, bias)
+    want = jax.jit(jax.grad(apart, argnums=(0, 1)))(out, bias)
+    for g, h in zip(got, want):
+        np.testing.assert_array_equal(np.asarray(g).view(np.uint32), np.asarray(h).view(np.uint32))
+    o_t, b_t = precision.take_rows_of((out, bias), ids)
+    np.testing.assert_array_equal(o_t, out[ids])
+    np.testing.assert_array_equal(b_t, bias[ids])
 
 
 def test_take_rows_gradient_equals_autodiff_of_a_gather_without_scatter():

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 from hrnn_jax import choices
 from hrnn_jax.config import TrainConfig, default
 from hrnn_jax.models.layers import target_mean
-from hrnn_jax.precision import take_rows
+from hrnn_jax.precision import take_rows_of
 
 Loss = Literal["top1", "bpr", "ce", "full-ce", "bpr-max", "top1-max"]
 Activation = Literal["linear", "tanh", "elu"]
@@ -64,10 +64,11 @@ def candidate_scores(params, y, lookup_target, lookup_neg):
 
     Column c < B is lane c's target at the same step; column B + s is the s-th sampled negative.
     """
-    out, bias = params["item_out"], params["item_bias"]
-    o_t = take_rows(out, lookup_target)  # [B, L, H]
-    s_batch = jnp.einsum("blh,clh->blc", y, o_t) + take_rows(bias, lookup_target).T[None]
-    s_neg = y @ take_rows(out, lookup_neg).T + take_rows(bias, lookup_neg)  # [B, L, S]
+    tables = params["item_out"], params["item_bias"]
+    o_t, b_t = take_rows_of(tables, lookup_target)  # [B, L, H], [B, L]
+    s_batch = jnp.einsum("blh,clh->blc", y, o_t) + b_t.T[None]
+    o_n, b_n = take_rows_of(tables, lookup_neg)  # [S, H], [S]
+    s_neg = y @ o_n.T + b_n  # [B, L, S]
     return jnp.concatenate([s_batch, s_neg], axis=-1)
 
 
