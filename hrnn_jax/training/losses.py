@@ -137,7 +137,11 @@ def ranking_loss(kind: str, scores, target, negatives, score_reg: float = SCORE_
         lse = jnp.logaddexp(jax.nn.logsumexp(logits, axis=-1), pos)
         row = lse - pos
     elif kind in ("bpr-max", "top1-max"):
-        row = _max_loss(kind, scores, diff, neg, score_reg)
+        # on rows [B L, B + S]: XLA on CPU reduces a [B, 1, C] array several times slower than
+        # a [B, C] one (GRU4Rec+ at window 1 trained 1.4x faster so, in an in-process A/B)
+        C = scores.shape[-1]
+        row = _max_loss(kind, scores.reshape(-1, C), diff.reshape(-1, C), neg.reshape(-1, C),
+                        score_reg).reshape(scores.shape[:-1])
     else:
         raise ValueError(f"unknown sampled loss {kind!r}; choose from {LOSSES}")
     return target_mean(row, target)
