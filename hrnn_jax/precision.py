@@ -17,7 +17,8 @@ passes. The library splits its arithmetic in two:
     gathers and scatters with distinct indices, exact for every value (a one-hot matrix product
     would round in TF32 at the default precision, flush subnormals, and spread a NaN or inf of
     one lane to all rows; it also measured about 8% slower on CPU);
-  - row gathers of embedding tables (:func:`take_rows`): their gradient is accumulated by
+  - row gathers of embedding tables (:func:`take_rows`; :func:`take_rows_of` for several tables
+    indexed alike, an output layer's weights and bias): their gradient is accumulated by
     :func:`segment_sum`, a sort and a segmented tree sum with a fixed order, instead of an atomic
     scatter-add, so it is the same from run to run;
   - the rows a batch touches (:func:`unique_rows`): sorts and binary searches, no scatter;
