@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import polars as pl
 
-from hrnn_jax import compare, data, models, training
-from hrnn_jax.config import Config, DataConfig, ModelConfig, TrainConfig
-from hrnn_jax.data import synthetic
+from hrnn_jax import compare, models, training
+from hrnn_jax.config import Config, ModelConfig, TrainConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_throughput import prepared  # the benchmarks' synthetic log, prepared alike
 
 SAMPLED = dict(n_negatives=2048, sample_alpha=0.5)
 # name: (our TrainConfig fields, the official GRU4Rec's parameters for the same model)
@@ -47,11 +51,6 @@ SETTINGS = {
 # what every setting shares: 100 units, one-hot input, batch 50, Adagrad at 0.1, no dropout
 COMMON = ("layers=100,batch_size=50,constrained_embedding=False,embedding=0,dropout_p_embed=0.0,"
           "dropout_p_hidden=0.0,learning_rate=0.1,momentum=0.0,logq=0.0")
-
-
-def prepared(users: int, items: int):
-    raw = data.read_interactions(synthetic.generate(n_users=users, n_items=items, seed=0))
-    return data.prepare(raw, DataConfig(min_item_support=1))
 
 
 def gru4rec_tsv(train: pl.DataFrame) -> pl.DataFrame:
